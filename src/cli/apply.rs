@@ -1,0 +1,94 @@
+//! `guestprep apply`: converge the system to the policy.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::Target;
+use crate::engine::{self, ApplyOptions};
+use crate::exit::ExitCode;
+use crate::output::{self, Style};
+use crate::report::{ApplySection, ComplianceReport};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Change nothing; exit 1 if anything would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Print a unified diff of every file changed (or, with --check, that would be).
+    #[arg(long)]
+    pub diff: bool,
+    /// End with the JSON compliance report (with an `apply` section listing the changes).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for another apply on the same root to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub lock_timeout: u64,
+}
+
+pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    // Validate the whole policy before taking the lock or touching anything.
+    let (sys, loaded) = crate::open(&args.target)?;
+    let resources = crate::resources::build(&loaded.policy, &sys.root);
+    let _lock = if args.check {
+        None
+    } else {
+        match crate::lock::acquire(&sys.root, Duration::from_secs(args.lock_timeout)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("guestprep: {e:#}");
+                return Ok(ExitCode::ApplyFailed);
+            }
+        }
+    };
+    let outcome = engine::apply(&sys, &resources, ApplyOptions { check_only: args.check });
+    let mut report = ComplianceReport::new(outcome.items, loaded.digest(), crate::sources_strings(&loaded), &sys.root, started);
+    report.apply = Some(ApplySection {
+        check_only: args.check,
+        changes: outcome.changes.clone(),
+    });
+    let code = if outcome.failed {
+        ExitCode::ApplyFailed
+    } else if args.check && !outcome.changes.is_empty() {
+        ExitCode::Drift
+    } else {
+        match report.verify_exit() {
+            // After apply, drift that could not be planned away, or an error item, is a failure.
+            ExitCode::Drift if args.check => ExitCode::Drift,
+            ExitCode::Drift | ExitCode::CheckFailed => ExitCode::ApplyFailed,
+            other => other,
+        }
+    };
+    report.exit_code = code.code();
+
+    let mut out = std::io::stdout().lock();
+    let style = Style::stdout();
+    if args.diff {
+        // With --json the diffs go to stderr so stdout stays one JSON document.
+        for d in &outcome.diffs {
+            if args.json {
+                eprint!("{d}");
+            } else {
+                write!(out, "{}", style.diff(d))?;
+            }
+        }
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        for c in &outcome.changes {
+            let verb = if c.done { "changed" } else if args.check { "would change" } else { "failed" };
+            writeln!(out, "{verb:<14} {}  {}", c.item, c.action)?;
+        }
+        output::human(&mut out, &report, &style)?;
+        if outcome.changes.is_empty() {
+            writeln!(out, "nothing to change")?;
+        }
+    }
+    Ok(code)
+}

@@ -1,0 +1,68 @@
+//! The command line: one file per subcommand, parsed with clap. Each subcommand returns the exit
+//! code; errors are printed once, whole chain, by `main`.
+
+pub mod apply;
+pub mod policy;
+pub mod schema;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guestprep",
+    version,
+    about = "Converge, verify and seal Proxmox VM templates from a declarative TOML policy",
+    after_help = EXIT_CODES_HELP,
+)]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converge the system to the policy: check, change only what differs, check again.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Apply(apply::ApplyArgs),
+    /// Check the system against the policy and report, item by item. Never writes.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(verify::VerifyArgs),
+    /// Validate or show the policy.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Print the JSON Schema of the compliance report.
+    Schema,
+}
+
+/// Where the system and the policy are.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// Root directory of the system to manage; anything but `/` is an offline image: only files
+    /// are read and written, live checks and actions are skipped.
+    #[arg(long, value_name = "DIR", default_value = "/", env = "GUESTPREP_ROOT")]
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// Policy file, or directory of `*.toml` fragments merged in name order; repeatable. Default:
+    /// the root's /usr/lib/guestprep/policy.d, /etc/guestprep/policy.d and /etc/guestprep/policy.toml.
+    #[arg(long = "policy", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}

@@ -1,0 +1,43 @@
+//! `guestprep verify`: check every item and report; never writes.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Format, Target};
+use crate::engine;
+use crate::exit::ExitCode;
+use crate::output::{self, Style};
+use crate::report::ComplianceReport;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print the JSON report (same as --format json).
+    #[arg(long)]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+/// Loads the policy and checks the system: the report of `verify`.
+pub fn report(target: &Target) -> Result<ComplianceReport> {
+    let started = Instant::now();
+    let (sys, loaded) = crate::open(target)?;
+    let resources = crate::resources::build(&loaded.policy, &sys.root);
+    let items = engine::verify(&sys, &resources);
+    Ok(ComplianceReport::new(items, loaded.digest(), crate::sources_strings(&loaded), &sys.root, started))
+}
+
+pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
+    let r = report(&args.target)?;
+    if args.json || args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        output::human(&mut std::io::stdout().lock(), &r, &Style::stdout())?;
+    }
+    Ok(r.verify_exit())
+}

@@ -1,0 +1,291 @@
+//! The engine: one check/plan/apply shape for every resource, and the runs built on it.
+//!
+//! Owns the [`Resource`] trait, the [`Change`]s a plan is made of and how each is carried out
+//! (file writes through `fsutil`, live effects only on a live root), and the two runs: `verify`
+//! (check every item, write nothing) and `apply` (per item in policy order: check, plan, apply the
+//! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
+//! see every effect before it happens.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::fsutil;
+use crate::report::{ChangeRecord, Item, Status};
+use crate::root::Root;
+
+/// The managed system: its root and what may run against it.
+pub struct System {
+    pub root: Root,
+}
+
+impl System {
+    pub fn new(root: Root) -> Self {
+        System { root }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.root.is_live()
+    }
+
+    /// `Some("offline root DIR")` when live-only checks and actions must be skipped.
+    pub fn offline_reason(&self) -> Option<String> {
+        (!self.is_live()).then(|| self.root.describe())
+    }
+}
+
+/// What a check found. Drift is data, not an `Err`: `Err` from `check` means "could not check".
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub status: Status,
+    pub expected: Value,
+    pub actual: Value,
+    pub message: String,
+    /// For file items: the current bytes (None if missing), used by `plan` and `--diff`.
+    pub current: Option<Vec<u8>>,
+}
+
+impl Observation {
+    pub fn new(status: Status, expected: Value, actual: Value, message: impl Into<String>) -> Self {
+        Observation {
+            status,
+            expected,
+            actual,
+            message: message.into(),
+            current: None,
+        }
+    }
+}
+
+/// One effect of a plan.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Write a whole file atomically. `old` is the current content, for diffs.
+    Write {
+        path: String,
+        content: Vec<u8>,
+        mode: Option<u32>,
+        old: Option<Vec<u8>>,
+    },
+    /// Remove a file guestprep owns.
+    Remove { path: String, old: Vec<u8> },
+    /// Set a live kernel value (a file under /proc/sys). Live roots only.
+    WriteProc { path: String, value: String },
+    /// Run a program on the live system. Live roots only.
+    Run { argv: Vec<String> },
+}
+
+impl Change {
+    pub fn describe(&self) -> String {
+        match self {
+            Change::Write { path, old: None, .. } => format!("create {path}"),
+            Change::Write { path, .. } => format!("update {path}"),
+            Change::Remove { path, .. } => format!("remove {path}"),
+            Change::WriteProc { path, value } => format!("set {path} = {value}"),
+            Change::Run { argv } => format!("run {}", argv.join(" ")),
+        }
+    }
+
+    /// A unified diff for file changes.
+    pub fn diff(&self) -> Option<String> {
+        let (path, old, new): (&str, &[u8], &[u8]) = match self {
+            Change::Write { path, content, old, .. } => (path, old.as_deref().unwrap_or(b""), content),
+            Change::Remove { path, old } => (path, old, b""),
+            _ => return None,
+        };
+        let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+        let a = if matches!(self, Change::Write { old: None, .. }) { "/dev/null".to_string() } else { format!("a{path}") };
+        let b = if matches!(self, Change::Remove { .. }) { "/dev/null".to_string() } else { format!("b{path}") };
+        let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
+        Some(diff.unified_diff().context_radius(3).header(&a, &b).to_string())
+    }
+
+    /// Carries the change out. Live-only changes refuse an offline root.
+    pub fn execute(&self, sys: &System) -> Result<()> {
+        match self {
+            Change::Write { path, content, mode, .. } => {
+                fsutil::write_atomic(&sys.root, path, content, *mode)?;
+            }
+            Change::Remove { path, .. } => {
+                fsutil::remove(&sys.root, path)?;
+            }
+            Change::WriteProc { path, value } => {
+                if !sys.is_live() {
+                    bail!("refusing to set {path} on an {}", sys.root.describe());
+                }
+                let p = sys.root.path(path)?;
+                std::fs::write(&p, format!("{value}\n")).with_context(|| format!("writing {}", p.display()))?;
+            }
+            Change::Run { argv } => {
+                if !sys.is_live() {
+                    bail!("refusing to run {} on an {}", argv.join(" "), sys.root.describe());
+                }
+                run(argv)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a program; a failure carries the tail of its stderr.
+pub fn run(argv: &[String]) -> Result<String> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .with_context(|| format!("running {}", argv[0]))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("`{}` failed ({}): {}", argv.join(" "), out.status, tail.join(" | "));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every kind of thing guestprep manages goes through these four steps.
+pub trait Resource {
+    /// Stable id, `KIND:NAME`.
+    fn id(&self) -> String;
+    /// The resource kind, as in the report.
+    fn kind(&self) -> &'static str;
+    /// Observes the system. Never writes.
+    fn check(&self, sys: &System) -> Result<Observation>;
+    /// The changes that would make `obs` compliant. Pure: no I/O.
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change>;
+    /// Carries out the plan. The default executes each change in order.
+    fn apply(&self, sys: &System, plan: &[Change]) -> Result<()> {
+        for c in plan {
+            c.execute(sys)?;
+        }
+        Ok(())
+    }
+    /// Files this resource writes (for stale temp-file cleanup and change watching).
+    fn managed_paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+fn item(r: &dyn Resource, obs: Observation) -> Item {
+    Item {
+        id: r.id(),
+        kind: r.kind().to_string(),
+        status: obs.status,
+        expected: obs.expected,
+        actual: obs.actual,
+        message: obs.message,
+    }
+}
+
+fn error_item(r: &dyn Resource, e: &anyhow::Error) -> Item {
+    Item {
+        id: r.id(),
+        kind: r.kind().to_string(),
+        status: Status::Error,
+        expected: Value::Null,
+        actual: Value::Null,
+        message: format!("{e:#}"),
+    }
+}
+
+/// Checks every resource. Writes nothing.
+pub fn verify(sys: &System, resources: &[Box<dyn Resource>]) -> Vec<Item> {
+    resources
+        .iter()
+        .map(|r| match r.check(sys) {
+            Ok(obs) => item(r.as_ref(), obs),
+            Err(e) => error_item(r.as_ref(), &e),
+        })
+        .collect()
+}
+
+/// Options of an apply run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    /// Plan only: change nothing.
+    pub check_only: bool,
+}
+
+/// The outcome of `apply`.
+pub struct ApplyOutcome {
+    /// Final state of every item (after the changes; the planned-against state with `--check`).
+    pub items: Vec<Item>,
+    pub changes: Vec<ChangeRecord>,
+    /// Diffs of every file changed (or that would be).
+    pub diffs: Vec<String>,
+    /// Some change failed.
+    pub failed: bool,
+}
+
+/// Converges the system: per resource, in order, check, plan, apply, check again.
+pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) -> ApplyOutcome {
+    let mut out = ApplyOutcome {
+        items: Vec::new(),
+        changes: Vec::new(),
+        diffs: Vec::new(),
+        failed: false,
+    };
+    if !opts.check_only {
+        for r in resources {
+            for p in r.managed_paths() {
+                match fsutil::clean_stale_temps(&sys.root, &p) {
+                    Ok(removed) => {
+                        for f in removed {
+                            tracing::warn!(file = %f.display(), "removed temp file left by an interrupted run");
+                        }
+                    }
+                    Err(e) => tracing::warn!("{e:#}"),
+                }
+            }
+        }
+    }
+    for r in resources {
+        let obs = match r.check(sys) {
+            Ok(o) => o,
+            Err(e) => {
+                out.items.push(error_item(r.as_ref(), &e));
+                continue;
+            }
+        };
+        if !matches!(obs.status, Status::Drift) {
+            out.items.push(item(r.as_ref(), obs));
+            continue;
+        }
+        let plan = r.plan(sys, &obs);
+        if plan.is_empty() || opts.check_only {
+            for c in &plan {
+                out.diffs.extend(c.diff());
+                out.changes.push(ChangeRecord {
+                    item: r.id(),
+                    action: c.describe(),
+                    done: false,
+                });
+            }
+            out.items.push(item(r.as_ref(), obs));
+            continue;
+        }
+        tracing::info!(item = %r.id(), "converging: {}", plan.iter().map(Change::describe).collect::<Vec<_>>().join("; "));
+        let result = r.apply(sys, &plan);
+        for c in &plan {
+            out.diffs.extend(c.diff());
+            out.changes.push(ChangeRecord {
+                item: r.id(),
+                action: c.describe(),
+                done: result.is_ok(),
+            });
+        }
+        match result {
+            Err(e) => {
+                out.failed = true;
+                let mut it = error_item(r.as_ref(), &e.context(format!("applying {}", r.id())));
+                it.expected = obs.expected;
+                it.actual = obs.actual;
+                out.items.push(it);
+            }
+            Ok(()) => match r.check(sys) {
+                Ok(after) => out.items.push(item(r.as_ref(), after)),
+                Err(e) => out.items.push(error_item(r.as_ref(), &e)),
+            },
+        }
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! guestprep: converge, verify and seal Proxmox VM templates from a declarative TOML policy.
+//!
+//! The library holds everything; `main.rs` only parses arguments and maps errors to exit codes.
+//! Data flows one way: [`policy`] (fragments → validated `Policy`) → [`resources`] (the ordered
+//! items of that policy) → [`engine`] (check/plan/apply over a [`root::Root`]) → [`report`].
+
+pub mod cli;
+pub mod engine;
+pub mod exit;
+pub mod fsutil;
+pub mod lock;
+pub mod output;
+pub mod policy;
+pub mod report;
+pub mod resources;
+pub mod root;
+
+use anyhow::Result;
+
+use crate::engine::System;
+use crate::exit::ExitCode;
+use crate::policy::{LoadError, Loaded, Sources};
+use crate::root::Root;
+
+/// Opens the root and loads the whole policy (validated) for a command.
+pub fn open(target: &cli::Target) -> Result<(System, Loaded)> {
+    let root = Root::new(&target.root)?;
+    let sources = Sources::from_args(&target.policy.paths);
+    let loaded = match policy::load(&sources, &root) {
+        Ok(l) => l,
+        Err(LoadError::Invalid(e)) => return Err(e.into()),
+        Err(LoadError::Io(e)) => return Err(e),
+    };
+    Ok((System::new(root), loaded))
+}
+
+pub fn sources_strings(l: &Loaded) -> Vec<String> {
+    l.sources.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
+pub fn run(cli: cli::Cli) -> i32 {
+    use cli::Command;
+    let (result, failure) = match &cli.command {
+        Command::Apply(a) => (cli::apply::run(a), ExitCode::ApplyFailed),
+        Command::Verify(a) => (cli::verify::run(a), ExitCode::CheckFailed),
+        Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
+        Command::Schema => (cli::schema::run(), ExitCode::Usage),
+    };
+    match result {
+        Ok(code) => code.code(),
+        Err(e) => {
+            if let Some(inv) = e.downcast_ref::<policy::InvalidPolicy>() {
+                eprintln!("{inv}");
+                eprintln!("nothing was changed");
+                return ExitCode::Usage.code();
+            }
+            eprintln!("guestprep: error: {e:#}");
+            let code = if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound))
+                && matches!(cli.command, Command::Policy(_))
+            {
+                ExitCode::Usage
+            } else {
+                failure
+            };
+            code.code()
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! One `apply` at a time per root: an exclusive `flock` on `ROOT/run/guestprep/apply.lock`.
+//!
+//! A second apply waits (saying so, and for whom) up to a timeout, then fails clearly. The lock
+//! goes with the process, so a killed apply never leaves a stale lock behind.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::root::Root;
+
+pub const LOCK_FILE: &str = "/run/guestprep/apply.lock";
+
+pub struct ApplyLock {
+    _lock: Flock<std::fs::File>,
+}
+
+pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
+    let path = root.resolve(LOCK_FILE)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let start = Instant::now();
+    let mut said = false;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                lock.set_len(0).ok();
+                lock.rewind().ok();
+                let _ = write!(lock, "{}\n", std::process::id());
+                return Ok(ApplyLock { _lock: lock });
+            }
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = f;
+                if start.elapsed() >= timeout {
+                    bail!(
+                        "another guestprep apply{} holds {} since more than {}s; not waiting longer (see --lock-timeout)",
+                        holder(&mut file),
+                        path.display(),
+                        timeout.as_secs()
+                    );
+                }
+                if !said {
+                    eprintln!("guestprep: waiting for another guestprep apply{} to finish ({})", holder(&mut file), path.display());
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+}
+
+fn holder(f: &mut std::fs::File) -> String {
+    let mut s = String::new();
+    let _ = f.rewind();
+    let _ = f.read_to_string(&mut s);
+    match s.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    }
+}

@@ -1,0 +1,23 @@
+//! The `guestprep` binary: parse the command line, set up logging, run the library, exit with its
+//! code. Nothing else belongs here.
+
+use clap::Parser;
+
+fn main() {
+    let cli = guestprep::cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUESTPREP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Under systemd, journald adds timestamps.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if under_journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+    std::process::exit(guestprep::run(cli));
+}

@@ -1,0 +1,252 @@
+//! The policy: what the machine must look like.
+//!
+//! Owns finding the fragments (`--policy` paths, or the root's drop-in directories), merging them
+//! and turning the merged tree into a typed, fully validated [`Policy`]. Nothing here touches the
+//! system being managed: a policy that fails validation stops the run before any change.
+//!
+//! Fragment order, without `--policy`:
+//! 1. `ROOT/usr/lib/guestprep/policy.d/*.toml` and `ROOT/etc/guestprep/policy.d/*.toml`, taken
+//!    together and sorted by file name, as systemd does for its drop-ins: a file in `/etc` with the
+//!    same name replaces the vendor file, a symlink to `/dev/null` (or an empty file) cancels it;
+//! 2. then `ROOT/etc/guestprep/policy.toml`.
+//!
+//! Later fragments override earlier ones key by key; a list is replaced, not appended.
+
+pub mod diag;
+pub mod tree;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use diag::{Diagnostic, InvalidPolicy};
+pub use tree::{Origin, Table};
+
+use crate::root::Root;
+
+/// Vendor fragments, shipped by the package.
+pub const VENDOR_DIR: &str = "/usr/lib/guestprep/policy.d";
+/// Administrator fragments; a file here replaces the vendor file of the same name.
+pub const ADMIN_DIR: &str = "/etc/guestprep/policy.d";
+/// The administrator's single-file policy, applied last.
+pub const ADMIN_FILE: &str = "/etc/guestprep/policy.toml";
+
+/// The effective, validated policy.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Policy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chrony: Option<Chrony>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules: Option<Modules>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grub: Option<Grub>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Ssh>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap: Option<Swap>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ManagedFile>,
+}
+
+/// `[chrony]`: time sources and serving.
+#[derive(Clone, Debug, Serialize)]
+pub struct Chrony {
+    pub servers: Vec<String>,
+    pub pools: Vec<String>,
+    /// Options appended to every `server`/`pool` line (default `iburst`).
+    pub source_options: String,
+    pub allow: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub makestep: Option<(f64, i64)>,
+    pub rtcsync: bool,
+}
+
+/// `[modules]`: kernel modules loaded at boot, blacklisted, and their options.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Modules {
+    pub load: Vec<String>,
+    pub blacklist: Vec<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[grub]`: kernel command-line arguments added through `/etc/default/grub.d`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Grub {
+    pub cmdline: Vec<String>,
+}
+
+/// `[ssh]`: sshd hardening.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ssh {
+    pub ciphers: Vec<String>,
+    pub macs: Vec<String>,
+    pub kex_algorithms: Vec<String>,
+}
+
+/// `[swap]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Swap {
+    pub enabled: bool,
+}
+
+/// `[[files]]`: a managed file, the escape hatch.
+#[derive(Clone, Debug, Serialize)]
+pub struct ManagedFile {
+    pub path: String,
+    pub content: String,
+    /// Octal mode; `None` keeps the mode of an existing file (0644 for a new one).
+    #[serde(serialize_with = "ser_mode", skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+fn ser_mode<S: serde::Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match mode {
+        Some(m) => s.serialize_str(&format!("{m:04o}")),
+        None => s.serialize_none(),
+    }
+}
+
+/// The policy with where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    /// The merged tree, for `policy show` (every value with its origin).
+    pub tree: Table,
+    /// Fragments in the order they were applied.
+    pub sources: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// `sha256:` of the canonical JSON of the effective policy: the same policy gives the same
+    /// digest whatever the fragment layout.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(&self.policy).expect("policy serializes");
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+}
+
+/// Where fragments come from: explicit `--policy` paths, or the root's drop-in directories.
+#[derive(Clone, Debug)]
+pub enum Sources {
+    Explicit(Vec<PathBuf>),
+    DropIns,
+}
+
+impl Sources {
+    pub fn from_args(paths: &[PathBuf]) -> Self {
+        if paths.is_empty() {
+            Sources::DropIns
+        } else {
+            Sources::Explicit(paths.to_vec())
+        }
+    }
+}
+
+/// Lists the fragment files in application order.
+pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<PathBuf>> {
+    match sources {
+        Sources::Explicit(paths) => {
+            let mut out = Vec::new();
+            for p in paths {
+                let meta =
+                    std::fs::metadata(p).with_context(|| format!("policy {}", p.display()))?;
+                if meta.is_dir() {
+                    out.extend(toml_files_sorted(p)?.into_values());
+                } else {
+                    out.push(p.clone());
+                }
+            }
+            Ok(out)
+        }
+        Sources::DropIns => {
+            let vendor = toml_files_sorted(&root.path(VENDOR_DIR)?)?;
+            let admin = toml_files_sorted(&root.path(ADMIN_DIR)?)?;
+            let mut merged = vendor;
+            merged.extend(admin); // same name: /etc wins
+            let mut out: Vec<PathBuf> = merged.into_values().filter(|p| !is_masked(p)).collect();
+            let file = root.path(ADMIN_FILE)?;
+            if file.exists() {
+                out.push(file);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// A drop-in that is a symlink to /dev/null or an empty file cancels the vendor one.
+fn is_masked(p: &Path) -> bool {
+    if let Ok(target) = std::fs::read_link(p) {
+        if target == Path::new("/dev/null") {
+            return true;
+        }
+    }
+    std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false)
+}
+
+fn toml_files_sorted(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading policy directory {}", dir.display())),
+    };
+    for ent in rd {
+        let ent = ent.with_context(|| format!("reading policy directory {}", dir.display()))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            out.insert(name, ent.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Why loading stopped: a file could not be read (I/O), or the policy is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidPolicy),
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+/// Reads, merges and validates the policy. Every fragment is parsed and every error collected
+/// before returning.
+pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
+    let files = discover(sources, root)?;
+    let mut texts = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading policy fragment {}", f.display()))?;
+        texts.push((f.clone(), text));
+    }
+    load_texts(&texts)
+}
+
+/// Parses and validates in-memory fragments (file name, text), in order.
+pub fn load_texts(texts: &[(PathBuf, String)]) -> Result<Loaded, LoadError> {
+    let mut diags = Vec::new();
+    let mut tree = Table::default();
+    for (file, text) in texts {
+        match tree::parse_fragment(file, text) {
+            Ok(t) => tree.merge(t),
+            Err(mut d) => diags.append(&mut d),
+        }
+    }
+    if !diags.is_empty() {
+        // Do not validate a partial merge: its errors would be noise.
+        diags.sort();
+        return Err(InvalidPolicy(diags).into());
+    }
+    let policy = validate::validate(&tree).map_err(InvalidPolicy)?;
+    Ok(Loaded {
+        policy,
+        tree,
+        sources: texts.iter().map(|(p, _)| p.clone()).collect(),
+    })
+}

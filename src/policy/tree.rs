@@ -1,0 +1,244 @@
+//! The merged policy tree: every key and value of every fragment, with the file, line and column it
+//! came from.
+//!
+//! Owns parsing one TOML fragment into a [`Table`] (keeping spans) and merging fragments key by key
+//! (tables merge recursively, everything else, lists included, is replaced by the later fragment).
+//! It knows nothing about what the keys mean: that is `validate`'s job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::Diagnostic;
+
+/// Where a key or value was written: file, 1-based line and column.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    pub file: Arc<PathBuf>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// A parsed TOML value with its origin.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub value: Value,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Datetime(String),
+    Array(Vec<Node>),
+    Table(Table),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::String(_) => "a string",
+            Value::Integer(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Bool(_) => "a boolean",
+            Value::Datetime(_) => "a datetime",
+            Value::Array(_) => "an array",
+            Value::Table(_) => "a table",
+        }
+    }
+}
+
+/// One key of a table: where the key was written and its value.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key_origin: Origin,
+    pub node: Node,
+}
+
+/// A table, sorted by key (output order does not depend on fragment order).
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl Table {
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Merges `overlay` into `self`: tables recursively, any other value (arrays too) replaced.
+    pub fn merge(&mut self, overlay: Table) {
+        for (key, entry) in overlay.entries {
+            match (self.entries.get_mut(&key), entry) {
+                (
+                    Some(Entry {
+                        node:
+                            Node {
+                                value: Value::Table(base),
+                                ..
+                            },
+                        ..
+                    }),
+                    Entry {
+                        node:
+                            Node {
+                                value: Value::Table(over),
+                                ..
+                            },
+                        ..
+                    },
+                ) => base.merge(over),
+                (_, entry) => {
+                    self.entries.insert(key, entry);
+                }
+            }
+        }
+    }
+}
+
+/// Maps byte offsets of one file to line and column.
+struct Locator {
+    file: Arc<PathBuf>,
+    line_starts: Vec<usize>,
+    text: Arc<str>,
+}
+
+impl Locator {
+    fn new(file: &Path, text: &str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Locator {
+            file: Arc::new(file.to_path_buf()),
+            line_starts,
+            text: Arc::from(text),
+        }
+    }
+
+    fn origin(&self, offset: usize) -> Origin {
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = self.line_starts[line];
+        let end = offset.min(self.text.len());
+        let column = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
+        Origin {
+            file: self.file.clone(),
+            line: line + 1,
+            column,
+        }
+    }
+}
+
+/// Parses one fragment. Syntax errors are returned as diagnostics (all of them the parser can
+/// recover from), never as a partial table.
+pub fn parse_fragment(file: &Path, text: &str) -> Result<Table, Vec<Diagnostic>> {
+    let locator = Locator::new(file, text);
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(errors
+            .iter()
+            .map(|e| {
+                let origin = locator.origin(e.span().map_or(0, |s| s.start));
+                Diagnostic::new(origin, "", format!("TOML syntax: {}", e.message().trim()))
+            })
+            .collect());
+    }
+    let mut diags = Vec::new();
+    let table = convert_table(&locator, doc.get_ref(), &mut diags);
+    if diags.is_empty() {
+        Ok(table)
+    } else {
+        Err(diags)
+    }
+}
+
+fn convert_table(loc: &Locator, table: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Table {
+    let mut out = Table::default();
+    for (key, value) in table.iter() {
+        let key_origin = loc.origin(key.span().start);
+        let node = convert_value(loc, value, diags);
+        out.entries.insert(
+            key.get_ref().to_string(),
+            Entry {
+                key_origin,
+                node,
+            },
+        );
+    }
+    out
+}
+
+fn convert_value(loc: &Locator, value: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Node {
+    let origin = loc.origin(value.span().start);
+    let v = match value.get_ref() {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+            Ok(n) => Value::Integer(n),
+            Err(_) => {
+                diags.push(Diagnostic::new(
+                    origin.clone(),
+                    "",
+                    format!("integer {} does not fit in 64 bits", i.as_str()),
+                ));
+                Value::Integer(0)
+            }
+        },
+        DeValue::Float(f) => Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::Datetime(d.to_string()),
+        DeValue::Array(a) => Value::Array(a.iter().map(|v| convert_value(loc, v, diags)).collect()),
+        DeValue::Table(t) => Value::Table(convert_table(loc, t, diags)),
+    };
+    Node { value: v, origin }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, text: &str) -> Table {
+        parse_fragment(Path::new(name), text).expect("valid TOML")
+    }
+
+    #[test]
+    fn origins_point_at_key_and_value() {
+        let t = parse("a.toml", "# c\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n");
+        let sysctl = t.get("sysctl").unwrap();
+        let Value::Table(s) = &sysctl.node.value else { panic!("table") };
+        let e = s.get("net.ipv4.ip_forward").unwrap();
+        assert_eq!((e.key_origin.line, e.key_origin.column), (3, 1));
+        assert_eq!((e.node.origin.line, e.node.origin.column), (3, 25));
+    }
+
+    #[test]
+    fn merge_is_key_by_key_and_lists_replace() {
+        let mut base = parse("a.toml", "[chrony]\nservers=['a','b']\nrtcsync=true\n");
+        base.merge(parse("b.toml", "[chrony]\nservers=['c']\n"));
+        let Value::Table(c) = &base.get("chrony").unwrap().node.value else { panic!() };
+        let Value::Array(servers) = &c.get("servers").unwrap().node.value else { panic!() };
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].origin.file.to_str(), Some("b.toml"));
+        assert_eq!(c.get("rtcsync").unwrap().node.origin.file.to_str(), Some("a.toml"));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = parse_fragment(Path::new("bad.toml"), "[x]\nkey = \n").unwrap_err();
+        assert!(!err.is_empty());
+        assert_eq!(err[0].origin.line, 2);
+    }
+}

@@ -1,0 +1,648 @@
+//! Turns the merged tree into a typed [`Policy`], collecting every problem at once.
+//!
+//! This is the policy's schema: the allowed sections and keys, their types, and what a valid value
+//! is (sysctl names, module names, kernel arguments, absolute paths, modes, SSH algorithms…).
+//! It must never stop at the first error, and never touch the system.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::diag::Diagnostic;
+use super::tree::{Entry, Node, Origin, Table, Value};
+use super::{Chrony, Grub, ManagedFile, Modules, Policy, Ssh, Swap};
+
+const SECTIONS: &[&str] = &["chrony", "sysctl", "modules", "grub", "ssh", "swap", "files"];
+
+/// OpenSSH's cipher names (`ssh -Q cipher`).
+pub const SSH_CIPHERS: &[&str] = &[
+    "3des-cbc",
+    "aes128-cbc",
+    "aes192-cbc",
+    "aes256-cbc",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+];
+
+/// OpenSSH's MAC names (`ssh -Q mac`).
+pub const SSH_MACS: &[&str] = &[
+    "hmac-sha1",
+    "hmac-sha1-96",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "hmac-md5",
+    "hmac-md5-96",
+    "umac-64@openssh.com",
+    "umac-128@openssh.com",
+    "hmac-sha1-etm@openssh.com",
+    "hmac-sha1-96-etm@openssh.com",
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-md5-etm@openssh.com",
+    "hmac-md5-96-etm@openssh.com",
+    "umac-64-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+];
+
+/// OpenSSH's key exchange names (`ssh -Q kex`).
+pub const SSH_KEX: &[&str] = &[
+    "diffie-hellman-group1-sha1",
+    "diffie-hellman-group14-sha1",
+    "diffie-hellman-group14-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group-exchange-sha1",
+    "diffie-hellman-group-exchange-sha256",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
+    "mlkem768x25519-sha256",
+];
+
+pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
+    let mut v = V::default();
+    v.known_keys(tree, "", SECTIONS);
+    let mut policy = Policy::default();
+    if let Some(t) = v.section(tree, "chrony") {
+        policy.chrony = Some(v.chrony(t));
+    }
+    if let Some(t) = v.section(tree, "sysctl") {
+        policy.sysctl = v.sysctl(t);
+    }
+    if let Some(t) = v.section(tree, "modules") {
+        policy.modules = Some(v.modules(t));
+    }
+    if let Some(t) = v.section(tree, "grub") {
+        v.known_keys(t, "grub", &["cmdline"]);
+        let cmdline = v.list(t, "grub", "cmdline", check_kernel_arg);
+        policy.grub = Some(Grub { cmdline });
+    }
+    if let Some(t) = v.section(tree, "ssh") {
+        policy.ssh = Some(v.ssh(t));
+    }
+    if let Some(t) = v.section(tree, "swap") {
+        v.known_keys(t, "swap", &["enabled"]);
+        let enabled = v.bool(t, "swap", "enabled").unwrap_or(true);
+        policy.swap = Some(Swap { enabled });
+    }
+    if let Some(e) = tree.get("files") {
+        policy.files = v.files(e);
+    }
+    if v.diags.is_empty() {
+        Ok(policy)
+    } else {
+        v.diags.sort();
+        v.diags.dedup();
+        Err(v.diags)
+    }
+}
+
+#[derive(Default)]
+struct V {
+    diags: Vec<Diagnostic>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else if key.contains('.') || key.contains('"') {
+        format!("{path}.\"{key}\"")
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl V {
+    fn err(&mut self, origin: &Origin, key: &str, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(origin.clone(), key, msg));
+    }
+
+    fn known_keys(&mut self, t: &Table, path: &str, allowed: &[&str]) {
+        for (k, e) in &t.entries {
+            if !allowed.contains(&k.as_str()) {
+                let mut msg = format!("unknown key `{k}`");
+                if let Some(s) = closest(k, allowed) {
+                    msg.push_str(&format!(" (did you mean `{s}`?)"));
+                } else {
+                    msg.push_str(&format!("; expected one of: {}", allowed.join(", ")));
+                }
+                self.err(&e.key_origin, &join(path, k), msg);
+            }
+        }
+    }
+
+    fn section<'a>(&mut self, t: &'a Table, key: &str) -> Option<&'a Table> {
+        let e = t.get(key)?;
+        match &e.node.value {
+            Value::Table(t) => Some(t),
+            other => {
+                let msg = format!("expected a table `[{key}]`, found {}", other.type_name());
+                self.err(&e.node.origin, key, msg);
+                None
+            }
+        }
+    }
+
+    fn typed<'a, T>(
+        &mut self,
+        e: &'a Entry,
+        path: &str,
+        want: &str,
+        f: impl Fn(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let r = f(&e.node.value);
+        if r.is_none() {
+            let msg = format!("expected {want}, found {}", e.node.value.type_name());
+            self.err(&e.node.origin, path, msg);
+        }
+        r
+    }
+
+    fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+        let e = t.get(key)?;
+        self.typed(e, &join(path, key), "a string", |v| match v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    fn bool(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
+        let e = t.get(key)?;
+        self.typed(e, &join(path, key), "a boolean (true or false)", |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// A list of strings, each checked by `check`; duplicates are errors.
+    fn list(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Vec<String> {
+        let Some(e) = t.get(key) else { return Vec::new() };
+        let kp = join(path, key);
+        let Some(items) = self.typed(e, &kp, "an array of strings", |v| match v {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, n) in items.iter().enumerate() {
+            let ip = format!("{kp}[{i}]");
+            match &n.value {
+                Value::String(s) => {
+                    if let Err(m) = check(s) {
+                        self.err(&n.origin, &ip, m);
+                    } else if !seen.insert(s.clone()) {
+                        self.err(&n.origin, &ip, format!("`{s}` is listed twice"));
+                    } else {
+                        out.push(s.clone());
+                    }
+                }
+                other => {
+                    let msg = format!("expected a string, found {}", other.type_name());
+                    self.err(&n.origin, &ip, msg);
+                }
+            }
+        }
+        out
+    }
+
+    fn chrony(&mut self, t: &Table) -> Chrony {
+        let p = "chrony";
+        self.known_keys(
+            t,
+            p,
+            &["servers", "pools", "source_options", "allow", "makestep", "rtcsync"],
+        );
+        let servers = self.list(t, p, "servers", check_host);
+        let pools = self.list(t, p, "pools", check_host);
+        let source_options = match self.string(t, p, "source_options") {
+            Some(s) => {
+                if let Err(m) = check_line_value(&s) {
+                    let e = t.get("source_options").expect("present");
+                    self.err(&e.node.origin, "chrony.source_options", m);
+                }
+                s
+            }
+            None => "iburst".to_string(),
+        };
+        let allow = self.list(t, p, "allow", check_allow);
+        let makestep = t.get("makestep").and_then(|e| self.makestep(e));
+        let rtcsync = self.bool(t, p, "rtcsync").unwrap_or(false);
+        Chrony {
+            servers,
+            pools,
+            source_options,
+            allow,
+            makestep,
+            rtcsync,
+        }
+    }
+
+    fn makestep(&mut self, e: &Entry) -> Option<(f64, i64)> {
+        let kp = "chrony.makestep";
+        let want = "an array [threshold seconds, limit of updates], like [1.0, 3]";
+        let a = self.typed(e, kp, want, |v| match v {
+            Value::Array(a) if a.len() == 2 => Some(a),
+            _ => None,
+        })?;
+        let threshold = match &a[0].value {
+            Value::Float(f) if *f > 0.0 && f.is_finite() => Some(*f),
+            Value::Integer(i) if *i > 0 => Some(*i as f64),
+            _ => {
+                self.err(&a[0].origin, "chrony.makestep[0]", "threshold must be a positive number of seconds");
+                None
+            }
+        };
+        let limit = match &a[1].value {
+            Value::Integer(i) if *i == -1 || *i > 0 => Some(*i),
+            _ => {
+                self.err(&a[1].origin, "chrony.makestep[1]", "limit must be a positive integer, or -1 for no limit");
+                None
+            }
+        };
+        Some((threshold?, limit?))
+    }
+
+    fn sysctl(&mut self, t: &Table) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, e) in &t.entries {
+            let kp = join("sysctl", k);
+            if let Err(m) = check_sysctl_name(k) {
+                self.err(&e.key_origin, &kp, m);
+                continue;
+            }
+            let value = match &e.node.value {
+                Value::Integer(i) => i.to_string(),
+                Value::Bool(b) => u8::from(*b).to_string(),
+                Value::String(s) => {
+                    let norm = s.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if norm.is_empty() || s.contains('\n') || s.contains('#') {
+                        self.err(&e.node.origin, &kp, "value must be non-empty, one line, without `#`");
+                        continue;
+                    }
+                    norm
+                }
+                other => {
+                    let msg = format!("expected an integer, boolean or string, found {}", other.type_name());
+                    self.err(&e.node.origin, &kp, msg);
+                    continue;
+                }
+            };
+            out.insert(k.clone(), value);
+        }
+        out
+    }
+
+    fn modules(&mut self, t: &Table) -> Modules {
+        let p = "modules";
+        self.known_keys(t, p, &["load", "blacklist", "options"]);
+        let load = self.list(t, p, "load", check_module);
+        let blacklist = self.list(t, p, "blacklist", check_module);
+        for (i, m) in blacklist.iter().enumerate() {
+            if load.iter().any(|l| same_module(l, m)) {
+                let e = t.get("blacklist").expect("present");
+                let origin = match &e.node.value {
+                    Value::Array(a) => a.get(i).map_or(e.node.origin.clone(), |n| n.origin.clone()),
+                    _ => e.node.origin.clone(),
+                };
+                self.err(&origin, &format!("modules.blacklist[{i}]"), format!("`{m}` is both loaded and blacklisted"));
+            }
+        }
+        let mut options = BTreeMap::new();
+        if let Some(e) = t.get("options") {
+            match &e.node.value {
+                Value::Table(ot) => {
+                    for (m, oe) in &ot.entries {
+                        let kp = join("modules.options", m);
+                        if let Err(msg) = check_module(m) {
+                            self.err(&oe.key_origin, &kp, msg);
+                            continue;
+                        }
+                        match &oe.node.value {
+                            Value::String(s) => match check_module_options(s) {
+                                Ok(()) => {
+                                    options.insert(m.clone(), s.split_whitespace().collect::<Vec<_>>().join(" "));
+                                }
+                                Err(msg) => self.err(&oe.node.origin, &kp, msg),
+                            },
+                            other => {
+                                let msg = format!("expected a string like \"param=value other=1\", found {}", other.type_name());
+                                self.err(&oe.node.origin, &kp, msg);
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let msg = format!("expected a table of module = \"options\", found {}", other.type_name());
+                    self.err(&e.node.origin, "modules.options", msg);
+                }
+            }
+        }
+        Modules {
+            load,
+            blacklist,
+            options,
+        }
+    }
+
+    fn ssh(&mut self, t: &Table) -> Ssh {
+        let p = "ssh";
+        self.known_keys(t, p, &["ciphers", "macs", "kex_algorithms"]);
+        Ssh {
+            ciphers: self.list(t, p, "ciphers", |s| known(s, SSH_CIPHERS, "cipher")),
+            macs: self.list(t, p, "macs", |s| known(s, SSH_MACS, "MAC")),
+            kex_algorithms: self.list(t, p, "kex_algorithms", |s| known(s, SSH_KEX, "key exchange algorithm")),
+        }
+    }
+
+    fn files(&mut self, e: &Entry) -> Vec<ManagedFile> {
+        let want = "an array of tables `[[files]]`";
+        let Some(items) = self.typed(e, "files", want, |v| match v {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ManagedFile> = Vec::new();
+        for (i, n) in items.iter().enumerate() {
+            let p = format!("files[{i}]");
+            let Node {
+                value: Value::Table(t),
+                origin,
+            } = n
+            else {
+                self.err(&n.origin, &p, format!("expected a table, found {}", n.value.type_name()));
+                continue;
+            };
+            self.known_keys(t, &p, &["path", "content", "mode"]);
+            let path = match self.string(t, &p, "path") {
+                Some(path) => match check_abs_path(&path) {
+                    Ok(()) => Some(path),
+                    Err(m) => {
+                        self.err(&t.get("path").expect("present").node.origin, &format!("{p}.path"), m);
+                        None
+                    }
+                },
+                None => {
+                    if t.get("path").is_none() {
+                        self.err(origin, &format!("{p}.path"), "missing required key `path`");
+                    }
+                    None
+                }
+            };
+            let content = self.string(t, &p, "content");
+            if content.is_none() && t.get("content").is_none() {
+                self.err(origin, &format!("{p}.content"), "missing required key `content`");
+            }
+            let mode = match self.string(t, &p, "mode") {
+                Some(m) => match parse_mode(&m) {
+                    Ok(m) => Some(m),
+                    Err(msg) => {
+                        self.err(&t.get("mode").expect("present").node.origin, &format!("{p}.mode"), msg);
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let (Some(path), Some(content)) = (path, content) {
+                if out.iter().any(|f| f.path == path) {
+                    self.err(origin, &format!("{p}.path"), format!("`{path}` is managed twice"));
+                    continue;
+                }
+                out.push(ManagedFile { path, content, mode });
+            }
+        }
+        out
+    }
+}
+
+fn known(s: &str, list: &[&str], what: &str) -> Result<(), String> {
+    if list.contains(&s) {
+        return Ok(());
+    }
+    let mut m = format!("unknown SSH {what} `{s}`");
+    if let Some(c) = closest(s, list) {
+        m.push_str(&format!(" (did you mean `{c}`?)"));
+    }
+    Err(m)
+}
+
+fn same_module(a: &str, b: &str) -> bool {
+    a.replace('-', "_") == b.replace('-', "_")
+}
+
+/// A host name or address for chrony: no spaces, no option syntax.
+pub fn check_host(s: &str) -> Result<(), String> {
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid host name or IP address"))
+    }
+}
+
+/// chrony `allow`: an address, a network in CIDR form, or `all`.
+pub fn check_allow(s: &str) -> Result<(), String> {
+    if s == "all" {
+        return Ok(());
+    }
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Err(format!("`{s}` is not an address or a network like 10.0.0.0/8"));
+    };
+    if let Some(p) = prefix {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match p.parse::<u8>() {
+            Ok(n) if n <= max => {}
+            _ => return Err(format!("`{s}`: prefix length must be 0 to {max}")),
+        }
+    }
+    Ok(())
+}
+
+/// A sysctl name as in `sysctl.d`: dotted (or slashed) path of `[A-Za-z0-9_-]` segments.
+pub fn check_sysctl_name(s: &str) -> Result<(), String> {
+    let segs: Vec<&str> = s.split(['.', '/']).collect();
+    let ok = segs.len() >= 2
+        && segs
+            .iter()
+            .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid sysctl name (like net.ipv4.ip_forward)"))
+    }
+}
+
+/// A kernel module name.
+pub fn check_module(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 56 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid kernel module name"))
+    }
+}
+
+fn check_module_options(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("options must not be empty".into());
+    }
+    for tok in s.split_whitespace() {
+        let name = tok.split_once('=').map_or(tok, |(n, _)| n);
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+            return Err(format!("`{tok}` is not a module parameter like name=value"));
+        }
+        if tok.contains(['"', '\'', '\\', '#']) {
+            return Err(format!("`{tok}`: quotes, backslashes and `#` are not allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// One kernel command-line argument: `flag` or `key=value`, nothing a shell or GRUB would expand.
+pub fn check_kernel_arg(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("kernel argument must not be empty".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || "\"'`$\\;&|<>".contains(*c)) {
+        return Err(format!("kernel argument `{s}` contains `{}`: one argument per list item, no quoting or shell characters", c.escape_default()));
+    }
+    let key = s.split_once('=').map_or(s, |(k, _)| k);
+    if key.is_empty() {
+        return Err(format!("kernel argument `{s}` has an empty name"));
+    }
+    Ok(())
+}
+
+fn check_line_value(s: &str) -> Result<(), String> {
+    if s.contains(['\n', '\r', '#']) {
+        Err("must be one line, without `#`".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// An absolute, normalised path: no `..`, no `.`, no empty components, not `/` itself.
+pub fn check_abs_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!("`{s}` must be an absolute path"));
+    }
+    if s == "/" || s.ends_with('/') {
+        return Err(format!("`{s}` must name a file, not a directory"));
+    }
+    if s[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("`{s}` must be normalised: no `..`, `.` or `//`"));
+    }
+    if s.contains('\0') {
+        return Err("path contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// An octal mode string like "0644" or "640".
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if !(3..=4).contains(&digits.len()) || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(format!("`{s}` is not an octal mode like \"0644\""));
+    }
+    u32::from_str_radix(digits, 8).map_err(|e| e.to_string())
+}
+
+/// The allowed word nearest to `s`, if it is a likely typo.
+fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (levenshtein(s, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .min()
+        .map(|(_, a)| a)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_args() {
+        assert!(check_kernel_arg("intel_iommu=on").is_ok());
+        assert!(check_kernel_arg("quiet").is_ok());
+        assert!(check_kernel_arg("a b").is_err());
+        assert!(check_kernel_arg("x=$(reboot)").is_err());
+        assert!(check_kernel_arg("=x").is_err());
+    }
+
+    #[test]
+    fn paths_and_modes() {
+        assert!(check_abs_path("/etc/x.conf").is_ok());
+        for bad in ["etc/x", "/etc/../x", "/", "/etc/", "/a//b", "/a/./b"] {
+            assert!(check_abs_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("750"), Ok(0o750));
+        assert!(parse_mode("0844").is_err());
+        assert!(parse_mode("64").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_sysctl_name("net.ipv4.ip_forward").is_ok());
+        assert!(check_sysctl_name("net/ipv4/conf/eth0.100/rp_filter").is_ok());
+        assert!(check_sysctl_name("ip_forward").is_err());
+        assert!(check_sysctl_name("net..x").is_err());
+        assert!(check_module("br_netfilter").is_ok());
+        assert!(check_module("br netfilter").is_err());
+        assert!(check_allow("10.0.0.0/8").is_ok());
+        assert!(check_allow("fd00::/8").is_ok());
+        assert!(check_allow("10.0.0.0/33").is_err());
+        assert!(check_host("time.cloudflare.com").is_ok());
+        assert!(check_host("bad host").is_err());
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(closest("sever", &["servers", "pools"]), None.or(Some("servers")));
+        assert_eq!(closest("xyzzy", &["servers", "pools"]), None);
+    }
+}

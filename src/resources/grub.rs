@@ -1,0 +1,155 @@
+//! `[grub]`: kernel command-line arguments through `/etc/default/grub.d/99-guestprep.cfg`.
+//!
+//! Owns three items: the drop-in file; whether the generated `/boot/grub/grub.cfg` carries the
+//! arguments (if not, `update-grub` runs, on a live root only: so it runs when the drop-in changed
+//! or a run was interrupted before it, never otherwise); and whether the running kernel was booted
+//! with them (`/proc/cmdline`; configured but not running is `pending-reboot`).
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::FileResource;
+use crate::engine::{Change, Observation, Resource, System};
+use crate::policy::Grub;
+use crate::report::Status;
+
+pub const FILE: &str = "/etc/default/grub.d/99-guestprep.cfg";
+pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
+const UPDATE_GRUB: &str = "/usr/sbin/update-grub";
+
+pub fn render(g: &Grub) -> String {
+    format!(
+        "{}# Sourced by update-grub after /etc/default/grub: appends to the arguments of every entry.\nGRUB_CMDLINE_LINUX=\"${{GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }}{}\"\n",
+        super::file::HEADER,
+        g.cmdline.join(" ")
+    )
+}
+
+pub fn resources(g: &Grub) -> Vec<Box<dyn Resource>> {
+    vec![
+        Box::new(FileResource::new("grub", FILE, render(g))),
+        Box::new(GrubCfg { args: g.cmdline.clone() }),
+        Box::new(Cmdline { args: g.cmdline.clone() }),
+    ]
+}
+
+/// The arguments of the first `linux` line of grub.cfg (the default entry).
+fn first_linux_args(cfg: &str) -> Option<Vec<String>> {
+    cfg.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        match w.next() {
+            Some("linux") | Some("linuxefi") => Some(w.skip(1).map(str::to_string).collect()),
+            _ => None,
+        }
+    })
+}
+
+fn missing<'a>(want: &'a [String], have: &[String]) -> Vec<&'a String> {
+    want.iter().filter(|a| !have.contains(a)).collect()
+}
+
+pub struct GrubCfg {
+    pub args: Vec<String>,
+}
+
+impl Resource for GrubCfg {
+    fn id(&self) -> String {
+        "grub:grub.cfg".to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "grub"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected = json!(self.args);
+        let Some(cfg) = sys.root.read_string(GRUB_CFG)? else {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                json!(null),
+                format!("no {GRUB_CFG}: GRUB is not installed here"),
+            ));
+        };
+        let Some(have) = first_linux_args(&cfg) else {
+            return Ok(Observation::new(Status::Error, expected, json!(null), format!("no `linux` line in {GRUB_CFG}")));
+        };
+        let miss = missing(&self.args, &have);
+        let actual = json!({"defaultEntryArgs": have});
+        if miss.is_empty() {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let what = format!("{GRUB_CFG} lacks {}", miss.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+        if let Some(why) = sys.offline_reason() {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                actual,
+                format!("{what}; update-grub is not run on an {why}: run it in the image (chroot) or at first boot"),
+            ));
+        }
+        Ok(Observation::new(Status::Drift, expected, actual, format!("{what}: update-grub needed")))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if sys.is_live() && obs.status == Status::Drift {
+            vec![Change::Run { argv: vec![UPDATE_GRUB.into()] }]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+pub struct Cmdline {
+    pub args: Vec<String>,
+}
+
+impl Resource for Cmdline {
+    fn id(&self) -> String {
+        "grub:cmdline".to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "grub"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected = json!(self.args);
+        if let Some(why) = sys.offline_reason() {
+            return Ok(Observation::new(Status::Skipped, expected, json!(null), format!("running kernel command line not checked: {why}")));
+        }
+        let cmdline = sys.root.read_string("/proc/cmdline")?.unwrap_or_default();
+        let have: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
+        let miss = missing(&self.args, &have);
+        let actual = json!({"running": cmdline.trim(), "missing": miss});
+        if miss.is_empty() {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let configured = sys
+            .root
+            .read_string(GRUB_CFG)?
+            .and_then(|c| first_linux_args(&c))
+            .is_some_and(|have| missing(&self.args, &have).is_empty());
+        let list = miss.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        if configured {
+            Ok(Observation::new(Status::PendingReboot, expected, actual, format!("{list} configured; effective after a reboot")))
+        } else {
+            Ok(Observation::new(Status::Drift, expected, actual, format!("{list} not on the running kernel's command line nor in {GRUB_CFG}")))
+        }
+    }
+
+    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
+        Vec::new() // a reboot, not guestprep, changes the running command line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_default_entry() {
+        let cfg = "menuentry 'Debian' {\n\tlinux\t/boot/vmlinuz-6.12 root=UUID=x ro quiet intel_iommu=on\n}\nmenuentry 'b' {\n linux /x other\n}\n";
+        assert_eq!(first_linux_args(cfg).unwrap(), ["root=UUID=x", "ro", "quiet", "intel_iommu=on"]);
+    }
+}

@@ -1,0 +1,299 @@
+//! `[modules]`: kernel modules loaded at boot (`/etc/modules-load.d/guestprep.conf`), blacklisted
+//! and given options (`/etc/modprobe.d/guestprep.conf`), and their live state.
+//!
+//! Owns rendering both files, reading which modules are effectively listed in any
+//! modules-load.d file, loaded (`/proc/modules`, `/sys/module`, `modules.builtin`) and with which
+//! parameters, and loading a missing one with `modprobe` on a live system. A blacklisted module
+//! that is loaded, or a loaded module with other parameter values, is `pending-reboot`: unloading
+//! a driver under a running system is not guestprep's call.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::FileResource;
+use super::conffiles;
+use crate::engine::{Change, Observation, Resource, System};
+use crate::policy::Modules;
+use crate::report::Status;
+
+pub const LOAD_FILE: &str = "/etc/modules-load.d/guestprep.conf";
+pub const MODPROBE_FILE: &str = "/etc/modprobe.d/guestprep.conf";
+
+const LOAD_DIRS: &[&str] = &[
+    "/etc/modules-load.d",
+    "/run/modules-load.d",
+    "/usr/local/lib/modules-load.d",
+    "/usr/lib/modules-load.d",
+    "/lib/modules-load.d",
+];
+const MODPROBE_DIRS: &[&str] = &[
+    "/etc/modprobe.d",
+    "/run/modprobe.d",
+    "/usr/local/lib/modprobe.d",
+    "/usr/lib/modprobe.d",
+    "/lib/modprobe.d",
+];
+
+fn canon(m: &str) -> String {
+    m.replace('-', "_")
+}
+
+pub fn render_load(m: &Modules) -> String {
+    let mut s = String::from(super::file::HEADER);
+    for name in &m.load {
+        s.push_str(name);
+        s.push('\n');
+    }
+    s
+}
+
+pub fn render_modprobe(m: &Modules) -> String {
+    let mut s = String::from(super::file::HEADER);
+    for name in &m.blacklist {
+        s.push_str(&format!("blacklist {name}\n"));
+    }
+    for (name, opts) in &m.options {
+        s.push_str(&format!("options {name} {opts}\n"));
+    }
+    s
+}
+
+pub fn resources(m: &Modules) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    if m.load.is_empty() {
+        out.push(Box::new(FileResource::absent("modules", LOAD_FILE)));
+    } else {
+        out.push(Box::new(FileResource::new("modules", LOAD_FILE, render_load(m))));
+    }
+    if m.blacklist.is_empty() && m.options.is_empty() {
+        out.push(Box::new(FileResource::absent("modules", MODPROBE_FILE)));
+    } else {
+        out.push(Box::new(FileResource::new("modules", MODPROBE_FILE, render_modprobe(m))));
+    }
+    for name in &m.load {
+        out.push(Box::new(Load { name: name.clone() }));
+    }
+    for name in &m.blacklist {
+        out.push(Box::new(Blacklist { name: name.clone() }));
+    }
+    for (name, opts) in &m.options {
+        out.push(Box::new(Options {
+            name: name.clone(),
+            options: opts.clone(),
+        }));
+    }
+    out
+}
+
+/// Modules listed for loading at boot in any modules-load.d file or /etc/modules: name → file.
+fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
+    let mut files = conffiles::dropins(&sys.root, LOAD_DIRS, ".conf")?;
+    files.push("/etc/modules".to_string());
+    let mut out = Vec::new();
+    for f in files {
+        let Some(text) = sys.root.read_string(&f)? else { continue };
+        for (n, line) in conffiles::lines(&text, true) {
+            if let Some(name) = line.split_whitespace().next() {
+                out.push((canon(name), format!("{f}:{n}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every modprobe.d directive line: (words, file:line).
+fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
+    let mut out = Vec::new();
+    for f in conffiles::dropins(&sys.root, MODPROBE_DIRS, ".conf")? {
+        let Some(text) = sys.root.read_string(&f)? else { continue };
+        for (n, line) in conffiles::lines(&text, false) {
+            out.push((line.split_whitespace().map(str::to_string).collect(), format!("{f}:{n}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a module is loaded (or built in) in the running kernel.
+fn loaded(sys: &System, name: &str) -> Result<bool> {
+    let c = canon(name);
+    if let Some(mods) = sys.root.read_string("/proc/modules")? {
+        if mods.lines().any(|l| l.split_whitespace().next() == Some(c.as_str())) {
+            return Ok(true);
+        }
+    }
+    let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+    if let Some(builtin) = sys.root.read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))? {
+        let ko = format!("/{c}.ko");
+        if builtin.lines().any(|l| canon(l).ends_with(&ko) || canon(l) == format!("{c}.ko")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub struct Load {
+    pub name: String,
+}
+
+impl Resource for Load {
+    fn id(&self) -> String {
+        format!("module:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "modules"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let c = canon(&self.name);
+        let configured = configured_loads(sys)?.into_iter().find(|(n, _)| *n == c).map(|(_, at)| at);
+        let live = if sys.is_live() { Some(loaded(sys, &self.name)?) } else { None };
+        let actual = json!({"loadAtBoot": configured.is_some(), "configuredIn": configured, "loaded": live});
+        let expected = json!({"loadAtBoot": true, "loaded": true});
+        let mut problems = Vec::new();
+        if configured.is_none() {
+            problems.push("not listed in any modules-load.d file");
+        }
+        if live == Some(false) {
+            problems.push("not loaded");
+        }
+        let (status, message) = match (problems.is_empty(), live) {
+            (true, None) => (Status::Compliant, "loaded state not checked on an offline root".to_string()),
+            (true, Some(_)) => (Status::Compliant, String::new()),
+            (false, _) => (Status::Drift, problems.join("; ")),
+        };
+        Ok(Observation::new(status, expected, actual, message))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if sys.is_live() && obs.actual["loaded"] == json!(false) {
+            vec![Change::Run {
+                argv: vec!["modprobe".into(), self.name.clone()],
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+pub struct Blacklist {
+    pub name: String,
+}
+
+impl Resource for Blacklist {
+    fn id(&self) -> String {
+        format!("module-blacklist:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "modules"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let c = canon(&self.name);
+        let at = modprobe_lines(sys)?
+            .into_iter()
+            .find(|(w, _)| w.len() >= 2 && w[0] == "blacklist" && canon(&w[1]) == c)
+            .map(|(_, at)| at);
+        let live = if sys.is_live() { Some(loaded(sys, &self.name)?) } else { None };
+        let actual = json!({"blacklisted": at.is_some(), "configuredIn": at, "loaded": live});
+        let expected = json!({"blacklisted": true, "loaded": false});
+        let (status, message) = if at.is_none() {
+            (Status::Drift, "not blacklisted in any modprobe.d file".to_string())
+        } else if live == Some(true) {
+            (Status::PendingReboot, "blacklisted, but loaded now: not loaded after the next boot".to_string())
+        } else if live.is_none() {
+            (Status::Compliant, "loaded state not checked on an offline root".to_string())
+        } else {
+            (Status::Compliant, String::new())
+        };
+        Ok(Observation::new(status, expected, actual, message))
+    }
+
+    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
+        Vec::new() // the modprobe.d file resource writes it; unloading is left to a reboot
+    }
+}
+
+pub struct Options {
+    pub name: String,
+    pub options: String,
+}
+
+fn same_param(live: &str, want: &str) -> bool {
+    let b = |s: &str| match s.to_ascii_lowercase().as_str() {
+        "y" | "1" | "on" | "true" => Some(true),
+        "n" | "0" | "off" | "false" => Some(false),
+        _ => None,
+    };
+    live == want || (b(live).is_some() && b(live) == b(want))
+}
+
+impl Resource for Options {
+    fn id(&self) -> String {
+        format!("module-options:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "modules"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let c = canon(&self.name);
+        // Effective options: every `options NAME …` line in order, later parameters win.
+        let mut effective: Vec<(String, String)> = Vec::new();
+        for (w, _) in modprobe_lines(sys)? {
+            if w.len() >= 3 && w[0] == "options" && canon(&w[1]) == c {
+                for tok in &w[2..] {
+                    let (k, v) = tok.split_once('=').unwrap_or((tok, ""));
+                    effective.retain(|(ek, _)| canon(ek) != canon(k));
+                    effective.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+        let want: Vec<(String, String)> = self
+            .options
+            .split_whitespace()
+            .map(|t| {
+                let (k, v) = t.split_once('=').unwrap_or((t, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (k, v) in &want {
+            match effective.iter().find(|(ek, _)| canon(ek) == canon(k)) {
+                Some((_, ev)) if ev == v => {}
+                Some((_, ev)) => problems.push(format!("{k}={ev} configured")),
+                None => problems.push(format!("{k} not configured")),
+            }
+        }
+        let mut live = serde_json::Map::new();
+        let mut stale = Vec::new();
+        if sys.is_live() && loaded(sys, &self.name)? {
+            for (k, v) in &want {
+                if let Some(lv) = sys.root.read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))? {
+                    let lv = lv.trim().to_string();
+                    if !same_param(&lv, v) {
+                        stale.push(format!("{k}={lv}"));
+                    }
+                    live.insert(k.clone(), json!(lv));
+                }
+            }
+        }
+        let configured: serde_json::Map<String, serde_json::Value> =
+            effective.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let actual = json!({"configured": configured, "live": if sys.is_live() { json!(live) } else { json!(null) }});
+        let (status, message) = if !problems.is_empty() {
+            (Status::Drift, problems.join("; "))
+        } else if !stale.is_empty() {
+            (Status::PendingReboot, format!("module loaded with {}: the options apply when it is next loaded", stale.join(" ")))
+        } else {
+            (Status::Compliant, String::new())
+        };
+        Ok(Observation::new(status, json!(self.options), actual, message))
+    }
+
+    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
+        Vec::new() // written by the modprobe.d file resource
+    }
+}

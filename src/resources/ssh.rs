@@ -1,0 +1,141 @@
+//! `[ssh]`: sshd hardening through `/etc/ssh/sshd_config.d/05-guestprep.conf`.
+//!
+//! sshd takes the *first* value it reads for a keyword, and reads its drop-ins (through the
+//! `Include` at the top of Debian's sshd_config) in name order, so the file is numbered early and
+//! the effective-settings item reports any earlier file that would win over it. On a live root the
+//! new file is checked with `sshd -t` and the old one restored if sshd rejects it.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::FileResource;
+use super::conffiles;
+use crate::engine::{Change, Observation, Resource, System};
+use crate::policy::Ssh;
+use crate::report::Status;
+
+pub const FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
+const MAIN: &str = "/etc/ssh/sshd_config";
+const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
+
+fn settings(s: &Ssh) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    if !s.ciphers.is_empty() {
+        v.push(("Ciphers", s.ciphers.join(",")));
+    }
+    if !s.macs.is_empty() {
+        v.push(("MACs", s.macs.join(",")));
+    }
+    if !s.kex_algorithms.is_empty() {
+        v.push(("KexAlgorithms", s.kex_algorithms.join(",")));
+    }
+    v
+}
+
+pub fn render(s: &Ssh) -> String {
+    let mut out = String::from(super::file::HEADER);
+    for (k, v) in settings(s) {
+        out.push_str(&format!("{k} {v}\n"));
+    }
+    out
+}
+
+pub fn resources(s: &Ssh) -> Vec<Box<dyn Resource>> {
+    let mut file = FileResource::new("ssh", FILE, render(s));
+    file.validate = Some(vec!["/usr/sbin/sshd".into(), "-t".into()]);
+    vec![Box::new(file), Box::new(Effective { settings: settings(s) })]
+}
+
+pub struct Effective {
+    settings: Vec<(&'static str, String)>,
+}
+
+impl Effective {
+    /// Keyword → (value, file:line) as sshd reads them: sshd_config with the `Include` of the
+    /// drop-in directory expanded in place, first value wins; a `Match` block ends the global part.
+    fn first_values(sys: &System) -> Result<Option<Vec<(String, String, String)>>> {
+        let Some(main) = sys.root.read_string(MAIN)? else { return Ok(None) };
+        let mut out = Vec::new();
+        Self::read_into(sys, MAIN, &main, 0, &mut out)?;
+        Ok(Some(out))
+    }
+
+    /// Returns false when a `Match` block was reached (nothing after it is global).
+    fn read_into(sys: &System, file: &str, text: &str, depth: usize, out: &mut Vec<(String, String, String)>) -> Result<bool> {
+        for (n, line) in conffiles::lines(text, false) {
+            let (kw, val) = line.split_once(|c: char| c.is_whitespace() || c == '=').unwrap_or((line, ""));
+            let kw = kw.to_ascii_lowercase();
+            let val = val.trim().trim_start_matches('=').trim();
+            if kw == "match" {
+                return Ok(false);
+            }
+            if kw == "include" {
+                if depth > 2 || !val.starts_with(DROPIN_DIR) {
+                    continue;
+                }
+                for name in sys.root.list_dir(DROPIN_DIR)? {
+                    if !name.ends_with(".conf") {
+                        continue;
+                    }
+                    let p = format!("{DROPIN_DIR}/{name}");
+                    if let Some(t) = sys.root.read_string(&p)? {
+                        if !Self::read_into(sys, &p, &t, depth + 1, out)? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                continue;
+            }
+            if !out.iter().any(|(k, _, _)| *k == kw) {
+                out.push((kw, val.to_string(), format!("{file}:{n}")));
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Resource for Effective {
+    fn id(&self) -> String {
+        "ssh:effective".to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected: serde_json::Map<String, serde_json::Value> =
+            self.settings.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let Some(first) = Self::first_values(sys)? else {
+            return Ok(Observation::new(
+                Status::Compliant,
+                json!(expected),
+                json!(null),
+                format!("{MAIN} not present (openssh-server not installed): the drop-in is ready for it"),
+            ));
+        };
+        let mut actual = serde_json::Map::new();
+        let mut problems = Vec::new();
+        for (k, v) in &self.settings {
+            match first.iter().find(|(kw, _, _)| *kw == k.to_ascii_lowercase()) {
+                Some((_, val, at)) => {
+                    actual.insert(k.to_string(), json!({"value": val, "from": at}));
+                    if val != v {
+                        problems.push(format!("{k} is {val} from {at} (sshd uses the first value it reads)"));
+                    }
+                }
+                None => problems.push(format!("{k} not set: does {MAIN} include {DROPIN_DIR}/*.conf?")),
+            }
+        }
+        let (status, message) = if problems.is_empty() {
+            (Status::Compliant, String::new())
+        } else {
+            (Status::Drift, problems.join("; "))
+        };
+        Ok(Observation::new(status, json!(expected), json!(actual), message))
+    }
+
+    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
+        Vec::new() // the drop-in file resource writes it; an earlier override is the admin's
+    }
+}

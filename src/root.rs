@@ -1,0 +1,208 @@
+//! The root every path goes through.
+//!
+//! Owns turning an absolute path of the managed system (`/etc/sysctl.d/x.conf`) into a host path
+//! inside the root directory, following symlinks *inside* the root the way systemd's `chase()`
+//! does (an absolute link target is re-rooted, `..` never climbs above the root), so an offline
+//! image can never make guestprep read or write the host. No other module builds a host path from
+//! a string.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The system being managed: a directory, and whether it is the running system.
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+    live: bool,
+}
+
+const MAX_SYMLINKS: usize = 40;
+
+impl Root {
+    /// Opens a root. It is *live* (the running system: /proc, services, update-grub) only when it is
+    /// `/` itself; any other directory is an offline image.
+    pub fn new(dir: &Path) -> Result<Self> {
+        let canon = std::fs::canonicalize(dir)
+            .with_context(|| format!("root directory {}", dir.display()))?;
+        if !canon.is_dir() {
+            bail!("root {} is not a directory", dir.display());
+        }
+        let live = canon == Path::new("/");
+        Ok(Root { dir: canon, live })
+    }
+
+    /// An offline view of `dir` even if it is `/` (used by tests and `--offline`).
+    pub fn offline(dir: &Path) -> Result<Self> {
+        let mut r = Root::new(dir)?;
+        r.live = false;
+        Ok(r)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The host path of `abs` inside the root, lexically (symlinks not followed).
+    /// `abs` must be absolute and must not contain `..`.
+    pub fn path(&self, abs: &str) -> Result<PathBuf> {
+        let rel = relative(abs)?;
+        Ok(self.dir.join(rel))
+    }
+
+    /// The host path of `abs`, with every symlink followed inside the root. A missing tail is kept
+    /// as is (the result may not exist yet).
+    pub fn resolve(&self, abs: &str) -> Result<PathBuf> {
+        let rel = relative(abs)?;
+        let mut todo: Vec<OsString> = rel.components().rev().map(|c| c.as_os_str().to_owned()).collect();
+        let mut done = PathBuf::new(); // relative to the root, symlink-free
+        let mut hops = 0;
+        while let Some(name) = todo.pop() {
+            if name == ".." {
+                done.pop();
+                continue;
+            }
+            if name == "." || name.is_empty() {
+                continue;
+            }
+            let candidate = done.join(&name);
+            let host = self.dir.join(&candidate);
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > MAX_SYMLINKS {
+                        bail!("too many levels of symbolic links resolving {abs} in {}", self.dir.display());
+                    }
+                    let target = std::fs::read_link(&host)
+                        .with_context(|| format!("reading symlink {}", host.display()))?;
+                    if target.is_absolute() {
+                        done = PathBuf::new();
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::RootDir | Component::Prefix(_) => {}
+                            other => todo.push(other.as_os_str().to_owned()),
+                        }
+                    }
+                }
+                Ok(_) => done = candidate,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    done = candidate;
+                    // The rest cannot contain symlinks: it does not exist.
+                    while let Some(n) = todo.pop() {
+                        if n == ".." {
+                            done.pop();
+                        } else if n != "." {
+                            done.push(n);
+                        }
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("inspecting {}", host.display())),
+            }
+        }
+        Ok(self.dir.join(done))
+    }
+
+    /// Reads a file of the managed system; `None` if it does not exist.
+    pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.resolve(abs)?;
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    /// Reads a text file of the managed system (lossy UTF-8); `None` if it does not exist.
+    pub fn read_string(&self, abs: &str) -> Result<Option<String>> {
+        Ok(self.read(abs)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Names in a directory of the managed system, sorted; empty if it does not exist.
+    pub fn list_dir(&self, abs: &str) -> Result<Vec<String>> {
+        let p = self.resolve(abs)?;
+        let rd = match std::fs::read_dir(&p) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e).with_context(|| format!("listing {}", p.display())),
+        };
+        let mut names = Vec::new();
+        for ent in rd {
+            let ent = ent.with_context(|| format!("listing {}", p.display()))?;
+            names.push(ent.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Whether `abs` exists in the managed system (following symlinks inside the root).
+    pub fn exists(&self, abs: &str) -> bool {
+        self.resolve(abs).map(|p| p.exists()).unwrap_or(false)
+    }
+
+    /// Describes the root for messages: `/` or `offline root /mnt/image`.
+    pub fn describe(&self) -> String {
+        if self.live {
+            "/".to_string()
+        } else {
+            format!("offline root {}", self.dir.display())
+        }
+    }
+}
+
+fn relative(abs: &str) -> Result<&Path> {
+    let p = Path::new(abs);
+    if !p.is_absolute() {
+        bail!("internal error: path {abs:?} is not absolute");
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        bail!("internal error: path {abs:?} contains `..`");
+    }
+    Ok(p.strip_prefix("/").expect("absolute"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_stay_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        std::fs::create_dir_all(t.path().join("etc/real")).unwrap();
+        symlink("/etc/real", t.path().join("etc/abs")).unwrap();
+        symlink("../../../../../../etc/real", t.path().join("etc/rel")).unwrap();
+        symlink("/", t.path().join("etc/top")).unwrap();
+        let want = root.dir().join("etc/real/f");
+        assert_eq!(root.resolve("/etc/abs/f").unwrap(), want);
+        assert_eq!(root.resolve("/etc/rel/f").unwrap(), want);
+        assert_eq!(root.resolve("/etc/top/etc/real/f").unwrap(), want);
+        assert!(!root.is_live());
+    }
+
+    #[test]
+    fn symlink_loops_are_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        symlink("b", t.path().join("a")).unwrap();
+        symlink("a", t.path().join("b")).unwrap();
+        assert!(root.resolve("/a/x").is_err());
+    }
+
+    #[test]
+    fn refuses_relative_and_dotdot() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        assert!(root.path("etc/x").is_err());
+        assert!(root.path("/etc/../x").is_err());
+    }
+}
