@@ -79,7 +79,9 @@ pub enum Change {
 impl Change {
     pub fn describe(&self) -> String {
         match self {
-            Change::Write { path, old: None, .. } => format!("create {path}"),
+            Change::Write {
+                path, old: None, ..
+            } => format!("create {path}"),
             Change::Write { path, .. } => format!("update {path}"),
             Change::Remove { path, .. } => format!("remove {path}"),
             Change::WriteProc { path, value } => format!("set {path} = {value}"),
@@ -90,21 +92,41 @@ impl Change {
     /// A unified diff for file changes.
     pub fn diff(&self) -> Option<String> {
         let (path, old, new): (&str, &[u8], &[u8]) = match self {
-            Change::Write { path, content, old, .. } => (path, old.as_deref().unwrap_or(b""), content),
+            Change::Write {
+                path, content, old, ..
+            } => (path, old.as_deref().unwrap_or(b""), content),
             Change::Remove { path, old } => (path, old, b""),
             _ => return None,
         };
         let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
-        let a = if matches!(self, Change::Write { old: None, .. }) { "/dev/null".to_string() } else { format!("a{path}") };
-        let b = if matches!(self, Change::Remove { .. }) { "/dev/null".to_string() } else { format!("b{path}") };
+        let a = if matches!(self, Change::Write { old: None, .. }) {
+            "/dev/null".to_string()
+        } else {
+            format!("a{path}")
+        };
+        let b = if matches!(self, Change::Remove { .. }) {
+            "/dev/null".to_string()
+        } else {
+            format!("b{path}")
+        };
         let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
-        Some(diff.unified_diff().context_radius(3).header(&a, &b).to_string())
+        Some(
+            diff.unified_diff()
+                .context_radius(3)
+                .header(&a, &b)
+                .to_string(),
+        )
     }
 
     /// Carries the change out. Live-only changes refuse an offline root.
     pub fn execute(&self, sys: &System) -> Result<()> {
         match self {
-            Change::Write { path, content, mode, .. } => {
+            Change::Write {
+                path,
+                content,
+                mode,
+                ..
+            } => {
                 fsutil::write_atomic(&sys.root, path, content, *mode)?;
             }
             Change::Remove { path, .. } => {
@@ -115,11 +137,16 @@ impl Change {
                     bail!("refusing to set {path} on an {}", sys.root.describe());
                 }
                 let p = sys.root.path(path)?;
-                std::fs::write(&p, format!("{value}\n")).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, format!("{value}\n"))
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
             Change::Run { argv } => {
                 if !sys.is_live() {
-                    bail!("refusing to run {} on an {}", argv.join(" "), sys.root.describe());
+                    bail!(
+                        "refusing to run {} on an {}",
+                        argv.join(" "),
+                        sys.root.describe()
+                    );
                 }
                 run(argv)?;
             }
@@ -136,8 +163,20 @@ pub fn run(argv: &[String]) -> Result<String> {
         .with_context(|| format!("running {}", argv[0]))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("`{}` failed ({}): {}", argv.join(" "), out.status, tail.join(" | "));
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            tail.join(" | ")
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -35,15 +35,23 @@ pub enum Written {
 /// existing file keeps its mode, a new one gets 0644. An existing file keeps its owner and group.
 pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -> Result<Written> {
     let target = root.resolve(abs)?;
-    let dir = target.parent().context("target has no parent directory")?.to_path_buf();
-    let name = target.file_name().context("target has no file name")?.to_string_lossy().into_owned();
+    let dir = target
+        .parent()
+        .context("target has no parent directory")?
+        .to_path_buf();
+    let name = target
+        .file_name()
+        .context("target has no file name")?
+        .to_string_lossy()
+        .into_owned();
     create_dirs(&dir)?;
     let old = match std::fs::metadata(&target) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("inspecting {}", target.display())),
     };
-    let final_mode = mode.unwrap_or_else(|| old.as_ref().map_or(DEFAULT_MODE, |m| m.mode() & 0o7777));
+    let final_mode =
+        mode.unwrap_or_else(|| old.as_ref().map_or(DEFAULT_MODE, |m| m.mode() & 0o7777));
     let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     failpoint();
@@ -82,7 +90,11 @@ pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -
     })?;
     failpoint();
     sync_dir(&dir)?;
-    Ok(if old.is_some() { Written::Replaced } else { Written::Created })
+    Ok(if old.is_some() {
+        Written::Replaced
+    } else {
+        Written::Created
+    })
 }
 
 /// Removes a file atomically (unlink + directory fsync). Missing is fine.
@@ -128,7 +140,8 @@ fn create_dirs(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))?;
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
     }
@@ -146,11 +159,15 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// Crash-test hook: SIGKILL this process at the N-th step when `GUESTPREP_FAILPOINT=N`.
 pub fn failpoint() {
-    let target = FAILPOINT.get_or_init(|| std::env::var("GUESTPREP_FAILPOINT").ok().and_then(|v| v.parse().ok()));
-    if let Some(n) = target {
-        if STEPS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
+    let target = FAILPOINT.get_or_init(|| {
+        std::env::var("GUESTPREP_FAILPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = target
+        && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -163,16 +180,25 @@ mod tests {
     fn writes_keep_mode_and_replace_atomically() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
-        assert_eq!(write_atomic(&root, "/etc/a/b.conf", b"one\n", None).unwrap(), Written::Created);
+        assert_eq!(
+            write_atomic(&root, "/etc/a/b.conf", b"one\n", None).unwrap(),
+            Written::Created
+        );
         let p = t.path().join("etc/a/b.conf");
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(write_atomic(&root, "/etc/a/b.conf", b"two\n", None).unwrap(), Written::Replaced);
+        assert_eq!(
+            write_atomic(&root, "/etc/a/b.conf", b"two\n", None).unwrap(),
+            Written::Replaced
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o600);
         write_atomic(&root, "/etc/a/b.conf", b"three\n", Some(0o640)).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
-        let names: Vec<_> = std::fs::read_dir(t.path().join("etc/a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(t.path().join("etc/a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temp file left: {names:?}");
     }
 

@@ -56,8 +56,10 @@ pub fn run(cli: cli::Cli) -> i32 {
                 return ExitCode::Usage.code();
             }
             eprintln!("guestprep: error: {e:#}");
-            let code = if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound))
-                && matches!(cli.command, Command::Policy(_))
+            let code = if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            }) && matches!(cli.command, Command::Policy(_))
             {
                 ExitCode::Usage
             } else {

@@ -37,7 +37,7 @@ pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
             Ok(mut lock) => {
                 lock.set_len(0).ok();
                 lock.rewind().ok();
-                let _ = write!(lock, "{}\n", std::process::id());
+                let _ = writeln!(lock, "{}", std::process::id());
                 return Ok(ApplyLock { _lock: lock });
             }
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -51,7 +51,11 @@ pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
                     );
                 }
                 if !said {
-                    eprintln!("guestprep: waiting for another guestprep apply{} to finish ({})", holder(&mut file), path.display());
+                    eprintln!(
+                        "guestprep: waiting for another guestprep apply{} to finish ({})",
+                        holder(&mut file),
+                        path.display()
+                    );
                     said = true;
                 }
                 std::thread::sleep(Duration::from_millis(100));

@@ -10,10 +10,14 @@ fn main() {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GUESTPREP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUESTPREP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // Under systemd, journald adds timestamps.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if under_journald {
         builder.without_time().init();
     } else {

@@ -21,7 +21,11 @@ impl Style {
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
-        if self.colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
 
     pub fn status(&self, s: Status) -> String {
@@ -61,23 +65,41 @@ impl Style {
 
 /// Writes the item lines and the summary.
 pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::io::Result<()> {
-    let width = r.items.iter().map(|i| i.id.len()).max().unwrap_or(0).min(60);
+    let width = r
+        .items
+        .iter()
+        .map(|i| i.id.len())
+        .max()
+        .unwrap_or(0)
+        .min(60);
     for i in &r.items {
-        let msg = if i.message.is_empty() { String::new() } else { format!("  {}", i.message) };
+        let msg = if i.message.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", i.message)
+        };
         writeln!(out, "{} {:<width$}{}", style.status(i.status), i.id, msg)?;
     }
     let s = &r.summary;
     writeln!(
         out,
         "{}: {} items: {} compliant, {} drift, {} pending-reboot, {} error, {} skipped ({}, {} ms)",
-        if r.compliant { "compliant" } else { "NOT compliant" },
+        if r.compliant {
+            "compliant"
+        } else {
+            "NOT compliant"
+        },
         s.total,
         s.compliant,
         s.drift,
         s.pending_reboot,
         s.error,
         s.skipped,
-        if r.mode == "live" { "live system".to_string() } else { format!("offline root {}", r.root) },
+        if r.mode == "live" {
+            "live system".to_string()
+        } else {
+            format!("offline root {}", r.root)
+        },
         r.duration_ms
     )
 }

@@ -17,7 +17,9 @@ pub const API_VERSION: &str = "guestprep.io/v1";
 pub const KIND: &str = "ComplianceReport";
 
 /// The state of one item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// As the policy says.
@@ -159,7 +161,13 @@ pub struct ComplianceReport {
 }
 
 impl ComplianceReport {
-    pub fn new(items: Vec<Item>, policy_digest: String, policy_sources: Vec<String>, root: &Root, started: std::time::Instant) -> Self {
+    pub fn new(
+        items: Vec<Item>,
+        policy_digest: String,
+        policy_sources: Vec<String>,
+        root: &Root,
+        started: std::time::Instant,
+    ) -> Self {
         let summary = Summary::of(&items);
         let mut r = ComplianceReport {
             api_version: API_VERSION.to_string(),
@@ -208,7 +216,11 @@ pub fn json_schema() -> String {
 
 /// Reads host facts: from the live system, or from the image files offline.
 pub fn host_facts(root: &Root) -> Host {
-    let os = root.read_string("/etc/os-release").ok().flatten().or_else(|| root.read_string("/usr/lib/os-release").ok().flatten());
+    let os = root
+        .read_string("/etc/os-release")
+        .ok()
+        .flatten()
+        .or_else(|| root.read_string("/usr/lib/os-release").ok().flatten());
     let field = |k: &str| -> Option<String> {
         os.as_deref()?.lines().find_map(|l| {
             let v = l.strip_prefix(k)?.strip_prefix('=')?;
@@ -223,12 +235,19 @@ pub fn host_facts(root: &Root) -> Host {
             .flatten()
             .and_then(|s| s.split_whitespace().next()?.parse().ok());
         (
-            uts.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()),
-            uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()),
+            uts.as_ref()
+                .map(|u| u.nodename().to_string_lossy().into_owned()),
+            uts.as_ref()
+                .map(|u| u.release().to_string_lossy().into_owned()),
             uptime,
         )
     } else {
-        let hostname = root.read_string("/etc/hostname").ok().flatten().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let hostname = root
+            .read_string("/etc/hostname")
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
         (hostname, installed_kernels(root).pop(), None)
     };
     Host {
@@ -263,7 +282,10 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Formats a time as RFC 3339 UTC with seconds (`2026-11-22T10:00:00Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -275,7 +297,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -286,8 +313,14 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T09:46:40Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
+            "2026-11-18T11:06:40Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 
     #[test]

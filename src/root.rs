@@ -60,7 +60,11 @@ impl Root {
     /// as is (the result may not exist yet).
     pub fn resolve(&self, abs: &str) -> Result<PathBuf> {
         let rel = relative(abs)?;
-        let mut todo: Vec<OsString> = rel.components().rev().map(|c| c.as_os_str().to_owned()).collect();
+        let mut todo: Vec<OsString> = rel
+            .components()
+            .rev()
+            .map(|c| c.as_os_str().to_owned())
+            .collect();
         let mut done = PathBuf::new(); // relative to the root, symlink-free
         let mut hops = 0;
         while let Some(name) = todo.pop() {
@@ -77,7 +81,10 @@ impl Root {
                 Ok(m) if m.file_type().is_symlink() => {
                     hops += 1;
                     if hops > MAX_SYMLINKS {
-                        bail!("too many levels of symbolic links resolving {abs} in {}", self.dir.display());
+                        bail!(
+                            "too many levels of symbolic links resolving {abs} in {}",
+                            self.dir.display()
+                        );
                     }
                     let target = std::fs::read_link(&host)
                         .with_context(|| format!("reading symlink {}", host.display()))?;
@@ -121,7 +128,9 @@ impl Root {
 
     /// Reads a text file of the managed system (lossy UTF-8); `None` if it does not exist.
     pub fn read_string(&self, abs: &str) -> Result<Option<String>> {
-        Ok(self.read(abs)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(self
+            .read(abs)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Names in a directory of the managed system, sorted; empty if it does not exist.

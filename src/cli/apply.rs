@@ -46,8 +46,20 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             }
         }
     };
-    let outcome = engine::apply(&sys, &resources, ApplyOptions { check_only: args.check });
-    let mut report = ComplianceReport::new(outcome.items, loaded.digest(), crate::sources_strings(&loaded), &sys.root, started);
+    let outcome = engine::apply(
+        &sys,
+        &resources,
+        ApplyOptions {
+            check_only: args.check,
+        },
+    );
+    let mut report = ComplianceReport::new(
+        outcome.items,
+        loaded.digest(),
+        crate::sources_strings(&loaded),
+        &sys.root,
+        started,
+    );
     report.apply = Some(ApplySection {
         check_only: args.check,
         changes: outcome.changes.clone(),
@@ -82,7 +94,13 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         for c in &outcome.changes {
-            let verb = if c.done { "changed" } else if args.check { "would change" } else { "failed" };
+            let verb = if c.done {
+                "changed"
+            } else if args.check {
+                "would change"
+            } else {
+                "failed"
+            };
             writeln!(out, "{verb:<14} {}  {}", c.item, c.action)?;
         }
         output::human(&mut out, &report, &style)?;

@@ -41,7 +41,11 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
             for s in &loaded.sources {
                 println!("ok: {}", s.display());
             }
-            println!("policy valid: {} fragment(s), {}", loaded.sources.len(), loaded.digest());
+            println!(
+                "policy valid: {} fragment(s), {}",
+                loaded.sources.len(),
+                loaded.digest()
+            );
             Ok(ExitCode::Ok)
         }
         PolicyCommand::Show(a) => {
@@ -70,7 +74,11 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
 
 fn collect_origins(t: &Table, path: &str, out: &mut serde_json::Map<String, serde_json::Value>) {
     for (k, e) in &t.entries {
-        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        let p = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
         match &e.node.value {
             Value::Table(sub) => collect_origins(sub, &p, out),
             _ => {
@@ -81,7 +89,10 @@ fn collect_origins(t: &Table, path: &str, out: &mut serde_json::Map<String, serd
 }
 
 fn key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         k.to_string()
     } else {
         serde_json::to_string(k).expect("string")
@@ -104,7 +115,11 @@ fn inline(n: &Node) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(inline).collect::<Vec<_>>().join(", ")),
         Value::Table(t) => format!(
             "{{ {} }}",
-            t.entries.iter().map(|(k, e)| format!("{} = {}", key(k), inline(&e.node))).collect::<Vec<_>>().join(", ")
+            t.entries
+                .iter()
+                .map(|(k, e)| format!("{} = {}", key(k), inline(&e.node)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -119,7 +134,9 @@ fn render_table(root: &Table) -> String {
                     let _ = writeln!(s, "{} = {}  # {}", key(k), inline(&e.node), e.node.origin);
                 }
             }
-            Value::Array(a) if a.iter().all(|n| matches!(n.value, Value::Table(_))) && !a.is_empty() => {
+            Value::Array(a)
+                if a.iter().all(|n| matches!(n.value, Value::Table(_))) && !a.is_empty() =>
+            {
                 for n in a {
                     let _ = writeln!(s, "\n[[{}]]  # {}", key(name), n.origin);
                     if let Value::Table(t) = &n.value {
@@ -130,7 +147,13 @@ fn render_table(root: &Table) -> String {
                 }
             }
             _ => {
-                let _ = writeln!(s, "{} = {}  # {}", key(name), inline(&e.node), e.node.origin);
+                let _ = writeln!(
+                    s,
+                    "{} = {}  # {}",
+                    key(name),
+                    inline(&e.node),
+                    e.node.origin
+                );
             }
         }
     }

@@ -29,7 +29,13 @@ pub fn report(target: &Target) -> Result<ComplianceReport> {
     let (sys, loaded) = crate::open(target)?;
     let resources = crate::resources::build(&loaded.policy, &sys.root);
     let items = engine::verify(&sys, &resources);
-    Ok(ComplianceReport::new(items, loaded.digest(), crate::sources_strings(&loaded), &sys.root, started))
+    Ok(ComplianceReport::new(
+        items,
+        loaded.digest(),
+        crate::sources_strings(&loaded),
+        &sys.root,
+        started,
+    ))
 }
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {

@@ -44,6 +44,10 @@ impl fmt::Display for InvalidPolicy {
             writeln!(f, "error: {d}")?;
         }
         let n = self.0.len();
-        write!(f, "invalid policy: {n} error{}", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "invalid policy: {n} error{}",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }

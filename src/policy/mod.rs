@@ -181,10 +181,8 @@ pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<PathBuf>> {
 
 /// A drop-in that is a symlink to /dev/null or an empty file cancels the vendor one.
 fn is_masked(p: &Path) -> bool {
-    if let Ok(target) = std::fs::read_link(p) {
-        if target == Path::new("/dev/null") {
-            return true;
-        }
+    if std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null")) {
+        return true;
     }
     std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false)
 }
@@ -194,7 +192,9 @@ fn toml_files_sorted(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("reading policy directory {}", dir.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading policy directory {}", dir.display()));
+        }
     };
     for ent in rd {
         let ent = ent.with_context(|| format!("reading policy directory {}", dir.display()))?;

@@ -134,7 +134,10 @@ impl Locator {
         };
         let start = self.line_starts[line];
         let end = offset.min(self.text.len());
-        let column = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
+        let column = self
+            .text
+            .get(start..end)
+            .map_or(1, |s| s.chars().count() + 1);
         Origin {
             file: self.file.clone(),
             line: line + 1,
@@ -171,13 +174,8 @@ fn convert_table(loc: &Locator, table: &DeTable<'_>, diags: &mut Vec<Diagnostic>
     for (key, value) in table.iter() {
         let key_origin = loc.origin(key.span().start);
         let node = convert_value(loc, value, diags);
-        out.entries.insert(
-            key.get_ref().to_string(),
-            Entry {
-                key_origin,
-                node,
-            },
-        );
+        out.entries
+            .insert(key.get_ref().to_string(), Entry { key_origin, node });
     }
     out
 }
@@ -218,7 +216,9 @@ mod tests {
     fn origins_point_at_key_and_value() {
         let t = parse("a.toml", "# c\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n");
         let sysctl = t.get("sysctl").unwrap();
-        let Value::Table(s) = &sysctl.node.value else { panic!("table") };
+        let Value::Table(s) = &sysctl.node.value else {
+            panic!("table")
+        };
         let e = s.get("net.ipv4.ip_forward").unwrap();
         assert_eq!((e.key_origin.line, e.key_origin.column), (3, 1));
         assert_eq!((e.node.origin.line, e.node.origin.column), (3, 25));
@@ -228,11 +228,18 @@ mod tests {
     fn merge_is_key_by_key_and_lists_replace() {
         let mut base = parse("a.toml", "[chrony]\nservers=['a','b']\nrtcsync=true\n");
         base.merge(parse("b.toml", "[chrony]\nservers=['c']\n"));
-        let Value::Table(c) = &base.get("chrony").unwrap().node.value else { panic!() };
-        let Value::Array(servers) = &c.get("servers").unwrap().node.value else { panic!() };
+        let Value::Table(c) = &base.get("chrony").unwrap().node.value else {
+            panic!()
+        };
+        let Value::Array(servers) = &c.get("servers").unwrap().node.value else {
+            panic!()
+        };
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].origin.file.to_str(), Some("b.toml"));
-        assert_eq!(c.get("rtcsync").unwrap().node.origin.file.to_str(), Some("a.toml"));
+        assert_eq!(
+            c.get("rtcsync").unwrap().node.origin.file.to_str(),
+            Some("a.toml")
+        );
     }
 
     #[test]

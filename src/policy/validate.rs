@@ -11,7 +11,9 @@ use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{Chrony, Grub, ManagedFile, Modules, Policy, Ssh, Swap};
 
-const SECTIONS: &[&str] = &["chrony", "sysctl", "modules", "grub", "ssh", "swap", "files"];
+const SECTIONS: &[&str] = &[
+    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files",
+];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
 pub const SSH_CIPHERS: &[&str] = &[
@@ -175,10 +177,15 @@ impl V {
 
     fn bool(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
         let e = t.get(key)?;
-        self.typed(e, &join(path, key), "a boolean (true or false)", |v| match v {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        })
+        self.typed(
+            e,
+            &join(path, key),
+            "a boolean (true or false)",
+            |v| match v {
+                Value::Bool(b) => Some(*b),
+                _ => None,
+            },
+        )
     }
 
     /// A list of strings, each checked by `check`; duplicates are errors.
@@ -189,7 +196,9 @@ impl V {
         key: &str,
         check: fn(&str) -> Result<(), String>,
     ) -> Vec<String> {
-        let Some(e) = t.get(key) else { return Vec::new() };
+        let Some(e) = t.get(key) else {
+            return Vec::new();
+        };
         let kp = join(path, key);
         let Some(items) = self.typed(e, &kp, "an array of strings", |v| match v {
             Value::Array(a) => Some(a),
@@ -225,7 +234,14 @@ impl V {
         self.known_keys(
             t,
             p,
-            &["servers", "pools", "source_options", "allow", "makestep", "rtcsync"],
+            &[
+                "servers",
+                "pools",
+                "source_options",
+                "allow",
+                "makestep",
+                "rtcsync",
+            ],
         );
         let servers = self.list(t, p, "servers", check_host);
         let pools = self.list(t, p, "pools", check_host);
@@ -263,14 +279,22 @@ impl V {
             Value::Float(f) if *f > 0.0 && f.is_finite() => Some(*f),
             Value::Integer(i) if *i > 0 => Some(*i as f64),
             _ => {
-                self.err(&a[0].origin, "chrony.makestep[0]", "threshold must be a positive number of seconds");
+                self.err(
+                    &a[0].origin,
+                    "chrony.makestep[0]",
+                    "threshold must be a positive number of seconds",
+                );
                 None
             }
         };
         let limit = match &a[1].value {
             Value::Integer(i) if *i == -1 || *i > 0 => Some(*i),
             _ => {
-                self.err(&a[1].origin, "chrony.makestep[1]", "limit must be a positive integer, or -1 for no limit");
+                self.err(
+                    &a[1].origin,
+                    "chrony.makestep[1]",
+                    "limit must be a positive integer, or -1 for no limit",
+                );
                 None
             }
         };
@@ -291,13 +315,20 @@ impl V {
                 Value::String(s) => {
                     let norm = s.split_whitespace().collect::<Vec<_>>().join(" ");
                     if norm.is_empty() || s.contains('\n') || s.contains('#') {
-                        self.err(&e.node.origin, &kp, "value must be non-empty, one line, without `#`");
+                        self.err(
+                            &e.node.origin,
+                            &kp,
+                            "value must be non-empty, one line, without `#`",
+                        );
                         continue;
                     }
                     norm
                 }
                 other => {
-                    let msg = format!("expected an integer, boolean or string, found {}", other.type_name());
+                    let msg = format!(
+                        "expected an integer, boolean or string, found {}",
+                        other.type_name()
+                    );
                     self.err(&e.node.origin, &kp, msg);
                     continue;
                 }
@@ -319,7 +350,11 @@ impl V {
                     Value::Array(a) => a.get(i).map_or(e.node.origin.clone(), |n| n.origin.clone()),
                     _ => e.node.origin.clone(),
                 };
-                self.err(&origin, &format!("modules.blacklist[{i}]"), format!("`{m}` is both loaded and blacklisted"));
+                self.err(
+                    &origin,
+                    &format!("modules.blacklist[{i}]"),
+                    format!("`{m}` is both loaded and blacklisted"),
+                );
             }
         }
         let mut options = BTreeMap::new();
@@ -335,19 +370,28 @@ impl V {
                         match &oe.node.value {
                             Value::String(s) => match check_module_options(s) {
                                 Ok(()) => {
-                                    options.insert(m.clone(), s.split_whitespace().collect::<Vec<_>>().join(" "));
+                                    options.insert(
+                                        m.clone(),
+                                        s.split_whitespace().collect::<Vec<_>>().join(" "),
+                                    );
                                 }
                                 Err(msg) => self.err(&oe.node.origin, &kp, msg),
                             },
                             other => {
-                                let msg = format!("expected a string like \"param=value other=1\", found {}", other.type_name());
+                                let msg = format!(
+                                    "expected a string like \"param=value other=1\", found {}",
+                                    other.type_name()
+                                );
                                 self.err(&oe.node.origin, &kp, msg);
                             }
                         }
                     }
                 }
                 other => {
-                    let msg = format!("expected a table of module = \"options\", found {}", other.type_name());
+                    let msg = format!(
+                        "expected a table of module = \"options\", found {}",
+                        other.type_name()
+                    );
                     self.err(&e.node.origin, "modules.options", msg);
                 }
             }
@@ -365,7 +409,9 @@ impl V {
         Ssh {
             ciphers: self.list(t, p, "ciphers", |s| known(s, SSH_CIPHERS, "cipher")),
             macs: self.list(t, p, "macs", |s| known(s, SSH_MACS, "MAC")),
-            kex_algorithms: self.list(t, p, "kex_algorithms", |s| known(s, SSH_KEX, "key exchange algorithm")),
+            kex_algorithms: self.list(t, p, "kex_algorithms", |s| {
+                known(s, SSH_KEX, "key exchange algorithm")
+            }),
         }
     }
 
@@ -385,7 +431,11 @@ impl V {
                 origin,
             } = n
             else {
-                self.err(&n.origin, &p, format!("expected a table, found {}", n.value.type_name()));
+                self.err(
+                    &n.origin,
+                    &p,
+                    format!("expected a table, found {}", n.value.type_name()),
+                );
                 continue;
             };
             self.known_keys(t, &p, &["path", "content", "mode"]);
@@ -393,7 +443,11 @@ impl V {
                 Some(path) => match check_abs_path(&path) {
                     Ok(()) => Some(path),
                     Err(m) => {
-                        self.err(&t.get("path").expect("present").node.origin, &format!("{p}.path"), m);
+                        self.err(
+                            &t.get("path").expect("present").node.origin,
+                            &format!("{p}.path"),
+                            m,
+                        );
                         None
                     }
                 },
@@ -406,13 +460,21 @@ impl V {
             };
             let content = self.string(t, &p, "content");
             if content.is_none() && t.get("content").is_none() {
-                self.err(origin, &format!("{p}.content"), "missing required key `content`");
+                self.err(
+                    origin,
+                    &format!("{p}.content"),
+                    "missing required key `content`",
+                );
             }
             let mode = match self.string(t, &p, "mode") {
                 Some(m) => match parse_mode(&m) {
                     Ok(m) => Some(m),
                     Err(msg) => {
-                        self.err(&t.get("mode").expect("present").node.origin, &format!("{p}.mode"), msg);
+                        self.err(
+                            &t.get("mode").expect("present").node.origin,
+                            &format!("{p}.mode"),
+                            msg,
+                        );
                         None
                     }
                 },
@@ -420,10 +482,18 @@ impl V {
             };
             if let (Some(path), Some(content)) = (path, content) {
                 if out.iter().any(|f| f.path == path) {
-                    self.err(origin, &format!("{p}.path"), format!("`{path}` is managed twice"));
+                    self.err(
+                        origin,
+                        &format!("{p}.path"),
+                        format!("`{path}` is managed twice"),
+                    );
                     continue;
                 }
-                out.push(ManagedFile { path, content, mode });
+                out.push(ManagedFile {
+                    path,
+                    content,
+                    mode,
+                });
             }
         }
         out
@@ -476,7 +546,9 @@ pub fn check_allow(s: &str) -> Result<(), String> {
         None => (s, None),
     };
     let Ok(ip) = addr.parse::<IpAddr>() else {
-        return Err(format!("`{s}` is not an address or a network like 10.0.0.0/8"));
+        return Err(format!(
+            "`{s}` is not an address or a network like 10.0.0.0/8"
+        ));
     };
     if let Some(p) = prefix {
         let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -492,19 +564,28 @@ pub fn check_allow(s: &str) -> Result<(), String> {
 pub fn check_sysctl_name(s: &str) -> Result<(), String> {
     let segs: Vec<&str> = s.split(['.', '/']).collect();
     let ok = segs.len() >= 2
-        && segs
-            .iter()
-            .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':'));
+        && segs.iter().all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':')
+        });
     if ok {
         Ok(())
     } else {
-        Err(format!("`{s}` is not a valid sysctl name (like net.ipv4.ip_forward)"))
+        Err(format!(
+            "`{s}` is not a valid sysctl name (like net.ipv4.ip_forward)"
+        ))
     }
 }
 
 /// A kernel module name.
 pub fn check_module(s: &str) -> Result<(), String> {
-    if !s.is_empty() && s.len() <= 56 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !s.is_empty()
+        && s.len() <= 56
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         Ok(())
     } else {
         Err(format!("`{s}` is not a valid kernel module name"))
@@ -517,11 +598,17 @@ fn check_module_options(s: &str) -> Result<(), String> {
     }
     for tok in s.split_whitespace() {
         let name = tok.split_once('=').map_or(tok, |(n, _)| n);
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
             return Err(format!("`{tok}` is not a module parameter like name=value"));
         }
         if tok.contains(['"', '\'', '\\', '#']) {
-            return Err(format!("`{tok}`: quotes, backslashes and `#` are not allowed"));
+            return Err(format!(
+                "`{tok}`: quotes, backslashes and `#` are not allowed"
+            ));
         }
     }
     Ok(())
@@ -532,8 +619,14 @@ pub fn check_kernel_arg(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("kernel argument must not be empty".into());
     }
-    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || "\"'`$\\;&|<>".contains(*c)) {
-        return Err(format!("kernel argument `{s}` contains `{}`: one argument per list item, no quoting or shell characters", c.escape_default()));
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "\"'`$\\;&|<>".contains(*c))
+    {
+        return Err(format!(
+            "kernel argument `{s}` contains `{}`: one argument per list item, no quoting or shell characters",
+            c.escape_default()
+        ));
     }
     let key = s.split_once('=').map_or(s, |(k, _)| k);
     if key.is_empty() {
@@ -558,7 +651,10 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
     if s == "/" || s.ends_with('/') {
         return Err(format!("`{s}` must name a file, not a directory"));
     }
-    if s[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if s[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(format!("`{s}` must be normalised: no `..`, `.` or `//`"));
     }
     if s.contains('\0') {
@@ -578,6 +674,13 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 
 /// The allowed word nearest to `s`, if it is a likely typo.
 fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    // `aes256-gcm` for `aes256-gcm@openssh.com`: a missing suffix is the commonest slip.
+    if let Some(p) = allowed
+        .iter()
+        .find(|a| a.len() > s.len() && a.starts_with(s) && a[s.len()..].starts_with('@'))
+    {
+        return Some(p);
+    }
     allowed
         .iter()
         .map(|a| (levenshtein(s, a), *a))
@@ -642,7 +745,10 @@ mod tests {
 
     #[test]
     fn typo_suggestions() {
-        assert_eq!(closest("sever", &["servers", "pools"]), None.or(Some("servers")));
+        assert_eq!(
+            closest("sever", &["servers", "pools"]),
+            None.or(Some("servers"))
+        );
         assert_eq!(closest("xyzzy", &["servers", "pools"]), None);
     }
 }

@@ -19,7 +19,11 @@ const CONFDIR: &str = "/etc/chrony/conf.d";
 
 pub fn render(c: &Chrony) -> String {
     let mut s = String::from(super::file::HEADER);
-    let opts = if c.source_options.is_empty() { String::new() } else { format!(" {}", c.source_options) };
+    let opts = if c.source_options.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", c.source_options)
+    };
     for h in &c.servers {
         s.push_str(&format!("server {h}{opts}\n"));
     }
@@ -39,7 +43,10 @@ pub fn render(c: &Chrony) -> String {
 }
 
 pub fn resources(c: &Chrony) -> Vec<Box<dyn Resource>> {
-    vec![Box::new(FileResource::new("chrony", FILE, render(c))), Box::new(ConfDir)]
+    vec![
+        Box::new(FileResource::new("chrony", FILE, render(c))),
+        Box::new(ConfDir),
+    ]
 }
 
 pub struct ConfDir;
@@ -68,12 +75,19 @@ impl Resource for ConfDir {
             w.next() == Some("confdir") && w.any(|d| d.trim_end_matches('/') == CONFDIR)
         });
         match found {
-            Some((n, _)) => Ok(Observation::new(Status::Compliant, expected, json!(format!("{CONF}:{n}")), "")),
+            Some((n, _)) => Ok(Observation::new(
+                Status::Compliant,
+                expected,
+                json!(format!("{CONF}:{n}")),
+                "",
+            )),
             None => Ok(Observation::new(
                 Status::Error,
                 expected,
                 json!(null),
-                format!("{CONF} does not read {CONFDIR}: add `confdir {CONFDIR}` to it, or the drop-in is ignored"),
+                format!(
+                    "{CONF} does not read {CONFDIR}: add `confdir {CONFDIR}` to it, or the drop-in is ignored"
+                ),
             )),
         }
     }

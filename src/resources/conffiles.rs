@@ -23,10 +23,8 @@ pub fn dropins(root: &Root, dirs: &[&str], suffix: &str) -> Result<Vec<String>> 
     let mut out = Vec::new();
     for path in by_name.into_values() {
         let host = root.path(&path)?;
-        if let Ok(t) = std::fs::read_link(&host) {
-            if t == std::path::Path::new("/dev/null") {
-                continue;
-            }
+        if std::fs::read_link(&host).is_ok_and(|t| t == std::path::Path::new("/dev/null")) {
+            continue;
         }
         out.push(path);
     }

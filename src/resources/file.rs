@@ -78,12 +78,16 @@ impl Resource for FileResource {
             return Err(anyhow!("{} exists but is not a regular file", self.path));
         }
         let current = match &meta {
-            Some(_) => Some(std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?),
+            Some(_) => {
+                Some(std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?)
+            }
             None => None,
         };
         let mode = meta.as_ref().map(|m| m.mode() & 0o7777);
         let actual = match (&current, mode) {
-            (Some(c), Some(m)) => json!({"exists": true, "sha256": sha(c), "mode": format!("{m:04o}")}),
+            (Some(c), Some(m)) => {
+                json!({"exists": true, "sha256": sha(c), "mode": format!("{m:04o}")})
+            }
             _ => json!({"exists": false}),
         };
         let Some(want) = &self.content else {
@@ -110,9 +114,10 @@ impl Resource for FileResource {
                 .len();
                 (Status::Drift, format!("content differs ({diff} hunks)"))
             }
-            (Some(_), Some(m)) if self.mode.is_some_and(|w| w != m) => {
-                (Status::Drift, format!("mode {m:04o}, want {:04o}", self.mode.unwrap_or_default()))
-            }
+            (Some(_), Some(m)) if self.mode.is_some_and(|w| w != m) => (
+                Status::Drift,
+                format!("mode {m:04o}, want {:04o}", self.mode.unwrap_or_default()),
+            ),
             _ => (Status::Compliant, String::new()),
         };
         let mut obs = Observation::new(status, expected, actual, message);
@@ -143,7 +148,9 @@ impl Resource for FileResource {
         for c in plan {
             c.execute(sys)?;
         }
-        let Some(argv) = &self.validate else { return Ok(()) };
+        let Some(argv) = &self.validate else {
+            return Ok(());
+        };
         if !sys.is_live() || !sys.root.exists(&argv[0]) {
             return Ok(());
         }
@@ -161,7 +168,10 @@ impl Resource for FileResource {
                     }
                 }
             }
-            return Err(e.context(format!("{} rejected by validation; previous version restored", self.path)));
+            return Err(e.context(format!(
+                "{} rejected by validation; previous version restored",
+                self.path
+            )));
         }
         Ok(())
     }

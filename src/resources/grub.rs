@@ -28,8 +28,12 @@ pub fn render(g: &Grub) -> String {
 pub fn resources(g: &Grub) -> Vec<Box<dyn Resource>> {
     vec![
         Box::new(FileResource::new("grub", FILE, render(g))),
-        Box::new(GrubCfg { args: g.cmdline.clone() }),
-        Box::new(Cmdline { args: g.cmdline.clone() }),
+        Box::new(GrubCfg {
+            args: g.cmdline.clone(),
+        }),
+        Box::new(Cmdline {
+            args: g.cmdline.clone(),
+        }),
     ]
 }
 
@@ -72,28 +76,48 @@ impl Resource for GrubCfg {
             ));
         };
         let Some(have) = first_linux_args(&cfg) else {
-            return Ok(Observation::new(Status::Error, expected, json!(null), format!("no `linux` line in {GRUB_CFG}")));
+            return Ok(Observation::new(
+                Status::Error,
+                expected,
+                json!(null),
+                format!("no `linux` line in {GRUB_CFG}"),
+            ));
         };
         let miss = missing(&self.args, &have);
         let actual = json!({"defaultEntryArgs": have});
         if miss.is_empty() {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
-        let what = format!("{GRUB_CFG} lacks {}", miss.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+        let what = format!(
+            "{GRUB_CFG} lacks {}",
+            miss.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         if let Some(why) = sys.offline_reason() {
             return Ok(Observation::new(
                 Status::Skipped,
                 expected,
                 actual,
-                format!("{what}; update-grub is not run on an {why}: run it in the image (chroot) or at first boot"),
+                format!(
+                    "{what}; update-grub is not run on an {why}: run it in the image (chroot) or at first boot"
+                ),
             ));
         }
-        Ok(Observation::new(Status::Drift, expected, actual, format!("{what}: update-grub needed")))
+        Ok(Observation::new(
+            Status::Drift,
+            expected,
+            actual,
+            format!("{what}: update-grub needed"),
+        ))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if sys.is_live() && obs.status == Status::Drift {
-            vec![Change::Run { argv: vec![UPDATE_GRUB.into()] }]
+            vec![Change::Run {
+                argv: vec![UPDATE_GRUB.into()],
+            }]
         } else {
             Vec::new()
         }
@@ -116,7 +140,12 @@ impl Resource for Cmdline {
     fn check(&self, sys: &System) -> Result<Observation> {
         let expected = json!(self.args);
         if let Some(why) = sys.offline_reason() {
-            return Ok(Observation::new(Status::Skipped, expected, json!(null), format!("running kernel command line not checked: {why}")));
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                json!(null),
+                format!("running kernel command line not checked: {why}"),
+            ));
         }
         let cmdline = sys.root.read_string("/proc/cmdline")?.unwrap_or_default();
         let have: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
@@ -130,11 +159,25 @@ impl Resource for Cmdline {
             .read_string(GRUB_CFG)?
             .and_then(|c| first_linux_args(&c))
             .is_some_and(|have| missing(&self.args, &have).is_empty());
-        let list = miss.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        let list = miss
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
         if configured {
-            Ok(Observation::new(Status::PendingReboot, expected, actual, format!("{list} configured; effective after a reboot")))
+            Ok(Observation::new(
+                Status::PendingReboot,
+                expected,
+                actual,
+                format!("{list} configured; effective after a reboot"),
+            ))
         } else {
-            Ok(Observation::new(Status::Drift, expected, actual, format!("{list} not on the running kernel's command line nor in {GRUB_CFG}")))
+            Ok(Observation::new(
+                Status::Drift,
+                expected,
+                actual,
+                format!("{list} not on the running kernel's command line nor in {GRUB_CFG}"),
+            ))
         }
     }
 
@@ -150,6 +193,9 @@ mod tests {
     #[test]
     fn reads_default_entry() {
         let cfg = "menuentry 'Debian' {\n\tlinux\t/boot/vmlinuz-6.12 root=UUID=x ro quiet intel_iommu=on\n}\nmenuentry 'b' {\n linux /x other\n}\n";
-        assert_eq!(first_linux_args(cfg).unwrap(), ["root=UUID=x", "ro", "quiet", "intel_iommu=on"]);
+        assert_eq!(
+            first_linux_args(cfg).unwrap(),
+            ["root=UUID=x", "ro", "quiet", "intel_iommu=on"]
+        );
     }
 }

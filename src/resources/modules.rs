@@ -63,12 +63,20 @@ pub fn resources(m: &Modules) -> Vec<Box<dyn Resource>> {
     if m.load.is_empty() {
         out.push(Box::new(FileResource::absent("modules", LOAD_FILE)));
     } else {
-        out.push(Box::new(FileResource::new("modules", LOAD_FILE, render_load(m))));
+        out.push(Box::new(FileResource::new(
+            "modules",
+            LOAD_FILE,
+            render_load(m),
+        )));
     }
     if m.blacklist.is_empty() && m.options.is_empty() {
         out.push(Box::new(FileResource::absent("modules", MODPROBE_FILE)));
     } else {
-        out.push(Box::new(FileResource::new("modules", MODPROBE_FILE, render_modprobe(m))));
+        out.push(Box::new(FileResource::new(
+            "modules",
+            MODPROBE_FILE,
+            render_modprobe(m),
+        )));
     }
     for name in &m.load {
         out.push(Box::new(Load { name: name.clone() }));
@@ -91,7 +99,9 @@ fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
     files.push("/etc/modules".to_string());
     let mut out = Vec::new();
     for f in files {
-        let Some(text) = sys.root.read_string(&f)? else { continue };
+        let Some(text) = sys.root.read_string(&f)? else {
+            continue;
+        };
         for (n, line) in conffiles::lines(&text, true) {
             if let Some(name) = line.split_whitespace().next() {
                 out.push((canon(name), format!("{f}:{n}")));
@@ -105,9 +115,14 @@ fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
 fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
     let mut out = Vec::new();
     for f in conffiles::dropins(&sys.root, MODPROBE_DIRS, ".conf")? {
-        let Some(text) = sys.root.read_string(&f)? else { continue };
+        let Some(text) = sys.root.read_string(&f)? else {
+            continue;
+        };
         for (n, line) in conffiles::lines(&text, false) {
-            out.push((line.split_whitespace().map(str::to_string).collect(), format!("{f}:{n}")));
+            out.push((
+                line.split_whitespace().map(str::to_string).collect(),
+                format!("{f}:{n}"),
+            ));
         }
     }
     Ok(out)
@@ -116,15 +131,26 @@ fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
 /// Whether a module is loaded (or built in) in the running kernel.
 fn loaded(sys: &System, name: &str) -> Result<bool> {
     let c = canon(name);
-    if let Some(mods) = sys.root.read_string("/proc/modules")? {
-        if mods.lines().any(|l| l.split_whitespace().next() == Some(c.as_str())) {
-            return Ok(true);
-        }
+    if let Some(mods) = sys.root.read_string("/proc/modules")?
+        && mods
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(c.as_str()))
+    {
+        return Ok(true);
     }
-    let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
-    if let Some(builtin) = sys.root.read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))? {
+    let release = nix::sys::utsname::uname()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    if let Some(builtin) = sys
+        .root
+        .read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))?
+    {
         let ko = format!("/{c}.ko");
-        if builtin.lines().any(|l| canon(l).ends_with(&ko) || canon(l) == format!("{c}.ko")) {
+        if builtin
+            .lines()
+            .any(|l| canon(l).ends_with(&ko) || canon(l) == format!("{c}.ko"))
+        {
             return Ok(true);
         }
     }
@@ -146,9 +172,17 @@ impl Resource for Load {
 
     fn check(&self, sys: &System) -> Result<Observation> {
         let c = canon(&self.name);
-        let configured = configured_loads(sys)?.into_iter().find(|(n, _)| *n == c).map(|(_, at)| at);
-        let live = if sys.is_live() { Some(loaded(sys, &self.name)?) } else { None };
-        let actual = json!({"loadAtBoot": configured.is_some(), "configuredIn": configured, "loaded": live});
+        let configured = configured_loads(sys)?
+            .into_iter()
+            .find(|(n, _)| *n == c)
+            .map(|(_, at)| at);
+        let live = if sys.is_live() {
+            Some(loaded(sys, &self.name)?)
+        } else {
+            None
+        };
+        let actual =
+            json!({"loadAtBoot": configured.is_some(), "configuredIn": configured, "loaded": live});
         let expected = json!({"loadAtBoot": true, "loaded": true});
         let mut problems = Vec::new();
         if configured.is_none() {
@@ -158,7 +192,10 @@ impl Resource for Load {
             problems.push("not loaded");
         }
         let (status, message) = match (problems.is_empty(), live) {
-            (true, None) => (Status::Compliant, "loaded state not checked on an offline root".to_string()),
+            (true, None) => (
+                Status::Compliant,
+                "loaded state not checked on an offline root".to_string(),
+            ),
             (true, Some(_)) => (Status::Compliant, String::new()),
             (false, _) => (Status::Drift, problems.join("; ")),
         };
@@ -195,15 +232,28 @@ impl Resource for Blacklist {
             .into_iter()
             .find(|(w, _)| w.len() >= 2 && w[0] == "blacklist" && canon(&w[1]) == c)
             .map(|(_, at)| at);
-        let live = if sys.is_live() { Some(loaded(sys, &self.name)?) } else { None };
+        let live = if sys.is_live() {
+            Some(loaded(sys, &self.name)?)
+        } else {
+            None
+        };
         let actual = json!({"blacklisted": at.is_some(), "configuredIn": at, "loaded": live});
         let expected = json!({"blacklisted": true, "loaded": false});
         let (status, message) = if at.is_none() {
-            (Status::Drift, "not blacklisted in any modprobe.d file".to_string())
+            (
+                Status::Drift,
+                "not blacklisted in any modprobe.d file".to_string(),
+            )
         } else if live == Some(true) {
-            (Status::PendingReboot, "blacklisted, but loaded now: not loaded after the next boot".to_string())
+            (
+                Status::PendingReboot,
+                "blacklisted, but loaded now: not loaded after the next boot".to_string(),
+            )
         } else if live.is_none() {
-            (Status::Compliant, "loaded state not checked on an offline root".to_string())
+            (
+                Status::Compliant,
+                "loaded state not checked on an offline root".to_string(),
+            )
         } else {
             (Status::Compliant, String::new())
         };
@@ -271,7 +321,10 @@ impl Resource for Options {
         let mut stale = Vec::new();
         if sys.is_live() && loaded(sys, &self.name)? {
             for (k, v) in &want {
-                if let Some(lv) = sys.root.read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))? {
+                if let Some(lv) = sys
+                    .root
+                    .read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))?
+                {
                     let lv = lv.trim().to_string();
                     if !same_param(&lv, v) {
                         stale.push(format!("{k}={lv}"));
@@ -280,17 +333,30 @@ impl Resource for Options {
                 }
             }
         }
-        let configured: serde_json::Map<String, serde_json::Value> =
-            effective.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let configured: serde_json::Map<String, serde_json::Value> = effective
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         let actual = json!({"configured": configured, "live": if sys.is_live() { json!(live) } else { json!(null) }});
         let (status, message) = if !problems.is_empty() {
             (Status::Drift, problems.join("; "))
         } else if !stale.is_empty() {
-            (Status::PendingReboot, format!("module loaded with {}: the options apply when it is next loaded", stale.join(" ")))
+            (
+                Status::PendingReboot,
+                format!(
+                    "module loaded with {}: the options apply when it is next loaded",
+                    stale.join(" ")
+                ),
+            )
         } else {
             (Status::Compliant, String::new())
         };
-        Ok(Observation::new(status, json!(self.options), actual, message))
+        Ok(Observation::new(
+            status,
+            json!(self.options),
+            actual,
+            message,
+        ))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {

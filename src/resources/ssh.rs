@@ -43,7 +43,12 @@ pub fn render(s: &Ssh) -> String {
 pub fn resources(s: &Ssh) -> Vec<Box<dyn Resource>> {
     let mut file = FileResource::new("ssh", FILE, render(s));
     file.validate = Some(vec!["/usr/sbin/sshd".into(), "-t".into()]);
-    vec![Box::new(file), Box::new(Effective { settings: settings(s) })]
+    vec![
+        Box::new(file),
+        Box::new(Effective {
+            settings: settings(s),
+        }),
+    ]
 }
 
 pub struct Effective {
@@ -54,16 +59,26 @@ impl Effective {
     /// Keyword → (value, file:line) as sshd reads them: sshd_config with the `Include` of the
     /// drop-in directory expanded in place, first value wins; a `Match` block ends the global part.
     fn first_values(sys: &System) -> Result<Option<Vec<(String, String, String)>>> {
-        let Some(main) = sys.root.read_string(MAIN)? else { return Ok(None) };
+        let Some(main) = sys.root.read_string(MAIN)? else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
         Self::read_into(sys, MAIN, &main, 0, &mut out)?;
         Ok(Some(out))
     }
 
     /// Returns false when a `Match` block was reached (nothing after it is global).
-    fn read_into(sys: &System, file: &str, text: &str, depth: usize, out: &mut Vec<(String, String, String)>) -> Result<bool> {
+    fn read_into(
+        sys: &System,
+        file: &str,
+        text: &str,
+        depth: usize,
+        out: &mut Vec<(String, String, String)>,
+    ) -> Result<bool> {
         for (n, line) in conffiles::lines(text, false) {
-            let (kw, val) = line.split_once(|c: char| c.is_whitespace() || c == '=').unwrap_or((line, ""));
+            let (kw, val) = line
+                .split_once(|c: char| c.is_whitespace() || c == '=')
+                .unwrap_or((line, ""));
             let kw = kw.to_ascii_lowercase();
             let val = val.trim().trim_start_matches('=').trim();
             if kw == "match" {
@@ -78,10 +93,10 @@ impl Effective {
                         continue;
                     }
                     let p = format!("{DROPIN_DIR}/{name}");
-                    if let Some(t) = sys.root.read_string(&p)? {
-                        if !Self::read_into(sys, &p, &t, depth + 1, out)? {
-                            return Ok(false);
-                        }
+                    if let Some(t) = sys.root.read_string(&p)?
+                        && !Self::read_into(sys, &p, &t, depth + 1, out)?
+                    {
+                        return Ok(false);
                     }
                 }
                 continue;
@@ -104,27 +119,39 @@ impl Resource for Effective {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let expected: serde_json::Map<String, serde_json::Value> =
-            self.settings.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let expected: serde_json::Map<String, serde_json::Value> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let Some(first) = Self::first_values(sys)? else {
             return Ok(Observation::new(
                 Status::Compliant,
                 json!(expected),
                 json!(null),
-                format!("{MAIN} not present (openssh-server not installed): the drop-in is ready for it"),
+                format!(
+                    "{MAIN} not present (openssh-server not installed): the drop-in is ready for it"
+                ),
             ));
         };
         let mut actual = serde_json::Map::new();
         let mut problems = Vec::new();
         for (k, v) in &self.settings {
-            match first.iter().find(|(kw, _, _)| *kw == k.to_ascii_lowercase()) {
+            match first
+                .iter()
+                .find(|(kw, _, _)| *kw == k.to_ascii_lowercase())
+            {
                 Some((_, val, at)) => {
                     actual.insert(k.to_string(), json!({"value": val, "from": at}));
                     if val != v {
-                        problems.push(format!("{k} is {val} from {at} (sshd uses the first value it reads)"));
+                        problems.push(format!(
+                            "{k} is {val} from {at} (sshd uses the first value it reads)"
+                        ));
                     }
                 }
-                None => problems.push(format!("{k} not set: does {MAIN} include {DROPIN_DIR}/*.conf?")),
+                None => problems.push(format!(
+                    "{k} not set: does {MAIN} include {DROPIN_DIR}/*.conf?"
+                )),
             }
         }
         let (status, message) = if problems.is_empty() {
@@ -132,7 +159,12 @@ impl Resource for Effective {
         } else {
             (Status::Drift, problems.join("; "))
         };
-        Ok(Observation::new(status, json!(expected), json!(actual), message))
+        Ok(Observation::new(
+            status,
+            json!(expected),
+            json!(actual),
+            message,
+        ))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {

@@ -67,15 +67,34 @@ impl Resource for FstabSwap {
             .filter(|l| is_swap_line(l))
             .map(|l| l.trim().to_string())
             .collect();
-        let status = if active.is_empty() { Status::Compliant } else { Status::Drift };
-        let msg = if active.is_empty() { String::new() } else { format!("{} active swap entr{} in {FSTAB}", active.len(), if active.len() == 1 { "y" } else { "ies" }) };
-        let mut obs = Observation::new(status, json!({"swapEntries": []}), json!({"swapEntries": active}), msg);
+        let status = if active.is_empty() {
+            Status::Compliant
+        } else {
+            Status::Drift
+        };
+        let msg = if active.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} active swap entr{} in {FSTAB}",
+                active.len(),
+                if active.len() == 1 { "y" } else { "ies" }
+            )
+        };
+        let mut obs = Observation::new(
+            status,
+            json!({"swapEntries": []}),
+            json!({"swapEntries": active}),
+            msg,
+        );
         obs.current = text.map(String::into_bytes);
         Ok(obs)
     }
 
     fn plan(&self, _sys: &System, obs: &Observation) -> Vec<Change> {
-        let Some(cur) = &obs.current else { return Vec::new() };
+        let Some(cur) = &obs.current else {
+            return Vec::new();
+        };
         let text = String::from_utf8_lossy(cur);
         vec![Change::Write {
             path: FSTAB.to_string(),
@@ -99,18 +118,42 @@ impl Resource for LiveSwap {
 
     fn check(&self, sys: &System) -> Result<Observation> {
         if let Some(why) = sys.offline_reason() {
-            return Ok(Observation::new(Status::Skipped, json!({"active": []}), json!(null), format!("swap in use not checked: {why}")));
+            return Ok(Observation::new(
+                Status::Skipped,
+                json!({"active": []}),
+                json!(null),
+                format!("swap in use not checked: {why}"),
+            ));
         }
         let swaps = sys.root.read_string("/proc/swaps")?.unwrap_or_default();
-        let active: Vec<&str> = swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-        let status = if active.is_empty() { Status::Compliant } else { Status::Drift };
-        let msg = if active.is_empty() { String::new() } else { format!("swap in use: {}", active.join(", ")) };
-        Ok(Observation::new(status, json!({"active": []}), json!({"active": active}), msg))
+        let active: Vec<&str> = swaps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let status = if active.is_empty() {
+            Status::Compliant
+        } else {
+            Status::Drift
+        };
+        let msg = if active.is_empty() {
+            String::new()
+        } else {
+            format!("swap in use: {}", active.join(", "))
+        };
+        Ok(Observation::new(
+            status,
+            json!({"active": []}),
+            json!({"active": active}),
+            msg,
+        ))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if sys.is_live() && obs.status == Status::Drift {
-            vec![Change::Run { argv: vec!["swapoff".into(), "-a".into()] }]
+            vec![Change::Run {
+                argv: vec!["swapoff".into(), "-a".into()],
+            }]
         } else {
             Vec::new()
         }
@@ -125,7 +168,12 @@ mod tests {
     fn comments_out_only_swap() {
         let f = "UUID=a / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n# /old none swap sw 0 0\n";
         let out = disable_in_fstab(f);
-        assert_eq!(out, format!("UUID=a / ext4 defaults 0 1\n{MARK}/swapfile none swap sw 0 0\n# /old none swap sw 0 0\n"));
+        assert_eq!(
+            out,
+            format!(
+                "UUID=a / ext4 defaults 0 1\n{MARK}/swapfile none swap sw 0 0\n# /old none swap sw 0 0\n"
+            )
+        );
         assert_eq!(disable_in_fstab(&out), out, "idempotent");
     }
 }

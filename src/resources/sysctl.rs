@@ -35,7 +35,8 @@ pub fn render(map: &BTreeMap<String, String>) -> String {
 }
 
 pub fn resources(map: &BTreeMap<String, String>) -> Vec<Box<dyn Resource>> {
-    let mut out: Vec<Box<dyn Resource>> = vec![Box::new(FileResource::new("sysctl", FILE, render(map)))];
+    let mut out: Vec<Box<dyn Resource>> =
+        vec![Box::new(FileResource::new("sysctl", FILE, render(map)))];
     for (k, v) in map {
         out.push(Box::new(SysctlKey {
             name: k.clone(),
@@ -52,7 +53,11 @@ pub fn proc_path(name: &str) -> String {
         (Some(_), None) => true,
         _ => false,
     };
-    let rel = if slash_first { name.to_string() } else { name.replace('.', "/") };
+    let rel = if slash_first {
+        name.to_string()
+    } else {
+        name.replace('.', "/")
+    };
     format!("/proc/sys/{rel}")
 }
 
@@ -65,14 +70,22 @@ pub fn effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
     let mut files = conffiles::dropins(&sys.root, DIRS, ".conf")?;
     // procps reads /etc/sysctl.conf last; Debian links it in as 99-sysctl.conf.
     let conf = sys.root.resolve("/etc/sysctl.conf")?;
-    if conf.exists() && !files.iter().any(|f| sys.root.resolve(f).ok().as_ref() == Some(&conf)) {
+    if conf.exists()
+        && !files
+            .iter()
+            .any(|f| sys.root.resolve(f).ok().as_ref() == Some(&conf))
+    {
         files.push("/etc/sysctl.conf".to_string());
     }
     let mut out = BTreeMap::new();
     for f in files {
-        let Some(text) = sys.root.read_string(&f)? else { continue };
+        let Some(text) = sys.root.read_string(&f)? else {
+            continue;
+        };
         for (n, line) in conffiles::lines(&text, true) {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let k = k.trim().trim_start_matches('-');
             if k.contains('*') {
                 continue;
@@ -116,7 +129,9 @@ impl Resource for SysctlKey {
         match configured {
             None => problems.push("not configured in any sysctl.d file".to_string()),
             Some((v, at)) if *v != self.value => problems.push(format!("configured {v} at {at}")),
-            Some((_, at)) if !at.starts_with(FILE) => problems.push(format!("overridden at {at} (same value)")),
+            Some((_, at)) if !at.starts_with(FILE) => {
+                problems.push(format!("overridden at {at} (same value)"))
+            }
             _ => {}
         }
         // Same value set later elsewhere is harmless: only a different value is drift.
@@ -127,8 +142,12 @@ impl Resource for SysctlKey {
         let mut note = String::new();
         if sys.is_live() {
             match &live {
-                None => problems.push(format!("{path} does not exist (is the module providing it loaded?)")),
-                Some(l) if *l != self.value => problems.push(format!("live value {l}, not applied")),
+                None => problems.push(format!(
+                    "{path} does not exist (is the module providing it loaded?)"
+                )),
+                Some(l) if *l != self.value => {
+                    problems.push(format!("live value {l}, not applied"))
+                }
                 _ => {}
             }
         } else {
@@ -162,7 +181,13 @@ mod tests {
 
     #[test]
     fn proc_paths() {
-        assert_eq!(proc_path("net.ipv4.ip_forward"), "/proc/sys/net/ipv4/ip_forward");
-        assert_eq!(proc_path("net/ipv4/conf/eth0.100/rp_filter"), "/proc/sys/net/ipv4/conf/eth0.100/rp_filter");
+        assert_eq!(
+            proc_path("net.ipv4.ip_forward"),
+            "/proc/sys/net/ipv4/ip_forward"
+        );
+        assert_eq!(
+            proc_path("net/ipv4/conf/eth0.100/rp_filter"),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
     }
 }

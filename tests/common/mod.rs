@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: the real binary, scratch copies of fixture roots, and
+//! tree snapshots to prove what changed and what did not.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_guestprep");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn policies() -> PathBuf {
+    repo().join("policies")
+}
+
+/// A scratch copy of examples/debian13-root.
+pub fn example_root() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("examples/debian13-root"), t.path());
+    t
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+pub fn guestprep(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("GUESTPREP_ROOT")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Every file and symlink under `dir`: relative path → (content or link target, mode, inode, mtime ns).
+pub type Snapshot = BTreeMap<String, (Vec<u8>, u32, u64, i128)>;
+
+pub fn snapshot(dir: &Path) -> Snapshot {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut Snapshot) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(base).unwrap().display().to_string();
+        let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+        if m.is_dir() {
+            out.insert(format!("{rel}/"), (Vec::new(), m.mode(), m.ino(), 0));
+            walk(base, &p, out);
+        } else if m.file_type().is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            out.insert(
+                rel,
+                (
+                    t.as_os_str().as_encoded_bytes().to_vec(),
+                    m.mode(),
+                    m.ino(),
+                    mtime,
+                ),
+            );
+        } else {
+            out.insert(rel, (std::fs::read(&p).unwrap(), m.mode(), m.ino(), mtime));
+        }
+    }
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+pub fn item<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("no item {id}"))
+}
+
+/// Asserts two snapshots are equal, naming only the paths that differ.
+#[track_caller]
+pub fn assert_same(a: &Snapshot, b: &Snapshot, what: &str) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differ: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
+    assert!(differ.is_empty(), "{what}: these paths differ: {differ:?}");
+}
+
+/// A snapshot without runtime state under run/ (the apply lock records its holder's pid).
+pub fn persistent(s: Snapshot) -> Snapshot {
+    s.into_iter()
+        .filter(|(k, _)| !k.starts_with("run/"))
+        .collect()
+}

@@ -1,0 +1,187 @@
+//! Policy loading through the real binary: the bad-policy corpus (every error at once, with file,
+//! line, column and key; exit 2; nothing changed), the drop-in order, `policy show`.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::symlink;
+
+#[test]
+fn bad_policy_corpus_reports_every_error_and_changes_nothing() {
+    let dir = repo().join("tests/fixtures/bad-policies");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
+        let p = path.to_str().unwrap();
+
+        let o = guestprep(&["policy", "check", "--policy", p]);
+        assert_eq!(code(&o), 2, "{p}: {}", stderr(&o));
+        let err = stderr(&o);
+        for e in &expects {
+            assert!(err.contains(e), "{p}: expected `{e}` in:\n{err}");
+        }
+
+        // apply with the same policy: exit 2 and the root is untouched.
+        let root = example_root();
+        let before = snapshot(root.path());
+        let o = guestprep(&[
+            "apply",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+            p,
+        ]);
+        assert_eq!(code(&o), 2, "{p}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nothing was changed"));
+        assert_same(
+            &before,
+            &snapshot(root.path()),
+            &format!("{p}: apply changed the root"),
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "corpus has only {n} cases");
+}
+
+#[test]
+fn shipped_policies_are_valid() {
+    let o = guestprep(&["policy", "check", "--policy", policies().to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("policy valid: 7 fragment(s), sha256:"));
+}
+
+#[test]
+fn missing_policy_path_is_a_usage_error() {
+    let o = guestprep(&["policy", "check", "--policy", "/nonexistent/policy.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("/nonexistent/policy.toml"));
+}
+
+/// The documented order: usr/lib and etc policy.d sorted together by name, etc replacing a vendor
+/// file of the same name, /dev/null masking it, then etc/guestprep/policy.toml; later keys win,
+/// lists replace.
+#[test]
+fn drop_in_order_is_as_documented() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    let vendor = r.join("usr/lib/guestprep/policy.d");
+    let admin = r.join("etc/guestprep/policy.d");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::write(
+        vendor.join("10-a.toml"),
+        "[chrony]\nservers = ['vendor-a']\nrtcsync = true\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n",
+    )
+    .unwrap();
+    std::fs::write(vendor.join("20-b.toml"), "[chrony]\npools = ['vendor-b']\n").unwrap();
+    std::fs::write(vendor.join("30-c.toml"), "[grub]\ncmdline = ['vendor-c']\n").unwrap();
+    std::fs::write(
+        vendor.join("40-d.toml"),
+        "[ssh]\nciphers = ['aes256-ctr']\n",
+    )
+    .unwrap();
+    // etc: replaces 20-b, masks 30-c, and sorts between vendor files (15 < 20).
+    std::fs::write(admin.join("20-b.toml"), "[chrony]\npools = ['admin-b']\n").unwrap();
+    symlink("/dev/null", admin.join("30-c.toml")).unwrap();
+    std::fs::write(
+        admin.join("15-x.toml"),
+        "[chrony]\nservers = ['admin-x1', 'admin-x2']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        admin.join("50-e.toml"),
+        "[sysctl]\n\"net.ipv4.ip_forward\" = 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/guestprep/policy.toml"),
+        "[ssh]\nciphers = ['aes128-ctr']\n",
+    )
+    .unwrap();
+
+    let o = guestprep(&["policy", "show", "--json", "--root", r.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let sources: Vec<String> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let names: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            s.strip_prefix(r.canonicalize().unwrap().to_str().unwrap())
+                .unwrap_or(s)
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "/usr/lib/guestprep/policy.d/10-a.toml",
+            "/etc/guestprep/policy.d/15-x.toml",
+            "/etc/guestprep/policy.d/20-b.toml",
+            "/usr/lib/guestprep/policy.d/40-d.toml",
+            "/etc/guestprep/policy.d/50-e.toml",
+            "/etc/guestprep/policy.toml",
+        ]
+    );
+    let p = &v["policy"];
+    assert_eq!(
+        p["chrony"]["servers"],
+        serde_json::json!(["admin-x1", "admin-x2"]),
+        "list replaced, not appended"
+    );
+    assert_eq!(p["chrony"]["pools"], serde_json::json!(["admin-b"]));
+    assert_eq!(
+        p["chrony"]["rtcsync"], true,
+        "key from an earlier fragment kept"
+    );
+    assert!(p.get("grub").is_none(), "masked fragment ignored");
+    assert_eq!(p["sysctl"]["net.ipv4.ip_forward"], "0");
+    assert_eq!(
+        p["ssh"]["ciphers"],
+        serde_json::json!(["aes128-ctr"]),
+        "policy.toml last"
+    );
+    let origin = v["origins"]["chrony.servers"].as_str().unwrap();
+    assert!(
+        origin.ends_with("/etc/guestprep/policy.d/15-x.toml:2:11"),
+        "{origin}"
+    );
+
+    // Human form names the origin of each value too.
+    let o = guestprep(&["policy", "show", "--root", r.to_str().unwrap()]);
+    assert!(stdout(&o).contains("rtcsync = true  # "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("10-a.toml:3:11"));
+}
+
+#[test]
+fn digest_is_independent_of_fragment_layout() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("one.toml"),
+        "[swap]\nenabled = false\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n",
+    )
+    .unwrap();
+    let d = t.path().join("split");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("a.toml"), "[sysctl]\n\"net.ipv4.ip_forward\" = 1\n").unwrap();
+    std::fs::write(d.join("b.toml"), "[swap]\nenabled = false\n").unwrap();
+    let digest = |p: &std::path::Path| {
+        let o = guestprep(&["policy", "show", "--json", "--policy", p.to_str().unwrap()]);
+        json(&o)["policyDigest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(digest(&t.path().join("one.toml")), digest(&d));
+}
