@@ -31,39 +31,92 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::var("GUESTPREP_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::var("GUESTPREP_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = env!("CARGO_BIN_EXE_guestprep");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let st = Command::new("cp").arg("-a").arg(repo.join("examples/debian13-root/.")).arg(root).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(repo.join("examples/debian13-root/."))
+        .arg(root)
+        .status()
+        .unwrap();
     assert!(st.success());
     let policies = repo.join("policies");
-    let args = ["--root", root.to_str().unwrap(), "--policy", policies.to_str().unwrap()];
-    let st = Command::new(bin).arg("apply").args(args).stdout(Stdio::null()).status().unwrap();
+    let args = [
+        "--root",
+        root.to_str().unwrap(),
+        "--policy",
+        policies.to_str().unwrap(),
+    ];
+    let st = Command::new(bin)
+        .arg("apply")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert_eq!(st.code(), Some(0), "apply on the benchmark root failed");
-    let out = Command::new(bin).args(["verify", "--json"]).args(args).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "benchmark root is not compliant");
+    let out = Command::new(bin)
+        .args(["verify", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "benchmark root is not compliant"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = report["summary"]["total"].as_u64().unwrap();
 
     let (gp_med, gp_p90) = time(runs, || {
-        let st = Command::new(bin).arg("verify").args(args).stdout(Stdio::null()).status().unwrap();
+        let st = Command::new(bin)
+            .arg("verify")
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
         assert_eq!(st.code(), Some(0));
     });
     let (json_med, _) = time(runs, || {
-        let st = Command::new(bin).args(["verify", "--json"]).args(args).stdout(Stdio::null()).status().unwrap();
+        let st = Command::new(bin)
+            .args(["verify", "--json"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
         assert_eq!(st.code(), Some(0));
     });
     let shell_runs = runs.div_ceil(4).max(20);
     let script = repo.join("tests/bench/seed-checks.sh");
     let (sh_med, sh_p90) = time(shell_runs, || {
-        Command::new("bash").arg(&script).arg(root).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        Command::new("bash")
+            .arg(&script)
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
     });
 
     println!("guestprep verify benchmark: converged example root, shipped policies, {items} items");
-    println!("  guestprep verify          median {:7.2} ms   p90 {:7.2} ms   ({runs} runs, process start included)", ms(gp_med), ms(gp_p90));
+    println!(
+        "  guestprep verify          median {:7.2} ms   p90 {:7.2} ms   ({runs} runs, process start included)",
+        ms(gp_med),
+        ms(gp_p90)
+    );
     println!("  guestprep verify --json   median {:7.2} ms", ms(json_med));
-    println!("  seed README shell checks  median {:7.2} ms   p90 {:7.2} ms   ({shell_runs} runs, 23 checks)", ms(sh_med), ms(sh_p90));
-    println!("  speed-up: {:.1}x  (aim: verify under 5 ms and at least 20x faster)", sh_med.as_secs_f64() / gp_med.as_secs_f64());
+    println!(
+        "  seed README shell checks  median {:7.2} ms   p90 {:7.2} ms   ({shell_runs} runs, 23 checks)",
+        ms(sh_med),
+        ms(sh_p90)
+    );
+    println!(
+        "  speed-up: {:.1}x  (aim: verify under 5 ms and at least 20x faster)",
+        sh_med.as_secs_f64() / gp_med.as_secs_f64()
+    );
 }

@@ -308,6 +308,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::time::Duration;
 
     #[test]
@@ -321,6 +322,41 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
+    }
+
+    fn report_with(statuses: &[Status]) -> ComplianceReport {
+        let items = statuses
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Item {
+                id: format!("x:{i}"),
+                kind: "x".into(),
+                status: *s,
+                expected: Value::Null,
+                actual: Value::Null,
+                message: String::new(),
+            })
+            .collect();
+        let root = Root::offline(Path::new("/")).unwrap();
+        ComplianceReport::new(
+            items,
+            String::new(),
+            Vec::new(),
+            &root,
+            std::time::Instant::now(),
+        )
+    }
+
+    #[test]
+    fn exit_code_precedence() {
+        use Status::*;
+        let code = |s: &[Status]| report_with(s).verify_exit();
+        assert_eq!(code(&[Compliant, Skipped]), ExitCode::Ok);
+        assert_eq!(code(&[Compliant, PendingReboot]), ExitCode::PendingReboot);
+        assert_eq!(code(&[PendingReboot, Error]), ExitCode::CheckFailed);
+        assert_eq!(code(&[Error, Drift, PendingReboot]), ExitCode::Drift);
+        assert!(report_with(&[PendingReboot, Skipped]).compliant);
+        assert!(!report_with(&[Error]).compliant);
     }
 
     #[test]

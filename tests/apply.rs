@@ -417,3 +417,57 @@ fn a_second_apply_waits_for_the_lock_or_fails_clearly() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("waiting for another guestprep apply"));
 }
+
+#[test]
+fn an_item_that_cannot_be_checked_is_an_error_and_exit_5() {
+    let root = example_root();
+    let r = root.path();
+    assert_eq!(code(&apply(r, &[])), 0);
+    // A directory where a managed file should be: cannot be checked, must not be "fixed".
+    std::fs::remove_file(r.join("etc/containerd/config.toml")).unwrap();
+    std::fs::create_dir(r.join("etc/containerd/config.toml")).unwrap();
+    let (c, rep) = verify_json(r);
+    assert_eq!(c, 5);
+    assert_eq!(rep["exitCode"], 5);
+    let it = item(&rep, "file:/etc/containerd/config.toml");
+    assert_eq!(it["status"], "error");
+    assert!(
+        it["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{it}"
+    );
+    assert_eq!(rep["compliant"], false);
+    let o = apply(r, &[]);
+    assert_eq!(code(&o), 4, "apply cannot converge an unreadable item");
+    assert!(r.join("etc/containerd/config.toml").is_dir(), "left alone");
+}
+
+#[test]
+fn human_output_is_one_line_per_item_and_a_summary() {
+    let root = example_root();
+    let r = root.path();
+    let o = guestprep(&[
+        "verify",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    let (_, rep) = verify_json(r);
+    let n = rep["summary"]["total"].as_u64().unwrap() as usize;
+    assert_eq!(lines.len(), n + 1, "{out}");
+    assert!(
+        lines[n].starts_with("NOT compliant: 20 items:"),
+        "{}",
+        lines[n]
+    );
+    assert!(lines.iter().any(|l| l.starts_with("drift ")
+        && l.contains("file:/etc/sysctl.d/90-guestprep.conf")
+        && l.contains("missing")));
+    assert!(!out.contains('\x1b'), "no colour when not a terminal");
+}

@@ -12,7 +12,13 @@ fn execs_and_forks(args: &[&str]) -> (i32, Vec<String>) {
 fn traced(program: &str, args: &[&str]) -> (i32, Vec<String>) {
     let log = tempfile::NamedTempFile::new().unwrap();
     let o = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve,fork,vfork,clone,clone3", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=execve,fork,vfork,clone,clone3",
+            "-o",
+        ])
         .arg(log.path())
         .arg(program)
         .args(args)
@@ -22,7 +28,10 @@ fn traced(program: &str, args: &[&str]) -> (i32, Vec<String>) {
     // Threads are clones too: keep only process creation (no CLONE_THREAD) and execs.
     let lines = text
         .lines()
-        .filter(|l| (l.contains("execve(") || l.contains("fork(") || l.contains("clone")) && !l.contains("CLONE_THREAD"))
+        .filter(|l| {
+            (l.contains("execve(") || l.contains("fork(") || l.contains("clone"))
+                && !l.contains("CLONE_THREAD")
+        })
         .map(str::to_string)
         .collect();
     (o.status.code().unwrap_or(-1), lines)
@@ -47,5 +56,8 @@ fn verify_and_noop_apply_spawn_nothing() {
 
     // The same tracing does see subprocesses when there are some, so the check can fail.
     let (_, lines) = traced("/bin/sh", &["-c", "/bin/true; /bin/true"]);
-    assert!(lines.iter().filter(|l| l.contains("execve(")).count() >= 3, "{lines:#?}");
+    assert!(
+        lines.iter().filter(|l| l.contains("execve(")).count() >= 3,
+        "{lines:#?}"
+    );
 }
