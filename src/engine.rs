@@ -6,7 +6,9 @@
 //! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
 //! see every effect before it happens.
 
+use std::cell::OnceCell;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -14,15 +16,46 @@ use serde_json::Value;
 use crate::fsutil;
 use crate::report::{ChangeRecord, Item, Status};
 use crate::root::Root;
+use crate::systemd::{UnitManager, dbus::DbusUnits, offline::OfflineUnits};
+
+/// How long to wait for a systemd start or stop job.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The managed system: its root and what may run against it.
 pub struct System {
     pub root: Root,
+    units: OnceCell<Result<Box<dyn UnitManager>, String>>,
 }
 
 impl System {
     pub fn new(root: Root) -> Self {
-        System { root }
+        System {
+            root,
+            units: OnceCell::new(),
+        }
+    }
+
+    /// systemd, for the units resource: over D-Bus on a live root (connected on first use),
+    /// through the image's files offline. A live root without a running systemd or bus is an
+    /// error naming what is missing; there is no fallback to `systemctl`.
+    pub fn units(&self) -> Result<&dyn UnitManager> {
+        let r = self.units.get_or_init(|| {
+            if !self.is_live() {
+                return Ok(Box::new(OfflineUnits::new(self.root.clone())) as Box<dyn UnitManager>);
+            }
+            if !self.root.exists("/run/systemd/system") {
+                return Err("systemd is not running here (no /run/systemd/system): a chroot or a container without \
+                            systemd? To manage the unit files of an image offline, use --root DIR"
+                    .to_string());
+            }
+            DbusUnits::connect(JOB_TIMEOUT)
+                .map(|d| Box::new(d) as Box<dyn UnitManager>)
+                .map_err(|e| format!("{e:#}"))
+        });
+        match r {
+            Ok(b) => Ok(b.as_ref()),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
     }
 
     pub fn is_live(&self) -> bool {
@@ -74,6 +107,20 @@ pub enum Change {
     WriteProc { path: String, value: String },
     /// Run a program on the live system. Live roots only.
     Run { argv: Vec<String> },
+    /// A systemd operation on a unit (D-Bus when live, unit files offline).
+    Unit { op: UnitOp, name: String },
+}
+
+/// What to do to a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitOp {
+    Mask,
+    Unmask,
+    Enable,
+    Disable,
+    Reload,
+    Start,
+    Stop,
 }
 
 impl Change {
@@ -86,6 +133,10 @@ impl Change {
             Change::Remove { path, .. } => format!("remove {path}"),
             Change::WriteProc { path, value } => format!("set {path} = {value}"),
             Change::Run { argv } => format!("run {}", argv.join(" ")),
+            Change::Unit {
+                op: UnitOp::Reload, ..
+            } => "reload systemd".to_string(),
+            Change::Unit { op, name } => format!("{} {name}", format!("{op:?}").to_lowercase()),
         }
     }
 
@@ -118,8 +169,9 @@ impl Change {
         )
     }
 
-    /// Carries the change out. Live-only changes refuse an offline root.
-    pub fn execute(&self, sys: &System) -> Result<()> {
+    /// Carries the change out and returns what was done in detail (the symlinks systemd created
+    /// or removed, a job's result). Live-only changes refuse an offline root.
+    pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
         match self {
             Change::Write {
                 path,
@@ -150,8 +202,40 @@ impl Change {
                 }
                 run(argv)?;
             }
+            Change::Unit { op, name } => {
+                let u = sys.units()?;
+                let files = match op {
+                    UnitOp::Mask => u.mask(name)?,
+                    UnitOp::Unmask => u.unmask(name)?,
+                    UnitOp::Enable => u.enable(name)?,
+                    UnitOp::Disable => u.disable(name)?,
+                    UnitOp::Reload => {
+                        u.reload()?;
+                        return Ok(Vec::new());
+                    }
+                    UnitOp::Start | UnitOp::Stop => {
+                        let verb = if *op == UnitOp::Start {
+                            "start"
+                        } else {
+                            "stop"
+                        };
+                        let result = if *op == UnitOp::Start {
+                            u.start(name)?
+                        } else {
+                            u.stop(name)?
+                        };
+                        if !matches!(result.as_str(), "done" | "skipped") {
+                            bail!(
+                                "the {verb} job of {name} ended with result `{result}` (see `journalctl -u {name}`)"
+                            );
+                        }
+                        return Ok(vec![format!("{verb} job of {name}: {result}")]);
+                    }
+                };
+                return Ok(files.iter().map(ToString::to_string).collect());
+            }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
@@ -191,12 +275,14 @@ pub trait Resource {
     fn check(&self, sys: &System) -> Result<Observation>;
     /// The changes that would make `obs` compliant. Pure: no I/O.
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change>;
-    /// Carries out the plan. The default executes each change in order.
-    fn apply(&self, sys: &System, plan: &[Change]) -> Result<()> {
+    /// Carries out the plan; returns the details of what was done. The default executes each
+    /// change in order.
+    fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
+        let mut details = Vec::new();
         for c in plan {
-            c.execute(sys)?;
+            details.extend(c.execute(sys)?);
         }
-        Ok(())
+        Ok(details)
     }
     /// Files this resource writes (for stale temp-file cleanup and change watching).
     fn managed_paths(&self) -> Vec<String> {
@@ -297,6 +383,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                     item: r.id(),
                     action: c.describe(),
                     done: false,
+                    details: Vec::new(),
                 });
             }
             out.items.push(item(r.as_ref(), obs));
@@ -310,7 +397,14 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                 item: r.id(),
                 action: c.describe(),
                 done: result.is_ok(),
+                details: Vec::new(),
             });
+        }
+        if let (Ok(details), Some(last)) = (&result, out.changes.last_mut()) {
+            last.details = details.clone();
+            for d in details {
+                tracing::info!(item = %r.id(), "{d}");
+            }
         }
         match result {
             Err(e) => {
@@ -320,7 +414,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                 it.actual = obs.actual;
                 out.items.push(it);
             }
-            Ok(()) => match r.check(sys) {
+            Ok(_) => match r.check(sys) {
                 Ok(after) => out.items.push(item(r.as_ref(), after)),
                 Err(e) => out.items.push(error_item(r.as_ref(), &e)),
             },

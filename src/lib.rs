@@ -14,6 +14,7 @@ pub mod policy;
 pub mod report;
 pub mod resources;
 pub mod root;
+pub mod systemd;
 
 use anyhow::Result;
 

@@ -118,6 +118,10 @@ pub struct ChangeRecord {
     pub action: String,
     /// False with `--check`: planned, not done.
     pub done: bool,
+    /// What was done in detail, on the last change of an item: the symlinks systemd created or
+    /// removed, a job's result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 /// What `apply` did, appended to its report.

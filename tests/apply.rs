@@ -311,6 +311,19 @@ fn symlinks_in_the_image_never_escape_the_root() {
     );
 }
 
+/// Every symlink under etc/systemd/system: path → target.
+fn links(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let dir = root.join("etc/systemd/system");
+    if !dir.exists() {
+        return Default::default();
+    }
+    snapshot(&dir)
+        .into_iter()
+        .filter(|(_, (_, mode, _, _))| mode & 0o170000 == 0o120000)
+        .map(|(k, (t, ..))| (k, String::from_utf8(t).unwrap()))
+        .collect()
+}
+
 /// Kill `apply` with SIGKILL at every step of every write (GUESTPREP_FAILPOINT=N): each managed
 /// file is always entirely old or entirely new, and the next run removes the temp files and
 /// converges.
@@ -345,6 +358,16 @@ fn killed_at_any_point_leaves_old_or_new_and_next_run_converges() {
                 now.map(|b| String::from_utf8_lossy(&b).into_owned())
             );
         }
+        for (link, target) in links(r) {
+            let old = links(pristine.path()).get(&link).cloned();
+            let new = links(reference.path()).get(&link).cloned();
+            assert!(
+                Some(&target) == old.as_ref()
+                    || Some(&target) == new.as_ref()
+                    || link.contains(".guestprep-tmp."),
+                "step {n}: {link} -> {target}"
+            );
+        }
         if !was_killed {
             assert!(n > 10, "the failpoint never fired");
             break;
@@ -352,6 +375,11 @@ fn killed_at_any_point_leaves_old_or_new_and_next_run_converges() {
         killed += 1;
         let o = apply(r, &[]);
         assert_eq!(code(&o), 0, "step {n}: recovery run failed: {}", stderr(&o));
+        assert_eq!(
+            links(r),
+            links(reference.path()),
+            "step {n}: unit symlinks differ after recovery"
+        );
         let leftovers: Vec<String> = snapshot(r)
             .into_keys()
             .filter(|k| k.contains(".guestprep-tmp."))
@@ -462,7 +490,7 @@ fn human_output_is_one_line_per_item_and_a_summary() {
     let n = rep["summary"]["total"].as_u64().unwrap() as usize;
     assert_eq!(lines.len(), n + 1, "{out}");
     assert!(
-        lines[n].starts_with("NOT compliant: 20 items:"),
+        lines[n].starts_with("NOT compliant: 26 items:"),
         "{}",
         lines[n]
     );

@@ -52,6 +52,19 @@ pub struct Policy {
     pub swap: Option<Swap>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ManagedFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<Units>,
+}
+
+/// `[units]`: systemd units masked, unmasked, enabled, disabled through systemd's D-Bus API.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Units {
+    pub mask: Vec<String>,
+    pub unmask: Vec<String>,
+    pub enable: Vec<String>,
+    pub disable: Vec<String>,
+    /// Also stop what is masked or disabled and start what is enabled (live only).
+    pub now: bool,
 }
 
 /// `[chrony]`: time sources and serving.

@@ -9,10 +9,10 @@ use std::net::IpAddr;
 
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
-use super::{Chrony, Grub, ManagedFile, Modules, Policy, Ssh, Swap};
+use super::{Chrony, Grub, ManagedFile, Modules, Policy, Ssh, Swap, Units};
 
 const SECTIONS: &[&str] = &[
-    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files",
+    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -96,6 +96,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(e) = tree.get("files") {
         policy.files = v.files(e);
+    }
+    if let Some(t) = v.section(tree, "units") {
+        policy.units = Some(v.units(t));
     }
     if v.diags.is_empty() {
         Ok(policy)
@@ -413,6 +416,47 @@ impl V {
                 known(s, SSH_KEX, "key exchange algorithm")
             }),
         }
+    }
+
+    fn units(&mut self, t: &Table) -> Units {
+        let p = "units";
+        self.known_keys(t, p, &["mask", "unmask", "enable", "disable", "now"]);
+        let u = Units {
+            mask: self.list(t, p, "mask", crate::systemd::check_unit_name),
+            unmask: self.list(t, p, "unmask", crate::systemd::check_unit_name),
+            enable: self.list(t, p, "enable", crate::systemd::check_unit_name),
+            disable: self.list(t, p, "disable", crate::systemd::check_unit_name),
+            now: self.bool(t, p, "now").unwrap_or(false),
+        };
+        // A unit in two lists contradicts itself: report it where it is listed the second time.
+        let lists = [
+            ("mask", &u.mask),
+            ("unmask", &u.unmask),
+            ("enable", &u.enable),
+            ("disable", &u.disable),
+        ];
+        for (li, (list, names)) in lists.iter().enumerate() {
+            for (i, n) in names.iter().enumerate() {
+                let Some((first, _)) = lists[..li].iter().find(|(_, earlier)| earlier.contains(n))
+                else {
+                    continue;
+                };
+                let e = t.get(list).expect("present");
+                let origin = match &e.node.value {
+                    Value::Array(a) => a
+                        .iter()
+                        .find(|x| matches!(&x.value, Value::String(s) if s == n))
+                        .map_or(e.node.origin.clone(), |x| x.origin.clone()),
+                    _ => e.node.origin.clone(),
+                };
+                self.err(
+                    &origin,
+                    &format!("units.{list}[{i}]"),
+                    format!("`{n}` is also in units.{first}"),
+                );
+            }
+        }
+        u
     }
 
     fn files(&mut self, e: &Entry) -> Vec<ManagedFile> {

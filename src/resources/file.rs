@@ -144,15 +144,15 @@ impl Resource for FileResource {
         }
     }
 
-    fn apply(&self, sys: &System, plan: &[Change]) -> Result<()> {
+    fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
         for c in plan {
             c.execute(sys)?;
         }
         let Some(argv) = &self.validate else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if !sys.is_live() || !sys.root.exists(&argv[0]) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if let Err(e) = engine::run(argv) {
             // Put the old file back so the service keeps a configuration it accepts.
@@ -173,6 +173,10 @@ impl Resource for FileResource {
                 self.path
             )));
         }
-        Ok(())
+        Ok(vec![format!(
+            "{} accepted by `{}`",
+            self.path,
+            argv.join(" ")
+        )])
     }
 }

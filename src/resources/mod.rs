@@ -12,6 +12,7 @@ pub mod modules;
 pub mod ssh;
 pub mod swap;
 pub mod sysctl;
+pub mod units;
 
 use crate::engine::Resource;
 use crate::policy::Policy;
@@ -61,6 +62,10 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         let mut r = FileResource::new("file", &f.path, f.content.clone());
         r.mode = f.mode;
         out.push(Box::new(r));
+    }
+    // Units last: a service starts with its configuration already written.
+    if let Some(u) = &policy.units {
+        out.extend(units::resources(u));
     }
     out
 }

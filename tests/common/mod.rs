@@ -2,6 +2,8 @@
 //! tree snapshots to prove what changed and what did not.
 #![allow(dead_code)]
 
+pub mod container;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

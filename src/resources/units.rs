@@ -1,0 +1,218 @@
+//! `[units]`: systemd units masked, unmasked, enabled or disabled, and (with `now`) stopped or
+//! started, through systemd's own API on a live system and its unit files offline.
+//!
+//! Owns judging one unit: the unit-file state *and* the active state (a unit that should be masked
+//! but still runs is drift; a unit systemd skipped for an unmet condition is reported, not fought),
+//! and the plan that converges it. A real unit file in /etc/systemd/system blocks masking: it is
+//! reported with what to do, never deleted.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::engine::{Change, Observation, Resource, System, UnitOp};
+use crate::policy::Units;
+use crate::report::Status;
+use crate::systemd::UnitState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Masked,
+    Unmasked,
+    Enabled,
+    Disabled,
+}
+
+impl Want {
+    fn as_str(self) -> &'static str {
+        match self {
+            Want::Masked => "masked",
+            Want::Unmasked => "unmasked",
+            Want::Enabled => "enabled",
+            Want::Disabled => "disabled",
+        }
+    }
+}
+
+pub fn resources(u: &Units) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    for (names, want) in [
+        (&u.mask, Want::Masked),
+        (&u.unmask, Want::Unmasked),
+        (&u.disable, Want::Disabled),
+        (&u.enable, Want::Enabled),
+    ] {
+        for n in names {
+            out.push(Box::new(UnitItem {
+                name: n.clone(),
+                want,
+                now: u.now,
+            }));
+        }
+    }
+    out
+}
+
+pub struct UnitItem {
+    pub name: String,
+    pub want: Want,
+    pub now: bool,
+}
+
+/// Unit-file states in which a unit is not started at boot by an `[Install]` link.
+fn is_disabled_like(st: &UnitState) -> bool {
+    matches!(
+        st.unit_file_state.as_str(),
+        "disabled" | "static" | "not-found" | "indirect" | "generated" | "transient"
+    ) || st.is_masked()
+}
+
+impl UnitItem {
+    fn expected(&self, live: bool) -> serde_json::Value {
+        let active = match self.want {
+            Want::Masked => Some(false),
+            Want::Disabled | Want::Enabled if self.now => Some(self.want == Want::Enabled),
+            _ => None,
+        };
+        json!({"unitFileState": self.want.as_str(), "running": if live { json!(active) } else { json!(null) }, "now": self.now})
+    }
+
+    /// The unit-file part: Ok(()) or the problem.
+    fn file_problem(&self, st: &UnitState) -> Option<String> {
+        let s = &st.unit_file_state;
+        match self.want {
+            Want::Masked if !st.is_masked() => Some(format!("unit-file state {s}, want masked")),
+            Want::Unmasked if st.is_masked() => Some("masked, want unmasked".to_string()),
+            Want::Enabled if st.is_masked() => Some("masked, want enabled".to_string()),
+            Want::Enabled if !st.is_enabled_like() => {
+                Some(format!("unit-file state {s}, want enabled"))
+            }
+            Want::Enabled if !st.missing_links.is_empty() => Some(format!(
+                "enabled, but [Install] links are missing: {}",
+                st.missing_links.join(", ")
+            )),
+            Want::Disabled if !is_disabled_like(st) => {
+                Some(format!("unit-file state {s}, want disabled"))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Resource for UnitItem {
+    fn id(&self) -> String {
+        format!("unit:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "units"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected = self.expected(sys.is_live());
+        // systemd refuses to mask over a real unit file: say so before asking it.
+        let etc = format!("/etc/systemd/system/{}", self.name);
+        let host = sys.root.path(&etc)?;
+        if self.want == Want::Masked && std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_file())
+        {
+            return Ok(Observation::new(
+                Status::Error,
+                expected,
+                json!({"blockingFile": etc}),
+                format!(
+                    "a unit file at {etc} blocks masking (systemd will not replace it). Move it away, e.g. to \
+                     /etc/systemd/system/{}.d/ as a drop-in, or delete it yourself; guestprep never deletes a file you wrote",
+                    self.name
+                ),
+            ));
+        }
+        let st = sys.units()?.state(&self.name)?;
+        let actual = json!(st);
+        if self.want == Want::Enabled && st.is_not_found() {
+            return Ok(Observation::new(
+                Status::Error,
+                expected,
+                actual,
+                format!("unit {} not found: is its package installed?", self.name),
+            ));
+        }
+        let mut problems: Vec<String> = self.file_problem(&st).into_iter().collect();
+        let mut notes = Vec::new();
+        if sys.is_live() {
+            let active = st.active_state.as_deref().unwrap_or("?");
+            match self.want {
+                Want::Masked if st.is_running() => {
+                    problems.push(format!(
+                        "masked but still running ({active}){}",
+                        if self.now {
+                            ""
+                        } else {
+                            ": set `now = true` to stop it"
+                        }
+                    ));
+                }
+                Want::Disabled if self.now && st.is_running() => {
+                    problems.push(format!("disabled but running ({active})"))
+                }
+                Want::Enabled if self.now && !st.is_running() => match &st.condition_failed {
+                    Some(c) => notes.push(format!("not running: systemd skipped it, {c} not met")),
+                    None => problems.push(format!("enabled but not running ({active})")),
+                },
+                _ => {}
+            }
+        } else {
+            notes.push("active state not checked on an offline root".to_string());
+        }
+        if self.want == Want::Masked && st.is_masked() && problems.is_empty() && sys.is_live() {
+            notes.insert(
+                0,
+                format!(
+                    "masked, {}",
+                    st.active_state.as_deref().unwrap_or("inactive")
+                ),
+            );
+        }
+        let (status, message) = if problems.is_empty() {
+            (Status::Compliant, notes.join("; "))
+        } else {
+            (Status::Drift, problems.join("; "))
+        };
+        Ok(Observation::new(status, expected, actual, message))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        let Ok(st) = serde_json::from_value::<UnitState>(obs.actual.clone()) else {
+            return Vec::new();
+        };
+        let unit = |op| Change::Unit {
+            op,
+            name: self.name.clone(),
+        };
+        let mut plan = Vec::new();
+        match self.want {
+            Want::Masked if !st.is_masked() => plan.push(unit(UnitOp::Mask)),
+            Want::Unmasked | Want::Enabled if st.is_masked() => plan.push(unit(UnitOp::Unmask)),
+            _ => {}
+        }
+        if self.want == Want::Enabled && (!st.is_enabled_like() || !st.missing_links.is_empty()) {
+            plan.push(unit(UnitOp::Enable));
+        }
+        if self.want == Want::Disabled && !is_disabled_like(&st) {
+            plan.push(unit(UnitOp::Disable));
+        }
+        if !plan.is_empty() && sys.is_live() {
+            plan.push(unit(UnitOp::Reload));
+        }
+        if sys.is_live() && self.now {
+            let stop = matches!(self.want, Want::Masked | Want::Disabled) && st.is_running();
+            let start =
+                self.want == Want::Enabled && !st.is_running() && st.condition_failed.is_none();
+            if stop {
+                plan.push(unit(UnitOp::Stop));
+            }
+            if start {
+                plan.push(unit(UnitOp::Start));
+            }
+        }
+        plan
+    }
+}

@@ -1,0 +1,261 @@
+//! The live backend: systemd's own D-Bus API (`org.freedesktop.systemd1`) over the system bus,
+//! with zbus on a private current-thread tokio runtime.
+//!
+//! Owns the proxies, connecting (with an error that names the bus and points to `--root` when
+//! there is no bus), and waiting for a start or stop job through the `JobRemoved` signal, with a
+//! timeout. It never runs `systemctl`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::StreamExt;
+use zbus::OwnedObjectPath;
+
+use super::{FileChange, UnitManager, UnitState};
+
+/// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` does not say.
+pub const DEFAULT_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn mask_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn unmask_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    fn disable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_files_changed(&self) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn condition_result(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn condition_timestamp(&self) -> zbus::Result<u64>;
+    /// (type, trigger, negate, parameter, state): state < 0 failed.
+    #[zbus(property)]
+    fn conditions(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
+}
+
+/// A connection to systemd on the system bus.
+pub struct DbusUnits {
+    rt: tokio::runtime::Runtime,
+    conn: zbus::Connection,
+    address: String,
+    job_timeout: Duration,
+}
+
+/// The bus address to use: `DBUS_SYSTEM_BUS_ADDRESS`, or the standard socket.
+pub fn system_bus_address() -> String {
+    std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| DEFAULT_BUS.to_string())
+}
+
+impl DbusUnits {
+    pub fn connect(job_timeout: Duration) -> Result<Self> {
+        let address = system_bus_address();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the D-Bus runtime")?;
+        let conn = rt
+            .block_on(async { zbus::conn::Builder::address(address.as_str()).build().await })
+            .with_context(|| {
+                format!(
+                    "cannot connect to the system bus at {address}: is systemd (with dbus) running here? \
+                     To manage the unit files of an image offline, use --root DIR"
+                )
+            })?;
+        Ok(DbusUnits {
+            rt,
+            conn,
+            address,
+            job_timeout,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn manager(&self) -> Result<ManagerProxy<'_>> {
+        self.rt
+            .block_on(ManagerProxy::new(&self.conn))
+            .context("creating the systemd manager proxy")
+    }
+
+    /// Runs a start or stop job and waits for its `JobRemoved` signal.
+    fn run_job(&self, verb: &str, name: &str) -> Result<String> {
+        let timeout = self.job_timeout;
+        self.rt.block_on(async {
+            let m = ManagerProxy::new(&self.conn).await?;
+            m.subscribe().await.ok(); // already subscribed is fine
+            // Listen before queuing the job so its end cannot be missed.
+            let mut removed = m.receive_job_removed().await?;
+            let job = match verb {
+                "start" => m.start_unit(name, "replace").await,
+                _ => m.stop_unit(name, "replace").await,
+            }
+            .map_err(|e| anyhow!("{verb} {name}: {}", describe(&e)))?;
+            let wait = async {
+                while let Some(sig) = removed.next().await {
+                    let args = sig.args()?;
+                    if args.job == job {
+                        return Ok::<String, anyhow::Error>(args.result.clone());
+                    }
+                }
+                bail!("the system bus closed while waiting for the {verb} job of {name}")
+            };
+            match tokio::time::timeout(timeout, wait).await {
+                Ok(r) => r,
+                Err(_) => bail!(
+                    "the {verb} job of {name} did not finish within {}s",
+                    timeout.as_secs()
+                ),
+            }
+        })
+    }
+}
+
+/// The D-Bus error name and message, in one line.
+fn describe(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            format!("{}: {}", name.as_str(), msg.as_deref().unwrap_or(""))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(e: &zbus::Error) -> bool {
+    let s = describe(e);
+    s.contains("FileNotFound") || s.contains("NoSuchUnit") || s.contains("No such file")
+}
+
+fn changes(v: Vec<(String, String, String)>) -> Vec<FileChange> {
+    v.into_iter()
+        .map(|(kind, path, dest)| FileChange { kind, path, dest })
+        .collect()
+}
+
+impl UnitManager for DbusUnits {
+    fn state(&self, name: &str) -> Result<UnitState> {
+        let m = self.manager()?;
+        self.rt.block_on(async {
+            let file_state = match m.get_unit_file_state(name).await {
+                Ok(s) => s,
+                Err(e) if is_not_found(&e) => "not-found".to_string(),
+                Err(e) => bail!("GetUnitFileState({name}): {}", describe(&e)),
+            };
+            let path = m
+                .load_unit(name)
+                .await
+                .map_err(|e| anyhow!("LoadUnit({name}): {}", describe(&e)))?;
+            let u = UnitProxy::builder(&self.conn).path(path).build().await?;
+            let active = u.active_state().await?;
+            let sub = u.sub_state().await?;
+            let mut condition_failed = None;
+            if !u.condition_result().await? && u.condition_timestamp().await? > 0 {
+                condition_failed = u.conditions().await?.into_iter().find(|c| c.4 < 0).map(
+                    |(kind, _, negate, param, _)| {
+                        format!("{kind}={}{param}", if negate { "!" } else { "" })
+                    },
+                );
+            }
+            Ok(UnitState {
+                unit_file_state: file_state,
+                active_state: Some(active),
+                sub_state: Some(sub),
+                condition_failed,
+                missing_links: Vec::new(),
+            })
+        })
+    }
+
+    fn mask(&self, name: &str) -> Result<Vec<FileChange>> {
+        let m = self.manager()?;
+        let r = self.rt.block_on(m.mask_unit_files(&[name], false, false));
+        r.map(changes)
+            .map_err(|e| anyhow!("MaskUnitFiles({name}): {}", describe(&e)))
+    }
+
+    fn unmask(&self, name: &str) -> Result<Vec<FileChange>> {
+        let m = self.manager()?;
+        let r = self.rt.block_on(m.unmask_unit_files(&[name], false));
+        r.map(changes)
+            .map_err(|e| anyhow!("UnmaskUnitFiles({name}): {}", describe(&e)))
+    }
+
+    fn enable(&self, name: &str) -> Result<Vec<FileChange>> {
+        let m = self.manager()?;
+        let r = self.rt.block_on(m.enable_unit_files(&[name], false, false));
+        r.map(|(_, c)| changes(c))
+            .map_err(|e| anyhow!("EnableUnitFiles({name}): {}", describe(&e)))
+    }
+
+    fn disable(&self, name: &str) -> Result<Vec<FileChange>> {
+        let m = self.manager()?;
+        let r = self.rt.block_on(m.disable_unit_files(&[name], false));
+        r.map(changes)
+            .map_err(|e| anyhow!("DisableUnitFiles({name}): {}", describe(&e)))
+    }
+
+    fn reload(&self) -> Result<()> {
+        let m = self.manager()?;
+        self.rt
+            .block_on(m.reload())
+            .map_err(|e| anyhow!("Reload: {}", describe(&e)))
+    }
+
+    fn start(&self, name: &str) -> Result<String> {
+        self.run_job("start", name)
+    }
+
+    fn stop(&self, name: &str) -> Result<String> {
+        self.run_job("stop", name)
+    }
+}

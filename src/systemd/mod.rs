@@ -1,0 +1,163 @@
+//! systemd units: their state and the operations on them, behind one [`UnitManager`] trait with
+//! two backends chosen by the root: [`dbus`] talks to the running systemd over the system bus
+//! (never `systemctl`), [`offline`] does to an image's files what `systemctl --root` does.
+
+pub mod dbus;
+pub mod offline;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// Unit suffixes systemd knows.
+pub const UNIT_SUFFIXES: &[&str] = &[
+    "service",
+    "socket",
+    "target",
+    "timer",
+    "mount",
+    "automount",
+    "path",
+    "swap",
+    "slice",
+    "scope",
+    "device",
+];
+
+/// The state of one unit.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitState {
+    /// systemd's unit-file state (`enabled`, `disabled`, `masked`, `static`, `alias`, …), or
+    /// `not-found` when no unit file exists.
+    pub unit_file_state: String,
+    /// `active`, `inactive`, `failed`, …; `None` offline.
+    pub active_state: Option<String>,
+    /// `running`, `dead`, `exited`, …; `None` offline.
+    pub sub_state: Option<String>,
+    /// The condition that kept systemd from starting it (`ConditionCapability=CAP_SYS_TIME`).
+    pub condition_failed: Option<String>,
+    /// Offline: `[Install]` symlinks of an enabled unit that are missing (an interrupted enable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_links: Vec<String>,
+}
+
+impl UnitState {
+    pub fn is_masked(&self) -> bool {
+        self.unit_file_state.starts_with("masked")
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.unit_file_state == "not-found"
+    }
+
+    /// Started at boot or by its dependencies without an `[Install]` action from us.
+    pub fn is_enabled_like(&self) -> bool {
+        matches!(
+            self.unit_file_state.as_str(),
+            "enabled"
+                | "enabled-runtime"
+                | "static"
+                | "indirect"
+                | "generated"
+                | "alias"
+                | "linked"
+                | "transient"
+        )
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.active_state.as_deref(),
+            Some("active" | "activating" | "reloading" | "deactivating")
+        )
+    }
+}
+
+/// One file change systemd (or the offline backend) made: `symlink PATH -> DEST`, `unlink PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    pub kind: String,
+    pub path: String,
+    pub dest: String,
+}
+
+impl std::fmt::Display for FileChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.dest.is_empty() {
+            write!(f, "{} {}", self.kind, self.path)
+        } else {
+            write!(f, "{} {} → {}", self.kind, self.path, self.dest)
+        }
+    }
+}
+
+/// What guestprep does to units. Both backends give the same end state for the same calls.
+pub trait UnitManager {
+    fn state(&self, name: &str) -> Result<UnitState>;
+    fn mask(&self, name: &str) -> Result<Vec<FileChange>>;
+    fn unmask(&self, name: &str) -> Result<Vec<FileChange>>;
+    fn enable(&self, name: &str) -> Result<Vec<FileChange>>;
+    fn disable(&self, name: &str) -> Result<Vec<FileChange>>;
+    /// `daemon-reload`.
+    fn reload(&self) -> Result<()>;
+    /// Starts the unit and waits for its job; returns the job result (`done`, `skipped`, …).
+    fn start(&self, name: &str) -> Result<String>;
+    /// Stops the unit and waits for its job; returns the job result.
+    fn stop(&self, name: &str) -> Result<String>;
+}
+
+/// Checks a unit name like systemd's `unit_name_is_valid`: `prefix[@instance].suffix`.
+pub fn check_unit_name(s: &str) -> Result<(), String> {
+    let Some((stem, suffix)) = s.rsplit_once('.') else {
+        return Err(format!("`{s}` has no unit type suffix (like .service)"));
+    };
+    if !UNIT_SUFFIXES.contains(&suffix) {
+        return Err(format!(
+            "`{s}`: unknown unit type `.{suffix}`; expected one of {}",
+            UNIT_SUFFIXES.join(", ")
+        ));
+    }
+    if s.len() > 255 || stem.is_empty() || stem.starts_with('@') {
+        return Err(format!("`{s}` is not a valid unit name"));
+    }
+    if let Some(c) = stem
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ":-_.\\@".contains(*c)))
+    {
+        return Err(format!("`{s}` contains `{c}`, not allowed in unit names"));
+    }
+    if stem.matches('@').count() > 1 {
+        return Err(format!("`{s}` has more than one `@`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names() {
+        for ok in [
+            "dkms.service",
+            "systemd-timesyncd.service",
+            "getty@tty1.service",
+            "foo@.service",
+            "dev-sda2.swap",
+            "a\\x2db.mount",
+        ] {
+            assert!(check_unit_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "dkms",
+            "dkms.servic",
+            "a b.service",
+            ".service",
+            "@x.service",
+            "a@b@c.service",
+            "x/y.service",
+        ] {
+            assert!(check_unit_name(bad).is_err(), "{bad}");
+        }
+    }
+}

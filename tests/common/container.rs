@@ -1,0 +1,166 @@
+//! A real Debian 13 system for tests: a cached mmdebstrap root (tests/testbed/rootfs.sh) unpacked
+//! into a temp directory and booted with `systemd-nspawn -b` (systemd as PID 1, its own D-Bus).
+//! Commands run inside with `nsenter`. No network: the container shares nothing but the host
+//! kernel. A test that needs this and cannot get it fails, with the reason.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{BIN, repo};
+
+/// The cached root tarball of a package set, built on first use.
+pub fn rootfs_tar(set: &str) -> PathBuf {
+    let o = Command::new(repo().join("tests/testbed/rootfs.sh"))
+        .arg(set)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/testbed/rootfs.sh");
+    assert!(
+        o.status.success(),
+        "building the {set} test root failed (needs root and mmdebstrap; tests/run installs it)"
+    );
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+/// Unpacks a root tarball into a fresh temp directory (with guestprep in /usr/local/bin).
+pub fn unpack(tar: &Path) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("guestprep-root-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "unpacking {}", tar.display());
+    std::fs::copy(BIN, dir.path().join("usr/local/bin/guestprep")).unwrap();
+    dir
+}
+
+pub struct Container {
+    pub dir: tempfile::TempDir,
+    nspawn: Child,
+    pub pid: u32,
+}
+
+impl Container {
+    /// Boots the root with systemd-nspawn and waits until systemd reports `running`.
+    pub fn boot(dir: tempfile::TempDir) -> Container {
+        let start = Instant::now();
+        assert!(
+            Command::new("systemd-nspawn")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "systemd-nspawn is needed (Debian package systemd-container; tests/run installs it)"
+        );
+        let log = std::fs::File::create(dir.path().join("../").join(format!(
+            "{}.console",
+            dir.path().file_name().unwrap().to_string_lossy()
+        )))
+        .unwrap();
+        let nspawn = Command::new("systemd-nspawn")
+            .args([
+                "--register=no",
+                "--keep-unit",
+                "-b",
+                "--console=read-only",
+                "-D",
+            ])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting systemd-nspawn");
+        let npid = nspawn.id();
+        // systemd is nspawn's child.
+        let pid = loop {
+            let children = std::fs::read_to_string(format!("/proc/{npid}/task/{npid}/children"))
+                .unwrap_or_default();
+            if let Some(p) = children.split_whitespace().next() {
+                break p.parse().unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "systemd-nspawn started no init"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let c = Container { dir, nspawn, pid };
+        // Until systemd answers on its bus, `is-system-running` says "offline".
+        let state = loop {
+            let o = c.exec(&["systemctl", "is-system-running", "--wait"]);
+            let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if state != "offline" && !state.is_empty() {
+                break state;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "container systemd never came up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            state == "running" || state == "degraded",
+            "container systemd state: {state}"
+        );
+        eprintln!("container booted in {:?} ({state})", start.elapsed());
+        c
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a command inside the container.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.exec_env(&[], args)
+    }
+
+    pub fn exec_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &self.pid.to_string(),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "--",
+            "env",
+            "NO_COLOR=1",
+        ]);
+        for (k, v) in env {
+            cmd.arg(format!("{k}={v}"));
+        }
+        cmd.args(args).output().expect("nsenter")
+    }
+
+    /// `systemctl is-enabled` / `is-active` as systemd itself answers.
+    pub fn systemctl(&self, verb: &str, unit: &str) -> String {
+        let o = self.exec(&["systemctl", verb, unit]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.exec(&["systemctl", "poweroff"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+    }
+}

@@ -1,0 +1,259 @@
+//! `[units]` against real systemd: a Debian 13 root booted with systemd-nspawn, guestprep run
+//! inside it talking to systemd over D-Bus, and the result checked with systemd's own
+//! `systemctl is-enabled` / `is-active`. Also: offline apply on a plain copy of the same root gives
+//! the same symlinks; the blocking unit file; an unknown unit; no bus; a chroot without systemd.
+//! One boot for all the live phases (a boot is the slow part).
+
+mod common;
+use common::container::{Container, rootfs_tar, unpack};
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const P1: &str = r#"
+[units]
+mask = ["dkms.service", "systemd-timesyncd.service"]
+enable = ["chrony.service"]
+disable = ["cron.service"]
+now = true
+"#;
+
+const P2: &str = r#"
+[units]
+enable = ["cron.service"]
+now = true
+"#;
+
+/// systemd-timesyncd refuses to run in a container (ConditionVirtualization=!container); reset its
+/// conditions so there is a really running unit to mask and stop.
+fn let_timesyncd_run(root: &Path) {
+    let d = root.join("etc/systemd/system/systemd-timesyncd.service.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("test.conf"),
+        "[Unit]\nConditionVirtualization=\nConditionCapability=\n",
+    )
+    .unwrap();
+}
+
+fn write_policy(root: &Path, name: &str, text: &str) -> String {
+    std::fs::write(root.join("root").join(name), text).unwrap();
+    format!("/root/{name}")
+}
+
+fn symlinks(root: &Path) -> BTreeMap<String, String> {
+    let base = root.join("etc/systemd/system");
+    let mut out = BTreeMap::new();
+    let mut stack = vec![base.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.insert(
+                    p.strip_prefix(&base).unwrap().display().to_string(),
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                );
+            } else if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn out_json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
+}
+
+#[test]
+fn units_through_dbus_on_real_systemd() {
+    let tar = rootfs_tar("systemd");
+    let dir = unpack(&tar);
+    let_timesyncd_run(dir.path());
+    let c = Container::boot(dir);
+    assert_eq!(
+        c.systemctl("is-active", "systemd-timesyncd.service"),
+        "active",
+        "precondition: timesyncd runs"
+    );
+    assert_eq!(c.systemctl("is-active", "cron.service"), "active");
+    assert_eq!(c.systemctl("is-enabled", "chrony.service"), "disabled");
+    let p1 = write_policy(c.root(), "p1.toml", P1);
+
+    // Drift first, then converge.
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = out_json(&o);
+    assert_eq!(rep["mode"], "live");
+    let changes = rep["apply"]["changes"].as_array().unwrap();
+    let details: Vec<&str> = changes
+        .iter()
+        .flat_map(|c| c["details"].as_array().into_iter().flatten())
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        details.contains(&"symlink /etc/systemd/system/systemd-timesyncd.service → /dev/null"),
+        "{details:#?}"
+    );
+    assert!(
+        details.contains(&"stop job of systemd-timesyncd.service: done"),
+        "{details:#?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d
+                .starts_with("unlink /etc/systemd/system/multi-user.target.wants/cron.service")),
+        "{details:#?}"
+    );
+
+    // systemd's own view.
+    assert_eq!(
+        c.systemctl("is-enabled", "dkms.service"),
+        "masked",
+        "masked, not installed"
+    );
+    assert_eq!(
+        c.systemctl("is-enabled", "systemd-timesyncd.service"),
+        "masked"
+    );
+    assert_eq!(
+        c.systemctl("is-active", "systemd-timesyncd.service"),
+        "inactive"
+    );
+    assert_eq!(c.systemctl("is-enabled", "chrony.service"), "enabled");
+    assert_eq!(c.systemctl("is-enabled", "cron.service"), "disabled");
+    assert_eq!(c.systemctl("is-active", "cron.service"), "inactive");
+
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let rep = out_json(&o);
+    assert_eq!(rep["compliant"], true);
+    let chrony = item(&rep, "unit:chrony.service");
+    assert!(
+        chrony["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConditionCapability=CAP_SYS_TIME"),
+        "{chrony}"
+    );
+    assert_eq!(
+        item(&rep, "unit:systemd-timesyncd.service")["actual"]["activeState"],
+        "inactive"
+    );
+
+    // Second apply: nothing to do.
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(out_json(&o)["apply"]["changes"], serde_json::json!([]));
+
+    // The same policy offline on a plain copy of the same root: the same symlinks.
+    let off = unpack(&tar);
+    let pol = off.path().join("p1.toml");
+    std::fs::write(&pol, P1).unwrap();
+    let o = guestprep(&[
+        "apply",
+        "--root",
+        off.path().to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(
+        symlinks(c.root()),
+        symlinks(off.path()),
+        "online and offline end states differ"
+    );
+
+    // Drift made from outside is seen.
+    c.exec(&["systemctl", "unmask", "systemd-timesyncd.service"]);
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        item(&out_json(&o), "unit:systemd-timesyncd.service")["status"],
+        "drift"
+    );
+
+    // Start through a job and its JobRemoved signal.
+    let p2 = write_policy(c.root(), "p2.toml", P2);
+    let o = c.exec(&["guestprep", "apply", "--policy", &p2]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(c.systemctl("is-enabled", "cron.service"), "enabled");
+    assert_eq!(c.systemctl("is-active", "cron.service"), "active");
+
+    // A real unit file blocks masking: an error with what to do, and the file is kept.
+    let blocker = c.root().join("etc/systemd/system/blocker.service");
+    std::fs::write(&blocker, "[Service]\nExecStart=/bin/true\n").unwrap();
+    let p3 = write_policy(
+        c.root(),
+        "p3.toml",
+        "[units]\nmask = [\"blocker.service\"]\nenable = [\"nope.service\"]\n",
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p3]);
+    assert_eq!(code(&o), 4);
+    let rep = out_json(&o);
+    let b = item(&rep, "unit:blocker.service");
+    assert_eq!(b["status"], "error");
+    assert!(
+        b["message"].as_str().unwrap().contains("blocks masking"),
+        "{b}"
+    );
+    assert!(blocker.is_file(), "the user's unit file was kept");
+    let n = item(&rep, "unit:nope.service");
+    assert_eq!(n["status"], "error");
+    assert!(
+        n["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope.service not found"),
+        "{n}"
+    );
+
+    // No system bus: a clear error naming it, and the hint.
+    let o = c.exec_env(
+        &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/no-bus-here")],
+        &["guestprep", "verify", "--json", "--policy", &p2],
+    );
+    assert_eq!(code(&o), 5);
+    let msg = item(&out_json(&o), "unit:cron.service")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("unix:path=/run/no-bus-here") && msg.contains("--root"),
+        "{msg}"
+    );
+}
+
+/// In a chroot (a live root without systemd running), units cannot be managed live: the error says
+/// so and points to --root; nothing falls back to systemctl.
+#[test]
+fn chroot_without_systemd_is_a_clear_error() {
+    let dir = unpack(&rootfs_tar("systemd"));
+    std::fs::write(dir.path().join("root/p.toml"), P2).unwrap();
+    let o = std::process::Command::new("chroot")
+        .arg(dir.path())
+        .args([
+            "/usr/local/bin/guestprep",
+            "verify",
+            "--json",
+            "--policy",
+            "/root/p.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 5, "{}{}", stdout(&o), stderr(&o));
+    let msg = item(&out_json(&o), "unit:cron.service")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("systemd is not running here") && msg.contains("--root DIR"),
+        "{msg}"
+    );
+}
