@@ -111,7 +111,7 @@ fn main() {
     );
     println!("  guestprep verify --json   median {:7.2} ms", ms(json_med));
     println!(
-        "  seed README shell checks  median {:7.2} ms   p90 {:7.2} ms   ({shell_runs} runs, 23 checks)",
+        "  seed README shell checks  median {:7.2} ms   p90 {:7.2} ms   ({shell_runs} runs, 29 checks)",
         ms(sh_med),
         ms(sh_p90)
     );

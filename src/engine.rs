@@ -6,7 +6,8 @@
 //! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
 //! see every effect before it happens.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct System {
     pub root: Root,
     units: OnceCell<Result<Box<dyn UnitManager>, String>>,
+    /// Files and directory listings read during one pass of checks: several items read the same
+    /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
+    reads: RefCell<HashMap<String, Option<String>>>,
+    dirs: RefCell<HashMap<String, Vec<String>>>,
 }
 
 impl System {
@@ -32,7 +37,35 @@ impl System {
         System {
             root,
             units: OnceCell::new(),
+            reads: RefCell::default(),
+            dirs: RefCell::default(),
         }
+    }
+
+    /// Reads a text file of the managed system (cached until the next change).
+    pub fn read_string(&self, abs: &str) -> Result<Option<String>> {
+        if let Some(v) = self.reads.borrow().get(abs) {
+            return Ok(v.clone());
+        }
+        let v = self.root.read_string(abs)?;
+        self.reads.borrow_mut().insert(abs.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Lists a directory of the managed system (cached until the next change).
+    pub fn list_dir(&self, abs: &str) -> Result<Vec<String>> {
+        if let Some(v) = self.dirs.borrow().get(abs) {
+            return Ok(v.clone());
+        }
+        let v = self.root.list_dir(abs)?;
+        self.dirs.borrow_mut().insert(abs.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Forgets what was read: the system may have changed.
+    pub fn invalidate(&self) {
+        self.reads.borrow_mut().clear();
+        self.dirs.borrow_mut().clear();
     }
 
     /// systemd, for the units resource: over D-Bus on a live root (connected on first use),
@@ -172,6 +205,13 @@ impl Change {
     /// Carries the change out and returns what was done in detail (the symlinks systemd created
     /// or removed, a job's result). Live-only changes refuse an offline root.
     pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
+        sys.invalidate();
+        let r = self.execute_inner(sys);
+        sys.invalidate();
+        r
+    }
+
+    fn execute_inner(&self, sys: &System) -> Result<Vec<String>> {
         match self {
             Change::Write {
                 path,

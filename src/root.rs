@@ -5,18 +5,36 @@
 //! does (an absolute link target is re-rooted, `..` never climbs above the root), so an offline
 //! image can never make guestprep read or write the host. No other module builds a host path from
 //! a string.
+//!
+//! Reads of an offline root go through `openat2(RESOLVE_IN_ROOT)`: the kernel confines the whole
+//! resolution to the root, race-free, in one system call (the userspace chase is the fallback on
+//! kernels without it).
 
 use std::ffi::OsString;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
 /// The system being managed: a directory, and whether it is the running system.
 #[derive(Clone, Debug)]
 pub struct Root {
     dir: PathBuf,
     live: bool,
+    /// The root directory, for `openat2` relative to it.
+    fd: Arc<OwnedFd>,
+}
+
+/// What `openat2` in the root gave.
+enum Opened {
+    Fd(OwnedFd),
+    Missing,
+    /// The kernel has no `openat2` (or a filter refuses it): use the userspace chase.
+    Unsupported,
 }
 
 const MAX_SYMLINKS: usize = 40;
@@ -31,7 +49,37 @@ impl Root {
             bail!("root {} is not a directory", dir.display());
         }
         let live = canon == Path::new("/");
-        Ok(Root { dir: canon, live })
+        let fd = nix::fcntl::open(
+            &canon,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening root directory {}", canon.display()))?;
+        Ok(Root {
+            dir: canon,
+            live,
+            fd: Arc::new(fd),
+        })
+    }
+
+    /// Opens `abs` inside the root with the kernel doing the confined resolution.
+    fn open_in(&self, abs: &str, flags: OFlag) -> Result<Opened> {
+        let rel = relative(abs)?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(self.fd.as_ref(), rel, how) {
+            Ok(fd) => Ok(Opened::Fd(fd)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(Opened::Missing),
+            Err(Errno::ENOSYS | Errno::EPERM) => Ok(Opened::Unsupported),
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("opening {abs} in {}", self.dir.display())),
+        }
     }
 
     /// An offline view of `dir` even if it is `/` (used by tests and `--offline`).
@@ -118,6 +166,19 @@ impl Root {
 
     /// Reads a file of the managed system; `None` if it does not exist.
     pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        if !self.live {
+            match self.open_in(abs, OFlag::O_RDONLY)? {
+                Opened::Fd(fd) => {
+                    let mut buf = Vec::new();
+                    std::fs::File::from(fd)
+                        .read_to_end(&mut buf)
+                        .with_context(|| format!("reading {abs} in {}", self.dir.display()))?;
+                    return Ok(Some(buf));
+                }
+                Opened::Missing => return Ok(None),
+                Opened::Unsupported => {}
+            }
+        }
         let p = self.resolve(abs)?;
         match std::fs::read(&p) {
             Ok(b) => Ok(Some(b)),
@@ -135,6 +196,24 @@ impl Root {
 
     /// Names in a directory of the managed system, sorted; empty if it does not exist.
     pub fn list_dir(&self, abs: &str) -> Result<Vec<String>> {
+        if !self.live {
+            match self.open_in(abs, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
+                Opened::Fd(fd) => {
+                    let mut dir =
+                        nix::dir::Dir::from_fd(fd).with_context(|| format!("listing {abs}"))?;
+                    let mut names: Vec<String> = dir
+                        .iter()
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != "." && n != "..")
+                        .collect();
+                    names.sort();
+                    return Ok(names);
+                }
+                Opened::Missing => return Ok(Vec::new()),
+                Opened::Unsupported => {}
+            }
+        }
         let p = self.resolve(abs)?;
         let rd = match std::fs::read_dir(&p) {
             Ok(rd) => rd,
@@ -154,6 +233,13 @@ impl Root {
 
     /// Whether `abs` exists in the managed system (following symlinks inside the root).
     pub fn exists(&self, abs: &str) -> bool {
+        if !self.live {
+            match self.open_in(abs, OFlag::O_PATH) {
+                Ok(Opened::Fd(_)) => return true,
+                Ok(Opened::Missing) => return false,
+                _ => {}
+            }
+        }
         self.resolve(abs).map(|p| p.exists()).unwrap_or(false)
     }
 

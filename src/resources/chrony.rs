@@ -62,7 +62,7 @@ impl Resource for ConfDir {
 
     fn check(&self, sys: &System) -> Result<Observation> {
         let expected = json!(format!("confdir {CONFDIR}"));
-        let Some(conf) = sys.root.read_string(CONF)? else {
+        let Some(conf) = sys.read_string(CONF)? else {
             return Ok(Observation::new(
                 Status::Compliant,
                 expected,

@@ -7,14 +7,14 @@
 
 use anyhow::Result;
 
-use crate::root::Root;
+use crate::engine::System;
 
 /// Drop-in files of `dirs` (highest precedence first) ending in `suffix`, in application order,
 /// as absolute paths in the managed system.
-pub fn dropins(root: &Root, dirs: &[&str], suffix: &str) -> Result<Vec<String>> {
+pub fn dropins(sys: &System, dirs: &[&str], suffix: &str) -> Result<Vec<String>> {
     let mut by_name: std::collections::BTreeMap<String, String> = Default::default();
     for dir in dirs.iter().rev() {
-        for name in root.list_dir(dir)? {
+        for name in sys.list_dir(dir)? {
             if name.ends_with(suffix) && !name.starts_with('.') {
                 by_name.insert(name.clone(), format!("{dir}/{name}"));
             }
@@ -22,7 +22,7 @@ pub fn dropins(root: &Root, dirs: &[&str], suffix: &str) -> Result<Vec<String>> 
     }
     let mut out = Vec::new();
     for path in by_name.into_values() {
-        let host = root.path(&path)?;
+        let host = sys.root.path(&path)?;
         if std::fs::read_link(&host).is_ok_and(|t| t == std::path::Path::new("/dev/null")) {
             continue;
         }

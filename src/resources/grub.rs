@@ -67,7 +67,7 @@ impl Resource for GrubCfg {
 
     fn check(&self, sys: &System) -> Result<Observation> {
         let expected = json!(self.args);
-        let Some(cfg) = sys.root.read_string(GRUB_CFG)? else {
+        let Some(cfg) = sys.read_string(GRUB_CFG)? else {
             return Ok(Observation::new(
                 Status::Skipped,
                 expected,
@@ -147,7 +147,7 @@ impl Resource for Cmdline {
                 format!("running kernel command line not checked: {why}"),
             ));
         }
-        let cmdline = sys.root.read_string("/proc/cmdline")?.unwrap_or_default();
+        let cmdline = sys.read_string("/proc/cmdline")?.unwrap_or_default();
         let have: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
         let miss = missing(&self.args, &have);
         let actual = json!({"running": cmdline.trim(), "missing": miss});

@@ -95,11 +95,11 @@ pub fn resources(m: &Modules) -> Vec<Box<dyn Resource>> {
 
 /// Modules listed for loading at boot in any modules-load.d file or /etc/modules: name → file.
 fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
-    let mut files = conffiles::dropins(&sys.root, LOAD_DIRS, ".conf")?;
+    let mut files = conffiles::dropins(sys, LOAD_DIRS, ".conf")?;
     files.push("/etc/modules".to_string());
     let mut out = Vec::new();
     for f in files {
-        let Some(text) = sys.root.read_string(&f)? else {
+        let Some(text) = sys.read_string(&f)? else {
             continue;
         };
         for (n, line) in conffiles::lines(&text, true) {
@@ -114,8 +114,8 @@ fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
 /// Every modprobe.d directive line: (words, file:line).
 fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
     let mut out = Vec::new();
-    for f in conffiles::dropins(&sys.root, MODPROBE_DIRS, ".conf")? {
-        let Some(text) = sys.root.read_string(&f)? else {
+    for f in conffiles::dropins(sys, MODPROBE_DIRS, ".conf")? {
+        let Some(text) = sys.read_string(&f)? else {
             continue;
         };
         for (n, line) in conffiles::lines(&text, false) {
@@ -131,7 +131,7 @@ fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
 /// Whether a module is loaded (or built in) in the running kernel.
 fn loaded(sys: &System, name: &str) -> Result<bool> {
     let c = canon(name);
-    if let Some(mods) = sys.root.read_string("/proc/modules")?
+    if let Some(mods) = sys.read_string("/proc/modules")?
         && mods
             .lines()
             .any(|l| l.split_whitespace().next() == Some(c.as_str()))

@@ -59,7 +59,7 @@ impl Effective {
     /// Keyword → (value, file:line) as sshd reads them: sshd_config with the `Include` of the
     /// drop-in directory expanded in place, first value wins; a `Match` block ends the global part.
     fn first_values(sys: &System) -> Result<Option<Vec<(String, String, String)>>> {
-        let Some(main) = sys.root.read_string(MAIN)? else {
+        let Some(main) = sys.read_string(MAIN)? else {
             return Ok(None);
         };
         let mut out = Vec::new();
@@ -88,12 +88,12 @@ impl Effective {
                 if depth > 2 || !val.starts_with(DROPIN_DIR) {
                     continue;
                 }
-                for name in sys.root.list_dir(DROPIN_DIR)? {
+                for name in sys.list_dir(DROPIN_DIR)? {
                     if !name.ends_with(".conf") {
                         continue;
                     }
                     let p = format!("{DROPIN_DIR}/{name}");
-                    if let Some(t) = sys.root.read_string(&p)?
+                    if let Some(t) = sys.read_string(&p)?
                         && !Self::read_into(sys, &p, &t, depth + 1, out)?
                     {
                         return Ok(false);

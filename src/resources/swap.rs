@@ -59,7 +59,7 @@ impl Resource for FstabSwap {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let text = sys.root.read_string(FSTAB)?;
+        let text = sys.read_string(FSTAB)?;
         let active: Vec<String> = text
             .as_deref()
             .unwrap_or("")
@@ -125,7 +125,7 @@ impl Resource for LiveSwap {
                 format!("swap in use not checked: {why}"),
             ));
         }
-        let swaps = sys.root.read_string("/proc/swaps")?.unwrap_or_default();
+        let swaps = sys.read_string("/proc/swaps")?.unwrap_or_default();
         let active: Vec<&str> = swaps
             .lines()
             .skip(1)

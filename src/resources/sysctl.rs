@@ -67,7 +67,7 @@ fn normalize(v: &str) -> String {
 
 /// The effective configured value of every key: (value, file:line), last assignment wins.
 pub fn effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
-    let mut files = conffiles::dropins(&sys.root, DIRS, ".conf")?;
+    let mut files = conffiles::dropins(sys, DIRS, ".conf")?;
     // procps reads /etc/sysctl.conf last; Debian links it in as 99-sysctl.conf.
     let conf = sys.root.resolve("/etc/sysctl.conf")?;
     if conf.exists()
@@ -79,7 +79,7 @@ pub fn effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
     }
     let mut out = BTreeMap::new();
     for f in files {
-        let Some(text) = sys.root.read_string(&f)? else {
+        let Some(text) = sys.read_string(&f)? else {
             continue;
         };
         for (n, line) in conffiles::lines(&text, true) {
@@ -115,7 +115,7 @@ impl Resource for SysctlKey {
         let eff = effective(sys)?;
         let configured = eff.get(&path);
         let live = if sys.is_live() {
-            sys.root.read_string(&path)?.map(|s| normalize(&s))
+            sys.read_string(&path)?.map(|s| normalize(&s))
         } else {
             None
         };
