@@ -30,11 +30,14 @@ esac
 cache=${GUESTPREP_TESTBED_CACHE:-$HOME/.cache/guestprep-testbed}
 key=$( { cat "$0"; echo "$name"; } | sha256sum | cut -c1-16)
 out=$cache/$name-$key.tar
+mkdir -p "$cache"
+# Tests run in parallel: one builds, the others wait for it.
+exec 9>"$cache/$name.lock"
+flock 9
 if [ -s "$out" ]; then
   echo "$out"
   exit 0
 fi
-mkdir -p "$cache"
 command -v mmdebstrap >/dev/null || { echo "rootfs.sh: mmdebstrap is not installed" >&2; exit 1; }
 start=$(date +%s)
 mmdebstrap --quiet --variant=minbase --components=main --format=tar \
