@@ -25,6 +25,8 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 /// The managed system: its root and what may run against it.
 pub struct System {
     pub root: Root,
+    /// Offline root: run package commands inside it with chroot (`apply --chroot`).
+    pub chroot: bool,
     units: OnceCell<Result<Box<dyn UnitManager>, String>>,
     /// Files and directory listings read during one pass of checks: several items read the same
     /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
@@ -36,6 +38,7 @@ impl System {
     pub fn new(root: Root) -> Self {
         System {
             root,
+            chroot: false,
             units: OnceCell::new(),
             reads: RefCell::default(),
             dirs: RefCell::default(),
@@ -110,6 +113,8 @@ pub struct Observation {
     pub message: String,
     /// For file items: the current bytes (None if missing), used by `plan` and `--diff`.
     pub current: Option<Vec<u8>>,
+    /// Whatever else `plan` needs from the check (not part of the report).
+    pub data: Value,
 }
 
 impl Observation {
@@ -120,6 +125,7 @@ impl Observation {
             actual,
             message: message.into(),
             current: None,
+            data: Value::Null,
         }
     }
 }
@@ -142,6 +148,14 @@ pub enum Change {
     Run { argv: Vec<String> },
     /// A systemd operation on a unit (D-Bus when live, unit files offline).
     Unit { op: UnitOp, name: String },
+    /// Download a file into the root, verified by sha256 (retried with backoff).
+    Download {
+        url: String,
+        sha256: String,
+        path: String,
+        retries: u32,
+        base_delay: Duration,
+    },
 }
 
 /// What to do to a unit.
@@ -170,6 +184,7 @@ impl Change {
                 op: UnitOp::Reload, ..
             } => "reload systemd".to_string(),
             Change::Unit { op, name } => format!("{} {name}", format!("{op:?}").to_lowercase()),
+            Change::Download { url, path, .. } => format!("download {url} to {path}"),
         }
     }
 
@@ -233,14 +248,43 @@ impl Change {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             Change::Run { argv } => {
-                if !sys.is_live() {
+                if sys.is_live() {
+                    run(argv)?;
+                } else if sys.chroot {
+                    let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
+                    c.extend(argv.iter().cloned());
+                    run(&c)?;
+                } else {
                     bail!(
-                        "refusing to run {} on an {}",
+                        "refusing to run {} on an {} (use --chroot to run it inside)",
                         argv.join(" "),
                         sys.root.describe()
                     );
                 }
-                run(argv)?;
+            }
+            Change::Download {
+                url,
+                sha256,
+                path,
+                retries,
+                base_delay,
+            } => {
+                let spec = crate::packages::download::Spec {
+                    url: url.clone(),
+                    sha256: Some(sha256.clone()),
+                    dest: sys.root.resolve(path)?,
+                    retries: *retries,
+                    base_delay: *base_delay,
+                };
+                let f = crate::packages::download::fetch(&spec)?;
+                return Ok(vec![if f.from_cache {
+                    format!("{path}: cached copy has the right sha256, not downloaded")
+                } else {
+                    format!(
+                        "downloaded {} bytes in {} attempt(s), sha256 {}",
+                        f.bytes, f.attempts, f.sha256
+                    )
+                }]);
             }
             Change::Unit { op, name } => {
                 let u = sys.units()?;

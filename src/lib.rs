@@ -10,6 +10,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod lock;
 pub mod output;
+pub mod packages;
 pub mod policy;
 pub mod report;
 pub mod resources;
@@ -47,6 +48,7 @@ pub fn run(cli: cli::Cli) -> i32 {
         Command::Verify(a) => (cli::verify::run(a), ExitCode::CheckFailed),
         Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
         Command::Schema => (cli::schema::run(), ExitCode::Usage),
+        Command::Prefetch(a) => (cli::prefetch::run(a), ExitCode::ApplyFailed),
     };
     match result {
         Ok(code) => code.code(),

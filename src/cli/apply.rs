@@ -25,6 +25,10 @@ pub struct ApplyArgs {
     /// End with the JSON compliance report (with an `apply` section listing the changes).
     #[arg(long)]
     pub json: bool,
+    /// With an offline --root: run package actions (apt-get, apt-mark, dkms) inside it with chroot.
+    /// The caller mounts what they need (/proc, /sys, /dev) first, as for any chroot.
+    #[arg(long)]
+    pub chroot: bool,
     /// Seconds to wait for another apply on the same root to finish.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub lock_timeout: u64,
@@ -33,7 +37,13 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let started = Instant::now();
     // Validate the whole policy before taking the lock or touching anything.
-    let (sys, loaded) = crate::open(&args.target)?;
+    let (mut sys, loaded) = crate::open(&args.target)?;
+    if args.chroot {
+        if sys.is_live() {
+            anyhow::bail!("--chroot needs an offline --root DIR");
+        }
+        sys.chroot = true;
+    }
     let resources = crate::resources::build(&loaded.policy, &sys.root);
     let _lock = if args.check {
         None

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod policy;
+pub mod prefetch;
 pub mod schema;
 pub mod verify;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Validate or show the policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Download a URL, print its sha256 and the `[[packages.deb]]` snippet to paste (like
+    /// nix-prefetch-url).
+    Prefetch(prefetch::PrefetchArgs),
     /// Print the JSON Schema of the compliance report.
     Schema,
 }

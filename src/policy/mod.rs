@@ -54,6 +54,38 @@ pub struct Policy {
     pub files: Vec<ManagedFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub units: Option<Units>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Packages>,
+}
+
+/// `[packages]`: apt packages installed and held, and release `.deb`s verified by sha256.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Packages {
+    pub install: Vec<String>,
+    pub hold: Vec<String>,
+    pub deb: Vec<DebSpec>,
+}
+
+/// `[[packages.deb]]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DebSpec {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    pub sha256: String,
+    pub hold: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkms: Option<DkmsSpec>,
+    pub retries: u32,
+    /// First retry delay in seconds; doubled after each retry.
+    pub retry_delay: f64,
+}
+
+/// `dkms = { module, version }`: what must be built, for every installed kernel with headers.
+#[derive(Clone, Debug, Serialize)]
+pub struct DkmsSpec {
+    pub module: String,
+    pub version: String,
 }
 
 /// `[units]`: systemd units masked, unmasked, enabled, disabled through systemd's D-Bus API.

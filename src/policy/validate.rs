@@ -9,10 +9,12 @@ use std::net::IpAddr;
 
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
-use super::{Chrony, Grub, ManagedFile, Modules, Policy, Ssh, Swap, Units};
+use super::{
+    Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Ssh, Swap, Units,
+};
 
 const SECTIONS: &[&str] = &[
-    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units",
+    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -99,6 +101,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "units") {
         policy.units = Some(v.units(t));
+    }
+    if let Some(t) = v.section(tree, "packages") {
+        policy.packages = Some(v.packages(t));
     }
     if v.diags.is_empty() {
         Ok(policy)
@@ -418,6 +423,168 @@ impl V {
         }
     }
 
+    fn packages(&mut self, t: &Table) -> Packages {
+        let p = "packages";
+        self.known_keys(t, p, &["install", "hold", "deb"]);
+        let mut out = Packages {
+            install: self.list(t, p, "install", check_package),
+            hold: self.list(t, p, "hold", check_package),
+            deb: Vec::new(),
+        };
+        let Some(e) = t.get("deb") else { return out };
+        let Value::Array(items) = &e.node.value else {
+            let msg = format!(
+                "expected an array of tables `[[packages.deb]]`, found {}",
+                e.node.value.type_name()
+            );
+            self.err(&e.node.origin, "packages.deb", msg);
+            return out;
+        };
+        for (i, n) in items.iter().enumerate() {
+            let p = format!("packages.deb[{i}]");
+            let Value::Table(d) = &n.value else {
+                self.err(
+                    &n.origin,
+                    &p,
+                    format!("expected a table, found {}", n.value.type_name()),
+                );
+                continue;
+            };
+            self.known_keys(
+                d,
+                &p,
+                &[
+                    "name",
+                    "version",
+                    "url",
+                    "sha256",
+                    "hold",
+                    "dkms",
+                    "retries",
+                    "retry_delay",
+                ],
+            );
+            let req = |v: &mut Self,
+                       key: &str,
+                       check: fn(&str) -> Result<(), String>|
+             -> Option<String> {
+                let kp = format!("{p}.{key}");
+                match v.string(d, &p, key) {
+                    Some(s) => match check(&s) {
+                        Ok(()) => Some(s),
+                        Err(m) => {
+                            v.err(&d.get(key).expect("present").node.origin, &kp, m);
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            };
+            let name = req(self, "name", check_package);
+            let version = req(self, "version", check_version);
+            let url = req(self, "url", check_url);
+            let sha256 = req(self, "sha256", check_sha256);
+            for key in ["name", "version", "url"] {
+                if d.get(key).is_none() {
+                    self.err(
+                        &n.origin,
+                        &format!("{p}.{key}"),
+                        format!("missing required key `{key}`"),
+                    );
+                }
+            }
+            if d.get("sha256").is_none() {
+                let hint = match &url {
+                    Some(u) => format!("missing required key `sha256`: no checksum, no install. Run `guestprep prefetch {u}` to get it"),
+                    None => "missing required key `sha256`: no checksum, no install. Run `guestprep prefetch URL` to get it".to_string(),
+                };
+                self.err(&n.origin, &format!("{p}.sha256"), hint);
+            }
+            let hold = self.bool(d, &p, "hold").unwrap_or(true);
+            let retries = match d.get("retries") {
+                Some(e) => match &e.node.value {
+                    Value::Integer(r) if (0..=10).contains(r) => *r as u32,
+                    _ => {
+                        self.err(
+                            &e.node.origin,
+                            &format!("{p}.retries"),
+                            "retries must be an integer from 0 to 10",
+                        );
+                        4
+                    }
+                },
+                None => 4,
+            };
+            let retry_delay = match d.get("retry_delay") {
+                Some(e) => {
+                    match &e.node.value {
+                        Value::Float(f) if *f > 0.0 && *f <= 300.0 => *f,
+                        Value::Integer(i) if *i > 0 && *i <= 300 => *i as f64,
+                        _ => {
+                            self.err(&e.node.origin, &format!("{p}.retry_delay"), "retry_delay must be a number of seconds, more than 0 and at most 300");
+                            5.0
+                        }
+                    }
+                }
+                None => 5.0,
+            };
+            let dkms = match d.get("dkms") {
+                None => None,
+                Some(de) => match &de.node.value {
+                    Value::Table(dt) => {
+                        let dp = format!("{p}.dkms");
+                        self.known_keys(dt, &dp, &["module", "version"]);
+                        let module = self.string(dt, &dp, "module");
+                        let dversion = self.string(dt, &dp, "version");
+                        if module.is_none() && dt.get("module").is_none() {
+                            self.err(
+                                &de.node.origin,
+                                &format!("{dp}.module"),
+                                "missing required key `module`",
+                            );
+                        }
+                        if let Some(m) = &module
+                            && let Err(msg) = check_package(m)
+                        {
+                            self.err(
+                                &dt.get("module").expect("present").node.origin,
+                                &format!("{dp}.module"),
+                                msg,
+                            );
+                        }
+                        match (module, dversion.or_else(|| version.clone())) {
+                            (Some(module), Some(version)) => Some(DkmsSpec { module, version }),
+                            _ => None,
+                        }
+                    }
+                    other => {
+                        let msg = format!(
+                            "expected a table like {{ module = \"NAME\", version = \"V\" }}, found {}",
+                            other.type_name()
+                        );
+                        self.err(&de.node.origin, &format!("{p}.dkms"), msg);
+                        None
+                    }
+                },
+            };
+            if let (Some(name), Some(version), Some(url), Some(sha256)) =
+                (name, version, url, sha256)
+            {
+                out.deb.push(DebSpec {
+                    name,
+                    version,
+                    url,
+                    sha256: sha256.to_ascii_lowercase(),
+                    hold,
+                    dkms,
+                    retries,
+                    retry_delay,
+                });
+            }
+        }
+        out
+    }
+
     fn units(&mut self, t: &Table) -> Units {
         let p = "units";
         self.known_keys(t, p, &["mask", "unmask", "enable", "disable", "now"]);
@@ -541,6 +708,56 @@ impl V {
             }
         }
         out
+    }
+}
+
+/// A Debian package name (Policy §5.6.1): lowercase letters, digits, `+`, `-`, `.`; at least two
+/// characters, starting with a letter or digit.
+pub fn check_package(s: &str) -> Result<(), String> {
+    let ok = s.len() >= 2
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid Debian package name"))
+    }
+}
+
+fn check_version(s: &str) -> Result<(), String> {
+    if !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid Debian version"))
+    }
+}
+
+fn check_url(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => Err(format!("`{s}` is not an http(s) URL")),
+    }
+}
+
+fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a sha256 (64 hexadecimal digits); `guestprep prefetch URL` prints it"
+        ))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod conffiles;
 pub mod file;
 pub mod grub;
 pub mod modules;
+pub mod packages;
 pub mod ssh;
 pub mod swap;
 pub mod sysctl;
@@ -26,6 +27,10 @@ pub use file::FileResource;
 /// dropping a section undoes it.
 pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    // Packages first: the configuration and units below may belong to them.
+    if let Some(p) = &policy.packages {
+        out.extend(packages::resources(p, root));
+    }
     let absent = |kind: &'static str, path: &str, out: &mut Vec<Box<dyn Resource>>| {
         if root.resolve(path).map(|p| p.exists()).unwrap_or(false) {
             out.push(Box::new(FileResource::absent(kind, path)));

@@ -79,29 +79,27 @@ impl Container {
             .spawn()
             .expect("starting systemd-nspawn");
         let npid = nspawn.id();
-        // systemd is nspawn's child.
-        let pid = loop {
-            let children = std::fs::read_to_string(format!("/proc/{npid}/task/{npid}/children"))
-                .unwrap_or_default();
-            if let Some(p) = children.split_whitespace().next() {
-                break p.parse().unwrap();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "systemd-nspawn started no init"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let mut c = Container {
+            dir,
+            nspawn,
+            pid: 0,
         };
-        let c = Container { dir, nspawn, pid };
-        // Until systemd answers on its bus, `is-system-running` says "offline".
+        // Until systemd answers on its bus, `is-system-running` says "offline"; the init process
+        // is looked up again each time (nspawn forks an intermediate child first).
         let state = loop {
-            let o = c.exec(&["systemctl", "is-system-running", "--wait"]);
-            let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if state != "offline" && !state.is_empty() {
-                break state;
+            if let Some(pid) = container_init(npid) {
+                c.pid = pid;
+                let o = c.exec(&["systemctl", "is-system-running", "--wait"]);
+                let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if state != "offline" && !state.is_empty() {
+                    break state;
+                }
+            }
+            if let Ok(Some(st)) = c.nspawn.try_wait() {
+                panic!("systemd-nspawn exited ({st}) before the container came up");
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < Duration::from_secs(120),
                 "container systemd never came up"
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -148,6 +146,35 @@ impl Container {
         let o = self.exec(&["systemctl", verb, unit]);
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
+}
+
+/// The descendant of `nspawn_pid` that is PID 1 of its own PID namespace: the container's init.
+fn container_init(nspawn_pid: u32) -> Option<u32> {
+    let mut todo = vec![nspawn_pid];
+    while let Some(p) = todo.pop() {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+        let nspid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .unwrap_or("");
+        let ids: Vec<&str> = nspid.split_whitespace().collect();
+        if p != nspawn_pid && ids.len() > 1 && ids.last() == Some(&"1") {
+            return Some(p);
+        }
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    None
 }
 
 impl Drop for Container {

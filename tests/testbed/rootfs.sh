@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds, or reuses from the cache, a Debian 13 root filesystem tarball for the tests, and prints
-# its path. The cache key is this script's content plus the set name, so changing a package list
-# rebuilds. Cache: $GUESTPREP_TESTBED_CACHE (default ~/.cache/guestprep-testbed).
+# its path. The cache key is the set's recipe (packages, hooks, options), so changing a package
+# list rebuilds that set. Cache: $GUESTPREP_TESTBED_CACHE (default ~/.cache/guestprep-testbed).
 #
 #   tests/testbed/rootfs.sh systemd   # systemd, dbus, systemd-timesyncd, cron, chrony's files
+#   tests/testbed/rootfs.sh dkms      # systemd, dkms, build-essential, a kernel and its headers
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
 set -euo pipefail
@@ -21,6 +22,11 @@ case "$name" in
     include=$common,systemd-timesyncd,cron
     hooks+=(--customize-hook='chroot "$1" sh -c "cd /tmp && apt-get download -q chrony >/dev/null" && dpkg-deb -x "$1"/tmp/chrony_*.deb "$1" && rm -f "$1"/tmp/chrony_*.deb')
     ;;
+  dkms)
+    # Real dkms, a compiler and the headers of the image's kernel: the packages tests build and
+    # install a DKMS module for the root's installed kernel (not the host's).
+    include=$common,apt,dkms,build-essential,linux-image-amd64,linux-headers-amd64,initramfs-tools
+    ;;
   *)
     echo "rootfs.sh: unknown set $name" >&2
     exit 2
@@ -28,7 +34,11 @@ case "$name" in
 esac
 
 cache=${GUESTPREP_TESTBED_CACHE:-$HOME/.cache/guestprep-testbed}
-key=$( { cat "$0"; echo "$name"; } | sha256sum | cut -c1-16)
+opts=(--variant=minbase --components=main --format=tar
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*')
+# The key is the set's own recipe: changing one set does not rebuild the others.
+key=$(printf '%s\n' "$name" "$include" "${hooks[@]}" "${opts[@]}" trixie | sha256sum | cut -c1-16)
 out=$cache/$name-$key.tar
 mkdir -p "$cache"
 # Tests run in parallel: one builds, the others wait for it.
@@ -40,12 +50,7 @@ if [ -s "$out" ]; then
 fi
 command -v mmdebstrap >/dev/null || { echo "rootfs.sh: mmdebstrap is not installed" >&2; exit 1; }
 start=$(date +%s)
-mmdebstrap --quiet --variant=minbase --components=main --format=tar \
-  --include="$include" \
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
-  "${hooks[@]}" \
-  trixie "$out.tmp" >&2
+mmdebstrap --quiet "${opts[@]}" --include="$include" "${hooks[@]}" trixie "$out.tmp" >&2
 mv "$out.tmp" "$out"
 # Keep only the newest build of each set.
 find "$cache" -name "$name-*.tar" ! -name "$(basename "$out")" -delete

@@ -1,0 +1,492 @@
+//! `[packages]`: apt packages installed and held, release `.deb`s downloaded, verified, installed
+//! and held, and the DKMS modules they carry proven built for every installed kernel.
+//!
+//! Checks read dpkg's status database and DKMS's tree directly (no subprocess when compliant).
+//! Changes are `apt-get`, `apt-mark` and `dkms` runs: on a live root, or in a chroot of an offline
+//! root with `apply --chroot`; otherwise offline items are checked and reported, not changed.
+//! A `.deb` is inspected before it is installed: a `BUILD_EXCLUSIVE_KERNEL` that no installed
+//! kernel matches refuses the install (it would install a module that is never built).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::engine::{Change, Observation, Resource, System};
+use crate::packages::{deb, dkmsconf, download, dpkg};
+use crate::policy::{DebSpec, DkmsSpec, Packages};
+use crate::report::Status;
+use crate::root::Root;
+
+/// Where downloaded `.deb`s are kept.
+pub const CACHE_DIR: &str = "/var/cache/guestprep";
+
+const APT_ENV: &[&str] = &[
+    "env",
+    "DEBIAN_FRONTEND=noninteractive",
+    "NEEDRESTART_MODE=a",
+];
+
+fn apt_get(args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
+    v.extend(
+        [
+            "apt-get",
+            "-y",
+            "-q",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ]
+        .map(String::from),
+    );
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn resources(p: &Packages, root: &Root) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    for name in &p.install {
+        out.push(Box::new(AptInstall {
+            name: name.clone(),
+            all: p.install.clone(),
+        }));
+    }
+    for d in &p.deb {
+        out.push(Box::new(DebPackage { spec: d.clone() }));
+        if let Some(k) = &d.dkms {
+            for kernel in kernels_with_headers(root) {
+                out.push(Box::new(DkmsBuilt {
+                    dkms: k.clone(),
+                    kernel,
+                }));
+            }
+        }
+    }
+    let mut holds: Vec<String> = p.hold.clone();
+    holds.extend(p.deb.iter().filter(|d| d.hold).map(|d| d.name.clone()));
+    for name in &holds {
+        out.push(Box::new(AptHold {
+            name: name.clone(),
+            all: holds.clone(),
+        }));
+    }
+    out
+}
+
+/// Kernels installed in the root that have headers (`/usr/lib/modules/KVER/build`), oldest first:
+/// the kernels DKMS can build for, whatever kernel runs this process.
+pub fn kernels_with_headers(root: &Root) -> Vec<String> {
+    crate::report::installed_kernels(root)
+        .into_iter()
+        .filter(|k| root.exists(&format!("/usr/lib/modules/{k}/build")))
+        .collect()
+}
+
+/// Why an offline root cannot be changed here, or None.
+fn cannot_change(sys: &System) -> Option<String> {
+    (!sys.is_live() && !sys.chroot).then(|| {
+        format!(
+            "package actions on an {} run only with `apply --chroot`",
+            sys.root.describe()
+        )
+    })
+}
+
+pub struct AptInstall {
+    pub name: String,
+    /// The whole `install` list: the first missing package installs every missing one, in one call.
+    pub all: Vec<String>,
+}
+
+impl Resource for AptInstall {
+    fn id(&self) -> String {
+        format!("package:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let db = dpkg::read(sys)?;
+        let st = db.get(&self.name);
+        let actual = json!({"installed": st.is_some_and(|s| s.installed()), "version": st.and_then(|s| s.version.clone())});
+        let expected = json!({"installed": true});
+        if st.is_some_and(|s| s.installed()) {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let missing: Vec<String> = self
+            .all
+            .iter()
+            .filter(|n| !db.get(*n).is_some_and(|s| s.installed()))
+            .cloned()
+            .collect();
+        let mut msg = "not installed".to_string();
+        if let Some(why) = cannot_change(sys) {
+            msg = format!("{msg}; {why}");
+        }
+        let mut obs = Observation::new(Status::Drift, expected, actual, msg);
+        obs.data = json!({"missing": missing, "haveLists": have_apt_lists(sys)?});
+        Ok(obs)
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        let missing: Vec<String> =
+            serde_json::from_value(obs.data["missing"].clone()).unwrap_or_default();
+        let mut plan = Vec::new();
+        if obs.data["haveLists"] == json!(false) {
+            plan.push(Change::Run {
+                argv: apt_get(&["update"]),
+            });
+        }
+        let mut args = vec!["install"];
+        args.extend(missing.iter().map(String::as_str));
+        plan.push(Change::Run {
+            argv: apt_get(&args),
+        });
+        plan
+    }
+}
+
+/// Whether apt has package lists (a fresh cloud image may have none: `apt-get update` first).
+fn have_apt_lists(sys: &System) -> Result<bool> {
+    Ok(sys
+        .list_dir("/var/lib/apt/lists")?
+        .iter()
+        .any(|n| n.ends_with("_Packages") || n.contains("_Packages.")))
+}
+
+pub struct AptHold {
+    pub name: String,
+    pub all: Vec<String>,
+}
+
+impl Resource for AptHold {
+    fn id(&self) -> String {
+        format!("package-hold:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let db = dpkg::read(sys)?;
+        let held = db.get(&self.name).is_some_and(|s| s.held());
+        let expected = json!({"held": true});
+        let actual =
+            json!({"held": held, "installed": db.get(&self.name).is_some_and(|s| s.installed())});
+        if held {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let not_held: Vec<String> = self
+            .all
+            .iter()
+            .filter(|n| !db.get(*n).is_some_and(|s| s.held()))
+            .cloned()
+            .collect();
+        let mut msg = "not held".to_string();
+        if let Some(why) = cannot_change(sys) {
+            msg = format!("{msg}; {why}");
+        }
+        let mut obs = Observation::new(Status::Drift, expected, actual, msg);
+        obs.data = json!({"notHeld": not_held});
+        Ok(obs)
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        let names: Vec<String> =
+            serde_json::from_value(obs.data["notHeld"].clone()).unwrap_or_default();
+        let mut argv: Vec<String> = vec!["apt-mark".into(), "hold".into()];
+        argv.extend(names);
+        vec![Change::Run { argv }]
+    }
+}
+
+pub struct DebPackage {
+    pub spec: DebSpec,
+}
+
+impl DebPackage {
+    fn cache_path(&self) -> String {
+        format!("{CACHE_DIR}/{}_{}.deb", self.spec.name, self.spec.version)
+    }
+}
+
+/// Refuses a `.deb` whose DKMS module no installed kernel may build.
+pub fn preflight(info: &deb::DebInfo, spec: &DebSpec, kernels: &[String]) -> Result<()> {
+    if info.package.as_deref() != Some(spec.name.as_str())
+        || info.version.as_deref() != Some(spec.version.as_str())
+    {
+        bail!(
+            "the downloaded file is {} {}, not {} {} as the policy says",
+            info.package.as_deref().unwrap_or("?"),
+            info.version.as_deref().unwrap_or("?"),
+            spec.name,
+            spec.version
+        );
+    }
+    let Some((conf_path, conf)) = &info.dkms else {
+        return Ok(());
+    };
+    if kernels.is_empty() {
+        bail!(
+            "{} {} is a DKMS package but no installed kernel has headers (install linux-headers-*)",
+            spec.name,
+            spec.version
+        );
+    }
+    let mut allowed = Vec::new();
+    for k in kernels {
+        if dkmsconf::kernel_allowed(conf, k).map_err(anyhow::Error::msg)? {
+            allowed.push(k.clone());
+        }
+    }
+    if allowed.is_empty() {
+        bail!(
+            "refusing to install {} {}: its {conf_path} says BUILD_EXCLUSIVE_KERNEL=\"{}\", which none of the installed kernels \
+             with headers ({}) matches, so DKMS would silently skip the build. Pin a release that supports these kernels, \
+             or install a matching kernel first",
+            spec.name,
+            spec.version,
+            conf.build_exclusive_kernel.as_deref().unwrap_or(""),
+            kernels.join(", ")
+        );
+    }
+    Ok(())
+}
+
+impl Resource for DebPackage {
+    fn id(&self) -> String {
+        format!("deb:{}", self.spec.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn managed_paths(&self) -> Vec<String> {
+        vec![self.cache_path()]
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let db = dpkg::read(sys)?;
+        let st = db.get(&self.spec.name);
+        let installed = st.filter(|s| s.installed()).and_then(|s| s.version.clone());
+        let held = st.is_some_and(|s| s.held());
+        let expected =
+            json!({"version": self.spec.version, "sha256": self.spec.sha256, "url": self.spec.url});
+        let actual = json!({"version": installed, "held": held});
+        let (status, mut msg) = match &installed {
+            Some(v) if *v == self.spec.version => (Status::Compliant, String::new()),
+            Some(v) => (
+                Status::Drift,
+                format!("version {v} installed, want {}", self.spec.version),
+            ),
+            None => (Status::Drift, "not installed".to_string()),
+        };
+        if status == Status::Drift
+            && let Some(why) = cannot_change(sys)
+        {
+            msg = format!("{msg}; {why}");
+        }
+        Ok(Observation::new(status, expected, actual, msg))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift || cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        let path = self.cache_path();
+        vec![
+            Change::Download {
+                url: self.spec.url.clone(),
+                sha256: self.spec.sha256.clone(),
+                path: path.clone(),
+                retries: self.spec.retries,
+                base_delay: Duration::from_secs_f64(self.spec.retry_delay),
+            },
+            Change::Run {
+                argv: apt_get(&["install", "--allow-downgrades", &path]),
+            },
+        ]
+    }
+
+    fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
+        let mut details = Vec::new();
+        for c in plan {
+            details.extend(c.execute(sys)?);
+            if matches!(c, Change::Download { .. }) {
+                // Judge the package before installing it.
+                let info = deb::read(&sys.root.resolve(&self.cache_path())?)?;
+                preflight(&info, &self.spec, &kernels_with_headers(&sys.root))
+                    .context("preflight of the downloaded package")?;
+                details.push(format!(
+                    "{} {} passed preflight",
+                    self.spec.name, self.spec.version
+                ));
+            }
+        }
+        Ok(details)
+    }
+}
+
+/// Proof that DKMS built a module for one kernel: the module is installed in DKMS's tree and
+/// its `.ko` files are under `/usr/lib/modules/KVER/updates/`.
+pub struct DkmsBuilt {
+    pub dkms: DkmsSpec,
+    pub kernel: String,
+}
+
+fn find_ko(sys: &System, dir: &str, name: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
+    for e in sys.list_dir(dir)? {
+        let p = format!("{dir}/{e}");
+        let stem = e.split(".ko").next().unwrap_or("");
+        if e.contains(".ko") && stem.replace('-', "_") == name.replace('-', "_") {
+            out.push(p);
+        } else if depth < 4 && !e.contains('.') {
+            find_ko(sys, &p, name, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+impl Resource for DkmsBuilt {
+    fn id(&self) -> String {
+        format!(
+            "dkms:{}/{}/{}",
+            self.dkms.module, self.dkms.version, self.kernel
+        )
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let (m, v, k) = (&self.dkms.module, &self.dkms.version, &self.kernel);
+        let expected = json!({"module": m, "version": v, "kernel": k, "installed": true});
+        let src = format!("/usr/src/{m}-{v}/dkms.conf");
+        let Some(conf_text) = sys.read_string(&src)? else {
+            let mut msg = format!("{src} not present: the DKMS source is not installed");
+            if let Some(why) = cannot_change(sys) {
+                msg = format!("{msg}; {why}");
+            }
+            return Ok(Observation::new(
+                Status::Drift,
+                expected,
+                json!({"source": false}),
+                msg,
+            ));
+        };
+        let conf = dkmsconf::parse(&conf_text);
+        if !dkmsconf::kernel_allowed(&conf, k).map_err(anyhow::Error::msg)? {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                json!({"source": true}),
+                format!("dkms.conf BUILD_EXCLUSIVE_KERNEL excludes kernel {k}"),
+            ));
+        }
+        // DKMS's tree: /var/lib/dkms/M/V/K/ARCH/module/*.ko*
+        let base = format!("/var/lib/dkms/{m}/{v}/{k}");
+        let arch = sys
+            .list_dir(&base)?
+            .into_iter()
+            .find(|a| !a.starts_with('.') && a != "log");
+        let built: Vec<String> = match &arch {
+            Some(a) => sys
+                .list_dir(&format!("{base}/{a}/module"))?
+                .into_iter()
+                .filter(|f| f.contains(".ko"))
+                .collect(),
+            None => Vec::new(),
+        };
+        let names = if conf.modules.is_empty() {
+            vec![m.clone()]
+        } else {
+            conf.modules.clone()
+        };
+        let mut installed = Vec::new();
+        let mut missing = Vec::new();
+        for n in &names {
+            let mut found = Vec::new();
+            find_ko(
+                sys,
+                &format!("/usr/lib/modules/{k}/updates"),
+                n,
+                0,
+                &mut found,
+            )?;
+            if found.is_empty() {
+                missing.push(n.clone());
+            }
+            installed.extend(found);
+        }
+        let actual = json!({"source": true, "builtInTree": built, "installedKo": installed});
+        if missing.is_empty() {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let mut msg = if built.is_empty() {
+            format!("not built for {k}")
+        } else {
+            format!(
+                "built but {} not installed under /usr/lib/modules/{k}/updates: an in-tree module may win; upstream's fix is to \
+                 list it in /usr/share/dkms/modules_to_force_install/",
+                missing.join(", ")
+            )
+        };
+        if let Some(why) = cannot_change(sys) {
+            msg = format!("{msg}; {why}");
+        }
+        Ok(Observation::new(Status::Drift, expected, actual, msg))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift
+            || cannot_change(sys).is_some()
+            || obs.actual["source"] == json!(false)
+        {
+            return Vec::new();
+        }
+        vec![Change::Run {
+            argv: vec![
+                "dkms".into(),
+                "install".into(),
+                format!("{}/{}", self.dkms.module, self.dkms.version),
+                "-k".into(),
+                self.kernel.clone(),
+            ],
+        }]
+    }
+}
+
+/// `guestprep prefetch`: downloads a URL, prints its sha256 and the policy snippet.
+pub fn prefetch(
+    url: &str,
+    dest_dir: &std::path::Path,
+) -> Result<(download::Fetched, Option<deb::DebInfo>)> {
+    let name = url
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("download.deb");
+    let spec = download::Spec {
+        url: url.to_string(),
+        sha256: None,
+        dest: dest_dir.join(name),
+        retries: 4,
+        base_delay: Duration::from_secs(5),
+    };
+    let f = download::fetch(&spec)?;
+    let info = deb::read(&f.path).ok();
+    Ok((f, info))
+}
