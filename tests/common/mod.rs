@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod container;
+pub mod debs;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

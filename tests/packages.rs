@@ -1,0 +1,253 @@
+//! `[packages]` with real parts: a hello-world DKMS package built with dpkg-deb, served over HTTP
+//! on loopback, installed by guestprep inside a booted Debian 13 root (systemd-nspawn) that has
+//! real dkms, gcc and the headers of its own kernel. The module must be built by dkms for the
+//! root's installed kernel (not the host's) and found by `modinfo -k`, the package held, a second
+//! apply must download and build nothing; a wrong checksum, a 404 and a BUILD_EXCLUSIVE_KERNEL
+//! mismatch install nothing.
+
+mod common;
+use common::container::{Container, rootfs_tar, unpack};
+use common::debs::hello_deb;
+use common::http::Server;
+use common::*;
+
+use sha2::{Digest, Sha256};
+
+fn deb_entry(name: &str, module: &str, url: &str, sha: &str) -> String {
+    format!(
+        "[[packages.deb]]\nname = \"{name}\"\nversion = \"1.0\"\nurl = \"{url}\"\nsha256 = \"{sha}\"\nhold = true\ndkms = {{ module = \"{module}\", version = \"1.0\" }}\nretries = 3\nretry_delay = 0.05\n"
+    )
+}
+
+fn out_json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
+}
+
+#[test]
+fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
+    let debs = tempfile::tempdir().unwrap();
+    let good = hello_deb(
+        debs.path(),
+        "guestprep-hello-dkms",
+        "guestprep-hello",
+        "1.0",
+        None,
+    );
+    let other = hello_deb(
+        debs.path(),
+        "guestprep-other-dkms",
+        "guestprep-other",
+        "1.0",
+        None,
+    );
+    let excl = hello_deb(
+        debs.path(),
+        "guestprep-excl-dkms",
+        "guestprep-excl",
+        "1.0",
+        Some("^99\\."),
+    );
+    let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let srv = Server::start();
+    srv.add("hello.deb", good.clone());
+    srv.add("other.deb", other.clone());
+    srv.add("excl.deb", excl.clone());
+
+    let dir = unpack(&rootfs_tar("dkms"));
+    let kernels: Vec<String> = std::fs::read_dir(dir.path().join("usr/lib/modules"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kernels.len(), 1, "{kernels:?}");
+    let kver = kernels[0].clone();
+    let host_kernel = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert_ne!(
+        kver, host_kernel,
+        "the test must build for the image's kernel, not the running one"
+    );
+    let c = Container::boot(dir);
+
+    // The first request gets a 500: retried with backoff, then installed.
+    let policy = format!(
+        "[packages]\ninstall = [\"dkms\", \"kmod\"]\nhold = [\"dkms\"]\n\n{}",
+        deb_entry(
+            "guestprep-hello-dkms",
+            "guestprep-hello",
+            &srv.url("/flaky/1/hello.deb"),
+            &sha(&good)
+        )
+    );
+    std::fs::write(c.root().join("root/p.toml"), &policy).unwrap();
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", "/root/p.toml"]);
+    assert_eq!(code(&o), 1);
+    let t = std::time::Instant::now();
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/p.toml"]);
+    eprintln!("first install took {:?}", t.elapsed());
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = out_json(&o);
+    assert_eq!(
+        srv.requests("/flaky/1/hello.deb").len(),
+        2,
+        "one 500, then the file"
+    );
+    let dkms_id = format!("dkms:guestprep-hello/1.0/{kver}");
+    assert_eq!(item(&rep, &dkms_id)["status"], "compliant");
+    let details: Vec<String> = rep["apply"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["details"].as_array().cloned().unwrap_or_default())
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("downloaded") && d.contains("2 attempt(s)")),
+        "{details:#?}"
+    );
+    assert!(rep["apply"]["changes"].as_array().unwrap().iter().any(|c| {
+        c["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("run dkms install guestprep-hello/1.0 -k")
+    }));
+
+    // Real tools agree: built by dkms for the image's kernel, found by modinfo, held.
+    let o = c.exec(&["modinfo", "-k", &kver, "guestprep_hello"]);
+    assert!(o.status.success(), "modinfo: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "/usr/lib/modules/{kver}/updates/dkms/guestprep_hello.ko"
+        )) || stdout(&o).contains("/updates/dkms/guestprep_hello.ko"),
+        "{}",
+        stdout(&o)
+    );
+    let o = c.exec(&["dkms", "status", "guestprep-hello/1.0"]);
+    assert!(
+        stdout(&o).contains(&format!("guestprep-hello/1.0, {kver}, x86_64: installed")),
+        "{}",
+        stdout(&o)
+    );
+    let held = stdout(&c.exec(&["apt-mark", "showhold"]));
+    assert!(
+        held.lines().any(|l| l == "guestprep-hello-dkms") && held.lines().any(|l| l == "dkms"),
+        "{held}"
+    );
+
+    // Second apply: no download, no build, nothing.
+    let before = srv.requests("/").len();
+    let t = std::time::Instant::now();
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/p.toml"]);
+    eprintln!(
+        "no-op apply with the packages section took {:?} (nsenter included)",
+        t.elapsed()
+    );
+    assert_eq!(code(&o), 0);
+    assert_eq!(out_json(&o)["apply"]["changes"], serde_json::json!([]));
+    assert_eq!(srv.requests("/").len(), before, "second apply downloaded");
+
+    // Failures install nothing: wrong bytes, 404, a module no installed kernel may build.
+    for (case, url, pkg, module, want) in [
+        (
+            "wrong checksum",
+            srv.url("/wrong/other.deb"),
+            "guestprep-other-dkms",
+            "guestprep-other",
+            "checksum mismatch",
+        ),
+        (
+            "404",
+            srv.url("/missing/other.deb"),
+            "guestprep-other-dkms",
+            "guestprep-other",
+            "404",
+        ),
+        (
+            "exclusive",
+            srv.url("/ok/excl.deb"),
+            "guestprep-excl-dkms",
+            "guestprep-excl",
+            "BUILD_EXCLUSIVE_KERNEL",
+        ),
+    ] {
+        let sha = if pkg == "guestprep-excl-dkms" {
+            sha(&excl)
+        } else {
+            sha(&other)
+        };
+        std::fs::write(
+            c.root().join("root/bad.toml"),
+            format!("[packages]\n{}", deb_entry(pkg, module, &url, &sha)),
+        )
+        .unwrap();
+        let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/bad.toml"]);
+        assert_eq!(code(&o), 4, "{case}: {}", stdout(&o));
+        let msg = item(&out_json(&o), &format!("deb:{pkg}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(want), "{case}: {msg}");
+        let st = c.exec(&["dpkg-query", "-W", "-f=${Status}", pkg]);
+        assert!(
+            !stdout(&st).contains("installed") || stdout(&st).contains("not-installed"),
+            "{case}: {pkg} was installed: {}",
+            stdout(&st)
+        );
+        let left: Vec<String> = std::fs::read_dir(c.root().join("var/cache/guestprep"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with(pkg) && !n.ends_with(".deb")
+                    || (case != "exclusive" && n.starts_with(pkg))
+            })
+            .collect();
+        assert!(left.is_empty(), "{case}: left in the cache: {left:?}");
+    }
+}
+
+/// Offline, without --chroot: package items are checked and reported, not changed.
+#[test]
+fn offline_packages_are_checked_not_changed() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/dpkg")).unwrap();
+    std::fs::write(
+        root.path().join("var/lib/dpkg/status"),
+        "Package: dkms\nStatus: install ok installed\nVersion: 3.2.2-1\n\n",
+    )
+    .unwrap();
+    let pol = root.path().join("p.toml");
+    std::fs::write(
+        &pol,
+        "[packages]\ninstall = [\"dkms\", \"chrony\"]\nhold = [\"dkms\"]\n",
+    )
+    .unwrap();
+    let before = snapshot(root.path());
+    let o = guestprep(&[
+        "apply",
+        "--json",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let rep = json(&o);
+    assert_eq!(item(&rep, "package:dkms")["status"], "compliant");
+    let chrony = item(&rep, "package:chrony");
+    assert_eq!(chrony["status"], "drift");
+    assert!(
+        chrony["message"].as_str().unwrap().contains("--chroot"),
+        "{chrony}"
+    );
+    assert_eq!(item(&rep, "package-hold:dkms")["status"], "drift");
+    assert_same(
+        &persistent(before),
+        &persistent(snapshot(root.path())),
+        "offline apply changed packages",
+    );
+}
