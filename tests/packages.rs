@@ -251,3 +251,95 @@ fn offline_packages_are_checked_not_changed() {
         "offline apply changed packages",
     );
 }
+
+/// An offline image (the same root, not booted) with `apply --chroot`: downloaded on the host into
+/// the image's cache, installed and built by apt and dkms inside `chroot`.
+#[test]
+fn offline_chroot_installs_and_builds_in_an_image() {
+    let debs = tempfile::tempdir().unwrap();
+    let good = hello_deb(
+        debs.path(),
+        "guestprep-hello-dkms",
+        "guestprep-hello",
+        "1.0",
+        None,
+    );
+    let srv = Server::start();
+    srv.add("hello.deb", good.clone());
+    let dir = unpack(&rootfs_tar("dkms"));
+    let r = dir.path();
+    let kver = std::fs::read_dir(r.join("usr/lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let pol = debs.path().join("p.toml");
+    std::fs::write(
+        &pol,
+        format!(
+            "[packages]\n{}",
+            deb_entry(
+                "guestprep-hello-dkms",
+                "guestprep-hello",
+                &srv.url("/ok/hello.deb"),
+                &hex::encode(Sha256::digest(&good))
+            )
+        ),
+    )
+    .unwrap();
+    let args = [
+        "apply",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ];
+
+    // Without --chroot: reported, not changed.
+    let o = guestprep(&args);
+    assert_eq!(code(&o), 4);
+    assert!(stdout(&o).contains("--chroot"), "{}", stdout(&o));
+    assert!(
+        srv.requests("/").is_empty(),
+        "nothing downloaded without --chroot"
+    );
+
+    let mut with = args.to_vec();
+    with.push("--chroot");
+    let o = guestprep(&with);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let modinfo = std::process::Command::new("chroot")
+        .arg(r)
+        .args(["modinfo", "-k", &kver, "guestprep_hello"])
+        .output()
+        .unwrap();
+    assert!(
+        modinfo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&modinfo.stderr)
+    );
+    let held = std::process::Command::new("chroot")
+        .arg(r)
+        .args(["apt-mark", "showhold"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&held.stdout)
+            .lines()
+            .any(|l| l == "guestprep-hello-dkms")
+    );
+    // Converged: verify offline says so, and a second run changes nothing.
+    let o = guestprep(&[
+        "verify",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = guestprep(&with);
+    assert!(stdout(&o).contains("nothing to change"), "{}", stdout(&o));
+}
