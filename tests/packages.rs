@@ -19,11 +19,6 @@ fn deb_entry(name: &str, module: &str, url: &str, sha: &str) -> String {
     )
 }
 
-fn out_json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
-}
-
 #[test]
 fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
     let debs = tempfile::tempdir().unwrap();
@@ -89,7 +84,7 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/p.toml"]);
     eprintln!("first install took {:?}", t.elapsed());
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    let rep = out_json(&o);
+    let rep = json(&o);
     assert_eq!(
         srv.requests("/flaky/1/hello.deb").len(),
         2,
@@ -148,7 +143,7 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         t.elapsed()
     );
     assert_eq!(code(&o), 0);
-    assert_eq!(out_json(&o)["apply"]["changes"], serde_json::json!([]));
+    assert_eq!(json(&o)["apply"]["changes"], serde_json::json!([]));
     assert_eq!(srv.requests("/").len(), before, "second apply downloaded");
 
     // Failures install nothing: wrong bytes, 404, a module no installed kernel may build.
@@ -187,7 +182,7 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         .unwrap();
         let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/bad.toml"]);
         assert_eq!(code(&o), 4, "{case}: {}", stdout(&o));
-        let msg = item(&out_json(&o), &format!("deb:{pkg}"))["message"]
+        let msg = item(&json(&o), &format!("deb:{pkg}"))["message"]
             .as_str()
             .unwrap()
             .to_string();

@@ -63,11 +63,6 @@ fn symlinks(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn out_json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
-}
-
 #[test]
 fn units_through_dbus_on_real_systemd() {
     let tar = rootfs_tar("systemd");
@@ -88,7 +83,7 @@ fn units_through_dbus_on_real_systemd() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    let rep = out_json(&o);
+    let rep = json(&o);
     assert_eq!(rep["mode"], "live");
     let changes = rep["apply"]["changes"].as_array().unwrap();
     let details: Vec<&str> = changes
@@ -132,7 +127,7 @@ fn units_through_dbus_on_real_systemd() {
 
     let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
-    let rep = out_json(&o);
+    let rep = json(&o);
     assert_eq!(rep["compliant"], true);
     let chrony = item(&rep, "unit:chrony.service");
     assert!(
@@ -150,7 +145,7 @@ fn units_through_dbus_on_real_systemd() {
     // Second apply: nothing to do.
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
     assert_eq!(code(&o), 0);
-    assert_eq!(out_json(&o)["apply"]["changes"], serde_json::json!([]));
+    assert_eq!(json(&o)["apply"]["changes"], serde_json::json!([]));
 
     // The same policy offline on a plain copy of the same root: the same symlinks.
     let off = unpack(&tar);
@@ -175,7 +170,7 @@ fn units_through_dbus_on_real_systemd() {
     let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
     assert_eq!(code(&o), 1);
     assert_eq!(
-        item(&out_json(&o), "unit:systemd-timesyncd.service")["status"],
+        item(&json(&o), "unit:systemd-timesyncd.service")["status"],
         "drift"
     );
 
@@ -196,7 +191,7 @@ fn units_through_dbus_on_real_systemd() {
     );
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p3]);
     assert_eq!(code(&o), 4);
-    let rep = out_json(&o);
+    let rep = json(&o);
     let b = item(&rep, "unit:blocker.service");
     assert_eq!(b["status"], "error");
     assert!(
@@ -220,7 +215,7 @@ fn units_through_dbus_on_real_systemd() {
         &["guestprep", "verify", "--json", "--policy", &p2],
     );
     assert_eq!(code(&o), 5);
-    let msg = item(&out_json(&o), "unit:cron.service")["message"]
+    let msg = item(&json(&o), "unit:cron.service")["message"]
         .as_str()
         .unwrap()
         .to_string();
@@ -248,7 +243,7 @@ fn chroot_without_systemd_is_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 5, "{}{}", stdout(&o), stderr(&o));
-    let msg = item(&out_json(&o), "unit:cron.service")["message"]
+    let msg = item(&json(&o), "unit:cron.service")["message"]
         .as_str()
         .unwrap()
         .to_string();
