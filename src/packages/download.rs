@@ -181,10 +181,11 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
     let attempts = spec.retries + 1;
     let mut last = String::new();
     for n in 1..=attempts {
-        if progress {
-            eprintln!("downloading {} (attempt {n}/{attempts})", spec.url);
-        }
-        tracing::info!(url = %spec.url, attempt = n, "downloading");
+        // A progress bar on a terminal; plain lines otherwise (journald, CI, cloud-init logs).
+        eprintln!(
+            "guestprep: downloading {} (attempt {n}/{attempts})",
+            spec.url
+        );
         match attempt(&client, &spec.url, &part, progress) {
             Attempt::Done(actual, bytes) => {
                 if let Some(want) = &spec.sha256
@@ -204,6 +205,10 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
                 if let Some(dir) = spec.dest.parent() {
                     File::open(dir).and_then(|d| d.sync_all()).ok();
                 }
+                eprintln!(
+                    "guestprep: downloaded {} ({bytes} bytes, sha256 {actual})",
+                    spec.dest.display()
+                );
                 return Ok(Fetched {
                     path: spec.dest.clone(),
                     sha256: actual,
