@@ -84,6 +84,14 @@ pub fn kernels_with_headers(root: &Root) -> Vec<String> {
         .collect()
 }
 
+/// `msg` with the reason an offline root is not changed here appended, if it is not.
+fn with_offline_note(sys: &System, msg: String) -> String {
+    match cannot_change(sys) {
+        Some(why) => format!("{msg}; {why}"),
+        None => msg,
+    }
+}
+
 /// Why an offline root cannot be changed here, or None.
 fn cannot_change(sys: &System) -> Option<String> {
     (!sys.is_live() && !sys.chroot).then(|| {
@@ -124,9 +132,7 @@ impl Resource for AptInstall {
             .cloned()
             .collect();
         let mut msg = "not installed".to_string();
-        if let Some(why) = cannot_change(sys) {
-            msg = format!("{msg}; {why}");
-        }
+        msg = with_offline_note(sys, msg);
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
         obs.data = json!({"missing": missing, "haveLists": have_apt_lists(sys)?});
         Ok(obs)
@@ -191,9 +197,7 @@ impl Resource for AptHold {
             .cloned()
             .collect();
         let mut msg = "not held".to_string();
-        if let Some(why) = cannot_change(sys) {
-            msg = format!("{msg}; {why}");
-        }
+        msg = with_offline_note(sys, msg);
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
         obs.data = json!({"notHeld": not_held});
         Ok(obs)
@@ -293,10 +297,8 @@ impl Resource for DebPackage {
             ),
             None => (Status::Drift, "not installed".to_string()),
         };
-        if status == Status::Drift
-            && let Some(why) = cannot_change(sys)
-        {
-            msg = format!("{msg}; {why}");
+        if status == Status::Drift {
+            msg = with_offline_note(sys, msg);
         }
         Ok(Observation::new(status, expected, actual, msg))
     }
@@ -377,9 +379,7 @@ impl Resource for DkmsBuilt {
         let src = format!("/usr/src/{m}-{v}/dkms.conf");
         let Some(conf_text) = sys.read_string(&src)? else {
             let mut msg = format!("{src} not present: the DKMS source is not installed");
-            if let Some(why) = cannot_change(sys) {
-                msg = format!("{msg}; {why}");
-            }
+            msg = with_offline_note(sys, msg);
             return Ok(Observation::new(
                 Status::Drift,
                 expected,
@@ -444,9 +444,7 @@ impl Resource for DkmsBuilt {
                 missing.join(", ")
             )
         };
-        if let Some(why) = cannot_change(sys) {
-            msg = format!("{msg}; {why}");
-        }
+        msg = with_offline_note(sys, msg);
         Ok(Observation::new(Status::Drift, expected, actual, msg))
     }
 
