@@ -118,6 +118,22 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// The verdict most checks end with: drift naming every problem, or compliant with `note`
+    /// (which says what was not checked, if anything).
+    pub fn judged<S: AsRef<str>>(
+        expected: Value,
+        actual: Value,
+        problems: &[S],
+        note: impl Into<String>,
+    ) -> Self {
+        if problems.is_empty() {
+            Observation::new(Status::Compliant, expected, actual, note)
+        } else {
+            let joined: Vec<&str> = problems.iter().map(AsRef::as_ref).collect();
+            Observation::new(Status::Drift, expected, actual, joined.join("; "))
+        }
+    }
+
     pub fn new(status: Status, expected: Value, actual: Value, message: impl Into<String>) -> Self {
         Observation {
             status,
@@ -220,8 +236,8 @@ impl Change {
     /// Carries the change out and returns what was done in detail (the symlinks systemd created
     /// or removed, a job's result). Live-only changes refuse an offline root.
     pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
-        sys.invalidate();
         let r = self.execute_inner(sys);
+        // Whatever was read before may have changed now.
         sys.invalidate();
         r
     }

@@ -191,15 +191,12 @@ impl Resource for Load {
         if live == Some(false) {
             problems.push("not loaded");
         }
-        let (status, message) = match (problems.is_empty(), live) {
-            (true, None) => (
-                Status::Compliant,
-                "loaded state not checked on an offline root".to_string(),
-            ),
-            (true, Some(_)) => (Status::Compliant, String::new()),
-            (false, _) => (Status::Drift, problems.join("; ")),
+        let note = if live.is_none() {
+            "loaded state not checked on an offline root"
+        } else {
+            ""
         };
-        Ok(Observation::new(status, expected, actual, message))
+        Ok(Observation::judged(expected, actual, &problems, note))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {

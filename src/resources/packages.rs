@@ -131,8 +131,7 @@ impl Resource for AptInstall {
             .filter(|n| !db.get(*n).is_some_and(|s| s.installed()))
             .cloned()
             .collect();
-        let mut msg = "not installed".to_string();
-        msg = with_offline_note(sys, msg);
+        let msg = with_offline_note(sys, "not installed".to_string());
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
         obs.data = json!({"missing": missing, "haveLists": have_apt_lists(sys)?});
         Ok(obs)
@@ -196,8 +195,7 @@ impl Resource for AptHold {
             .filter(|n| !db.get(*n).is_some_and(|s| s.held()))
             .cloned()
             .collect();
-        let mut msg = "not held".to_string();
-        msg = with_offline_note(sys, msg);
+        let msg = with_offline_note(sys, "not held".to_string());
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
         obs.data = json!({"notHeld": not_held});
         Ok(obs)
@@ -378,8 +376,10 @@ impl Resource for DkmsBuilt {
         let expected = json!({"module": m, "version": v, "kernel": k, "installed": true});
         let src = format!("/usr/src/{m}-{v}/dkms.conf");
         let Some(conf_text) = sys.read_string(&src)? else {
-            let mut msg = format!("{src} not present: the DKMS source is not installed");
-            msg = with_offline_note(sys, msg);
+            let msg = with_offline_note(
+                sys,
+                format!("{src} not present: the DKMS source is not installed"),
+            );
             return Ok(Observation::new(
                 Status::Drift,
                 expected,
@@ -435,7 +435,7 @@ impl Resource for DkmsBuilt {
         if missing.is_empty() {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
-        let mut msg = if built.is_empty() {
+        let msg = if built.is_empty() {
             format!("not built for {k}")
         } else {
             format!(
@@ -444,8 +444,12 @@ impl Resource for DkmsBuilt {
                 missing.join(", ")
             )
         };
-        msg = with_offline_note(sys, msg);
-        Ok(Observation::new(Status::Drift, expected, actual, msg))
+        Ok(Observation::new(
+            Status::Drift,
+            expected,
+            actual,
+            with_offline_note(sys, msg),
+        ))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {

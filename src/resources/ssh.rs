@@ -154,16 +154,11 @@ impl Resource for Effective {
                 )),
             }
         }
-        let (status, message) = if problems.is_empty() {
-            (Status::Compliant, String::new())
-        } else {
-            (Status::Drift, problems.join("; "))
-        };
-        Ok(Observation::new(
-            status,
+        Ok(Observation::judged(
             json!(expected),
             json!(actual),
-            message,
+            &problems,
+            "",
         ))
     }
 

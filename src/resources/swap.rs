@@ -67,25 +67,20 @@ impl Resource for FstabSwap {
             .filter(|l| is_swap_line(l))
             .map(|l| l.trim().to_string())
             .collect();
-        let status = if active.is_empty() {
-            Status::Compliant
+        let problems: Vec<String> = if active.is_empty() {
+            Vec::new()
         } else {
-            Status::Drift
+            let n = active.len();
+            vec![format!(
+                "{n} active swap entr{} in {FSTAB}",
+                if n == 1 { "y" } else { "ies" }
+            )]
         };
-        let msg = if active.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "{} active swap entr{} in {FSTAB}",
-                active.len(),
-                if active.len() == 1 { "y" } else { "ies" }
-            )
-        };
-        let mut obs = Observation::new(
-            status,
+        let mut obs = Observation::judged(
             json!({"swapEntries": []}),
             json!({"swapEntries": active}),
-            msg,
+            &problems,
+            "",
         );
         obs.current = text.map(String::into_bytes);
         Ok(obs)
@@ -131,21 +126,16 @@ impl Resource for LiveSwap {
             .skip(1)
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        let status = if active.is_empty() {
-            Status::Compliant
+        let problems: Vec<String> = if active.is_empty() {
+            Vec::new()
         } else {
-            Status::Drift
+            vec![format!("swap in use: {}", active.join(", "))]
         };
-        let msg = if active.is_empty() {
-            String::new()
-        } else {
-            format!("swap in use: {}", active.join(", "))
-        };
-        Ok(Observation::new(
-            status,
+        Ok(Observation::judged(
             json!({"active": []}),
             json!({"active": active}),
-            msg,
+            &problems,
+            "",
         ))
     }
 

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::FileResource;
 use super::conffiles;
 use crate::engine::{Change, Observation, Resource, System};
-use crate::report::Status;
 
 pub const FILE: &str = "/etc/sysctl.d/90-guestprep.conf";
 
@@ -153,12 +152,7 @@ impl Resource for SysctlKey {
         } else {
             note = "live value not checked on an offline root".to_string();
         }
-        let (status, message) = if problems.is_empty() {
-            (Status::Compliant, note)
-        } else {
-            (Status::Drift, problems.join("; "))
-        };
-        Ok(Observation::new(status, expected, actual, message))
+        Ok(Observation::judged(expected, actual, &problems, note))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {

@@ -171,12 +171,12 @@ impl Resource for UnitItem {
                 ),
             );
         }
-        let (status, message) = if problems.is_empty() {
-            (Status::Compliant, notes.join("; "))
-        } else {
-            (Status::Drift, problems.join("; "))
-        };
-        Ok(Observation::new(status, expected, actual, message))
+        Ok(Observation::judged(
+            expected,
+            actual,
+            &problems,
+            notes.join("; "),
+        ))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
