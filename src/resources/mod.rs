@@ -32,7 +32,7 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         out.extend(packages::resources(p, root));
     }
     let absent = |kind: &'static str, path: &str, out: &mut Vec<Box<dyn Resource>>| {
-        if root.resolve(path).map(|p| p.exists()).unwrap_or(false) {
+        if root.exists(path) {
             out.push(Box::new(FileResource::absent(kind, path)));
         }
     };
