@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod engine;
 pub mod exit;
+pub mod export;
 pub mod fsutil;
 pub mod lock;
 pub mod output;

@@ -67,6 +67,12 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// One line per item and a summary.
     Human,
+    /// The versioned compliance report (docs/report.schema.json).
     Json,
+    /// Prometheus text exposition format (as the daemon's textfile).
+    Prometheus,
+    /// JUnit XML, one test case per item, for CI systems.
+    Junit,
 }

@@ -1,5 +1,6 @@
 //! `guestprep verify`: check every item and report; never writes.
 
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -40,10 +41,13 @@ pub fn report(target: &Target) -> Result<ComplianceReport> {
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let r = report(&args.target)?;
-    if args.json || args.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        output::human(&mut std::io::stdout().lock(), &r, &Style::stdout())?;
+    let format = if args.json { Format::Json } else { args.format };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
+        Format::Prometheus => write!(out, "{}", crate::export::prometheus(&r))?,
+        Format::Junit => write!(out, "{}", crate::export::junit(&r))?,
+        Format::Human => output::human(&mut out, &r, &Style::stdout())?,
     }
     Ok(r.verify_exit())
 }

@@ -56,6 +56,46 @@ pub struct Policy {
     pub units: Option<Units>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packages: Option<Packages>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
+}
+
+impl Policy {
+    /// The daemon's settings: the `[agent]` section, or its defaults.
+    pub fn agent(&self) -> Agent {
+        self.agent.clone().unwrap_or_default()
+    }
+}
+
+/// `[agent]`: how `guestprep daemon` keeps the report fresh.
+#[derive(Clone, Debug, Serialize)]
+pub struct Agent {
+    /// Re-verify at least this often, for what has no change event (values in /proc).
+    #[serde(serialize_with = "ser_secs")]
+    pub interval: std::time::Duration,
+    /// Quiet time after a change event before re-verifying (changes come in bursts).
+    #[serde(serialize_with = "ser_secs")]
+    pub debounce: std::time::Duration,
+    /// Re-apply drift that file writes alone repair; default report-only.
+    pub enforce: bool,
+    /// Also write a node-exporter textfile-collector file here (`*.prom`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_textfile: Option<String>,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            interval: std::time::Duration::from_secs(15 * 60),
+            debounce: std::time::Duration::from_millis(200),
+            enforce: false,
+            prometheus_textfile: None,
+        }
+    }
+}
+
+fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// `[packages]`: apt packages installed and held, and release `.deb`s verified by sha256.

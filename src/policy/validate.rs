@@ -10,11 +10,12 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Ssh, Swap, Units,
+    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Ssh, Swap,
+    Units,
 };
 
 const SECTIONS: &[&str] = &[
-    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages",
+    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -104,6 +105,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "packages") {
         policy.packages = Some(v.packages(t));
+    }
+    if let Some(t) = v.section(tree, "agent") {
+        policy.agent = Some(v.agent(t));
     }
     if v.diags.is_empty() {
         Ok(policy)
@@ -626,6 +630,91 @@ impl V {
         u
     }
 
+    fn agent(&mut self, t: &Table) -> Agent {
+        let p = "agent";
+        self.known_keys(
+            t,
+            p,
+            &["interval", "debounce", "enforce", "prometheus_textfile"],
+        );
+        let mut a = Agent::default();
+        let min = std::time::Duration::from_secs(1);
+        let max = std::time::Duration::from_secs(7 * 86_400);
+        if let Some(d) = self.timespan(t, p, "interval", min, max) {
+            a.interval = d;
+        }
+        let (min, max) = (
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs(10),
+        );
+        if let Some(d) = self.timespan(t, p, "debounce", min, max) {
+            a.debounce = d;
+        }
+        a.enforce = self.bool(t, p, "enforce").unwrap_or(false);
+        if let Some(path) = self.string(t, p, "prometheus_textfile") {
+            let check = check_abs_path(&path).and_then(|()| {
+                if path.ends_with(".prom") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{path}`: node-exporter's textfile collector reads only files ending in `.prom`"
+                    ))
+                }
+            });
+            match check {
+                Ok(()) => a.prometheus_textfile = Some(path),
+                Err(m) => {
+                    let origin = t
+                        .get("prometheus_textfile")
+                        .expect("present")
+                        .node
+                        .origin
+                        .clone();
+                    self.err(&origin, "agent.prometheus_textfile", m);
+                }
+            }
+        }
+        a
+    }
+
+    /// A duration: a systemd-style time span string (`"15min"`, `"1h 30min"`, `"500ms"`) or an
+    /// integer number of seconds, within `min..=max`.
+    fn timespan(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let e = t.get(key)?;
+        let kp = join(path, key);
+        let parsed = match &e.node.value {
+            Value::String(s) => parse_timespan(s),
+            Value::Integer(i) if *i >= 0 => Ok(std::time::Duration::from_secs(*i as u64)),
+            other => Err(format!(
+                "expected a time span like \"15min\" or a number of seconds, found {}",
+                other.type_name()
+            )),
+        };
+        match parsed {
+            Ok(d) if d >= min && d <= max => Some(d),
+            Ok(_) => {
+                let msg = format!(
+                    "must be from {} to {}",
+                    format_timespan(min),
+                    format_timespan(max)
+                );
+                self.err(&e.node.origin, &kp, msg);
+                None
+            }
+            Err(m) => {
+                self.err(&e.node.origin, &kp, m);
+                None
+            }
+        }
+    }
+
     fn files(&mut self, e: &Entry) -> Vec<ManagedFile> {
         let want = "an array of tables `[[files]]`";
         let Some(items) = self.typed(e, "files", want, |v| match v {
@@ -934,6 +1023,64 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// The allowed word nearest to `s`, if it is a likely typo.
+/// Parses a systemd time span: numbers with units (`us`, `ms`, `s`, `min`, `h`, `d`, and their
+/// long forms), summed; a bare number is seconds.
+pub fn parse_timespan(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!("`{s}` is not a time span (examples: \"30s\", \"15min\", \"1h 30min\", \"500ms\")")
+    };
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = rest[num_end..].trim_start();
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "" | "s" | "sec" | "second" | "seconds" => 1.0,
+            "us" | "usec" => 1e-6,
+            "ms" | "msec" => 1e-3,
+            "m" | "min" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = rest[unit_end..].trim_start();
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way systemd writes time spans (`15min`, `1h 30min`, `200ms`).
+pub fn format_timespan(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut rest = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    parts.join(" ")
+}
+
 fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
     // `aes256-gcm` for `aes256-gcm@openssh.com`: a missing suffix is the commonest slip.
     if let Some(p) = allowed
@@ -1002,6 +1149,21 @@ mod tests {
         assert!(check_allow("10.0.0.0/33").is_err());
         assert!(check_host("time.cloudflare.com").is_ok());
         assert!(check_host("bad host").is_err());
+    }
+
+    #[test]
+    fn timespans() {
+        use std::time::Duration;
+        assert_eq!(parse_timespan("15min"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_timespan("1h 30min"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_timespan("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timespan("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_timespan("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_timespan("").is_err());
+        assert!(parse_timespan("soon").is_err());
+        assert!(parse_timespan("5 parsecs").is_err());
+        assert_eq!(format_timespan(Duration::from_secs(5400)), "1h 30min");
+        assert_eq!(format_timespan(Duration::from_millis(200)), "200ms");
     }
 
     #[test]
