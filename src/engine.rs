@@ -65,6 +65,16 @@ impl System {
         Ok(v)
     }
 
+    /// The files read and the directories listed since the last change, in the root's terms:
+    /// what the checks depend on, for the daemon to watch.
+    pub fn touched_paths(&self) -> (Vec<String>, Vec<String>) {
+        let mut files: Vec<String> = self.reads.borrow().keys().cloned().collect();
+        let mut dirs: Vec<String> = self.dirs.borrow().keys().cloned().collect();
+        files.sort();
+        dirs.sort();
+        (files, dirs)
+    }
+
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
         self.reads.borrow_mut().clear();
@@ -187,6 +197,11 @@ pub enum UnitOp {
 }
 
 impl Change {
+    /// A write or removal of a file, and nothing else (no program, no live value, no unit).
+    pub fn is_file_change(&self) -> bool {
+        matches!(self, Change::Write { .. } | Change::Remove { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Change::Write {
@@ -428,6 +443,9 @@ pub fn verify(sys: &System, resources: &[Box<dyn Resource>]) -> Vec<Item> {
 pub struct ApplyOptions {
     /// Plan only: change nothing.
     pub check_only: bool,
+    /// Carry out only plans made entirely of file writes and removals (the daemon's enforce
+    /// mode); anything else stays drift.
+    pub files_only: bool,
 }
 
 /// The outcome of `apply`.
@@ -476,6 +494,10 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
             continue;
         }
         let plan = r.plan(sys, &obs);
+        if opts.files_only && !plan.iter().all(Change::is_file_change) {
+            out.items.push(item(r.as_ref(), obs));
+            continue;
+        }
         if plan.is_empty() || opts.check_only {
             for c in &plan {
                 out.diffs.extend(c.diff());

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 
 use crate::root::Root;
 
-const TMP_MARK: &str = ".guestprep-tmp.";
+pub const TMP_MARK: &str = ".guestprep-tmp.";
 
 /// Mode of a file guestprep creates when the policy does not say.
 pub const DEFAULT_MODE: u32 = 0o644;

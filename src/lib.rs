@@ -4,6 +4,7 @@
 //! Data flows one way: [`policy`] (fragments → validated `Policy`) → [`resources`] (the ordered
 //! items of that policy) → [`engine`] (check/plan/apply over a [`root::Root`]) → [`report`].
 
+pub mod agent;
 pub mod cli;
 pub mod engine;
 pub mod exit;
@@ -50,6 +51,7 @@ pub fn run(cli: cli::Cli) -> i32 {
         Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
         Command::Schema => (cli::schema::run(), ExitCode::Usage),
         Command::Prefetch(a) => (cli::prefetch::run(a), ExitCode::ApplyFailed),
+        Command::Daemon(a) => (agent::run(&a.target), ExitCode::CheckFailed),
     };
     match result {
         Ok(code) => code.code(),

@@ -5,7 +5,9 @@ use clap::Parser;
 
 fn main() {
     let cli = guestprep::cli::Cli::parse();
+    let daemon = matches!(cli.command, guestprep::cli::Command::Daemon(_));
     let level = match cli.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -61,6 +61,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         &resources,
         ApplyOptions {
             check_only: args.check,
+            files_only: false,
         },
     );
     let mut report = ComplianceReport::new(

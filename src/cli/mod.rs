@@ -2,6 +2,7 @@
 //! code; errors are printed once, whole chain, by `main`.
 
 pub mod apply;
+pub mod daemon;
 pub mod policy;
 pub mod prefetch;
 pub mod schema;
@@ -44,6 +45,9 @@ pub enum Command {
     Prefetch(prefetch::PrefetchArgs),
     /// Print the JSON Schema of the compliance report.
     Schema,
+    /// Keep the compliance report fresh at /run/guestprep/report.json (for the QEMU guest agent's
+    /// file-read) until SIGTERM: re-verify on changes and on a timer; SIGHUP reloads the policy.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// Where the system and the policy are.
