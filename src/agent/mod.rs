@@ -47,7 +47,12 @@ pub struct Round {
 
 /// Verifies the root against the policy; with `enforce`, re-applies drift that file writes alone
 /// repair (except the items in `skip`). Blocking.
-pub fn round(root_dir: &Path, loaded: &Loaded, enforce: bool, skip: &HashSet<String>) -> Result<Round> {
+pub fn round(
+    root_dir: &Path,
+    loaded: &Loaded,
+    enforce: bool,
+    skip: &HashSet<String>,
+) -> Result<Round> {
     let started = Instant::now();
     let root = Root::new(root_dir)?;
     let sys = System::new(root.clone());
@@ -154,7 +159,12 @@ pub fn status_line(r: &ComplianceReport) -> String {
     };
     let plural = |n: usize| if n == 1 { "item" } else { "items" };
     let mut line = if s.drift > 0 {
-        format!("drift: {} {} ({})", s.drift, plural(s.drift), ids(Status::Drift))
+        format!(
+            "drift: {} {} ({})",
+            s.drift,
+            plural(s.drift),
+            ids(Status::Drift)
+        )
     } else if s.error > 0 {
         format!(
             "error: {} {} could not be checked ({})",

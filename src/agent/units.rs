@@ -13,12 +13,7 @@ use zbus::fdo::PropertiesProxy;
 use crate::systemd::dbus::{ManagerProxy, system_bus_address};
 
 /// Unit properties whose change can change a unit item's verdict.
-const WATCHED: &[&str] = &[
-    "ActiveState",
-    "SubState",
-    "LoadState",
-    "UnitFileState",
-];
+const WATCHED: &[&str] = &["ActiveState", "SubState", "LoadState", "UnitFileState"];
 
 /// A handle that stops the forwarding tasks when dropped (policy reload, shutdown).
 pub struct UnitSignals {

@@ -26,7 +26,11 @@ pub struct DirSpec {
 /// The directories (host paths) to watch for a set of files and listed directories of the root.
 pub fn specs(root: &Root, files: &[String], dirs: &[String]) -> BTreeMap<PathBuf, DirSpec> {
     let mut out: BTreeMap<PathBuf, DirSpec> = BTreeMap::new();
-    let live_only = |p: &str| ["/proc", "/sys", "/dev"].iter().any(|x| p == *x || p.starts_with(&format!("{x}/")));
+    let live_only = |p: &str| {
+        ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|x| p == *x || p.starts_with(&format!("{x}/")))
+    };
     let mut add = |host: PathBuf, name: Option<OsString>| {
         // The nearest existing directory: a missing one is seen when it is created.
         let (mut dir, mut name) = (host, name);
@@ -95,7 +99,10 @@ impl Watcher {
         for (dir, spec) in specs {
             match w.add(dir, mask()) {
                 Ok(wd) => {
-                    keep.insert(wd.get_watch_descriptor_id(), (dir.clone(), spec.clone(), wd));
+                    keep.insert(
+                        wd.get_watch_descriptor_id(),
+                        (dir.clone(), spec.clone(), wd),
+                    );
                 }
                 Err(e) => tracing::warn!("cannot watch {}: {e}", dir.display()),
             }
@@ -138,7 +145,10 @@ impl Watcher {
             return Some(PathBuf::from("(inotify queue overflow)"));
         }
         let (dir, spec, _) = self.watches.get(&ev.wd.get_watch_descriptor_id())?;
-        if ev.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+        if ev
+            .mask
+            .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+        {
             return Some(dir.clone());
         }
         let name = ev.name?;

@@ -24,8 +24,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, InvalidPolicy};
-pub use validate::{format_timespan, parse_timespan};
 pub use tree::{Origin, Table};
+pub use validate::{format_timespan, parse_timespan};
 
 use crate::root::Root;
 

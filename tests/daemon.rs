@@ -1,0 +1,356 @@
+//! `guestprep daemon` on a scratch copy of the example root, through the real binary: readiness
+//! and status over a real NOTIFY_SOCKET, the report following changes both ways, enforce mode,
+//! SIGHUP with a bad and a good policy, SIGTERM, and the Prometheus textfile checked by real
+//! parsers (promtool and the Python prometheus_client).
+
+mod common;
+use common::daemon::Daemon;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+
+const CHRONY: &str = "etc/chrony/conf.d/50-guestprep.conf";
+const CHRONY_ID: &str = "file:/etc/chrony/conf.d/50-guestprep.conf";
+
+/// The example root with the shipped policies applied: compliant but for live-only items.
+fn converged_root() -> tempfile::TempDir {
+    let root = example_root();
+    let o = guestprep(&[
+        "apply",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    root
+}
+
+fn status_of(r: &serde_json::Value, id: &str) -> String {
+    item(r, id)["status"].as_str().unwrap().to_string()
+}
+
+fn fragment(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn report_follows_changes_both_ways_and_systemd_hears_of_it() {
+    let root = converged_root();
+    let pol = policies();
+    let mut d = Daemon::start(root.path(), &[&pol]);
+    let ready = d.messages[0].clone();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=compliant 32/35, 3 skipped"),
+        "{ready}"
+    );
+    let (first, _) = d.wait_report(|r| r["compliant"] == true, "compliant");
+    assert_eq!(first["apiVersion"], "guestprep.io/v1");
+    assert_eq!(first["mode"], "offline");
+    let mode = std::fs::metadata(&d.report).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o644
+    );
+    // The daemon's report is the same document `verify --json` makes.
+    let v = guestprep(&[
+        "verify",
+        "--json",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ]);
+    let mut a = json(&v);
+    let mut b = first.clone();
+    for k in ["generatedAt", "durationMs"] {
+        a[k] = serde_json::Value::Null;
+        b[k] = serde_json::Value::Null;
+    }
+    assert_eq!(a, b, "daemon report differs from verify --json");
+
+    // Break a managed file: the report says so.
+    let path = root.path().join(CHRONY);
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}server rogue.example.com iburst\n")).unwrap();
+    let (r, took) = d.wait_report(|r| status_of(r, CHRONY_ID) == "drift", "the drift");
+    eprintln!("drift reported {took:?} after the change");
+    assert_eq!(r["compliant"], false);
+    assert_eq!(r["exitCode"], 1);
+    d.wait_message(
+        |m| m.contains("STATUS=drift: 1 item (file:/etc/chrony/conf.d/50-guestprep.conf)"),
+        "drift status",
+    );
+
+    // Put it back: compliant again.
+    std::fs::write(&path, &good).unwrap();
+    let (_, took) = d.wait_report(
+        |r| r["compliant"] == true && status_of(r, CHRONY_ID) == "compliant",
+        "compliance again",
+    );
+    eprintln!("compliance reported {took:?} after the fix");
+    // Report-only by default: the daemon never wrote the file.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+
+    // Deleting a file the checks read (not one guestprep owns) counts too.
+    std::fs::remove_file(root.path().join("etc/sysctl.d/90-guestprep.conf")).unwrap();
+    d.wait_report(
+        |r| status_of(r, "file:/etc/sysctl.d/90-guestprep.conf") == "drift",
+        "the removed sysctl file",
+    );
+
+    let st = d.stop();
+    assert!(st.success(), "SIGTERM exit: {st}");
+    assert!(d.messages.iter().any(|m| m.contains("STOPPING=1")));
+    let log = d.log();
+    assert!(
+        log.contains("changed: /etc/chrony/conf.d/50-guestprep.conf"),
+        "{log}"
+    );
+}
+
+#[test]
+fn enforce_mode_repairs_file_drift_and_logs_it() {
+    let root = converged_root();
+    let extra = tempfile::tempdir().unwrap();
+    fragment(extra.path(), "99-agent.toml", "[agent]\nenforce = true\n");
+    let pol = policies();
+    let mut d = Daemon::start(root.path(), &[&pol, extra.path()]);
+    d.wait_report(|r| r["compliant"] == true, "compliant");
+
+    let path = root.path().join(CHRONY);
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, "server rogue.example.com iburst\n").unwrap();
+    // Repaired: the file is back, byte for byte, and the report is compliant.
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&path).unwrap() != good {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "not repaired; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    eprintln!("repaired {:?} after the change", start.elapsed());
+    d.wait_report(
+        |r| r["compliant"] == true && status_of(r, CHRONY_ID) == "compliant",
+        "compliance after repair",
+    );
+    let log = d.log();
+    assert!(
+        log.contains("enforced: update /etc/chrony/conf.d/50-guestprep.conf"),
+        "{log}"
+    );
+    // A removed file is recreated too.
+    std::fs::remove_file(&path).unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&path).ok().as_deref() != Some(good.as_str()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "not recreated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(d.stop().success());
+}
+
+#[test]
+fn sighup_with_a_bad_policy_keeps_the_running_one_and_a_good_one_takes_over() {
+    let root = converged_root();
+    let pol = tempfile::tempdir().unwrap();
+    copy_tree(&policies(), pol.path());
+    let mut d = Daemon::start(root.path(), &[pol.path()]);
+    let (before, _) = d.wait_report(|r| r["compliant"] == true, "compliant");
+
+    let bad = fragment(
+        pol.path(),
+        "99-local.toml",
+        "[agent]\ninterval = \"soon\"\n[sysctl]\n\"vm.swappiness\" = \"10\"\n",
+    );
+    d.signal(Signal::SIGHUP);
+    d.wait_message(|m| m.contains("reload failed"), "the failed reload status");
+    assert!(d.is_running(), "the daemon died on a bad policy");
+    let log = d.log();
+    assert!(
+        log.contains("reload failed, keeping the running policy")
+            && log.contains("99-local.toml:2:12: `agent.interval`"),
+        "{log}"
+    );
+    // Still serving, with the old policy.
+    std::fs::write(root.path().join(CHRONY), "x\n").unwrap();
+    let (r, _) = d.wait_report(|r| status_of(r, CHRONY_ID) == "drift", "drift");
+    assert_eq!(r["policyDigest"], before["policyDigest"]);
+
+    // A valid policy is taken on the next SIGHUP: its new item appears.
+    std::fs::write(&bad, "[sysctl]\n\"vm.swappiness\" = \"10\"\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    let (r, _) = d.wait_report(
+        |r| r["policyDigest"] != before["policyDigest"],
+        "the new policy",
+    );
+    assert!(
+        r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == "sysctl:vm.swappiness"),
+        "{r}"
+    );
+    assert!(
+        d.messages
+            .iter()
+            .any(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="))
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn prometheus_textfile_is_valid_for_promtool_and_the_python_client() {
+    let root = converged_root();
+    let extra = tempfile::tempdir().unwrap();
+    fragment(
+        extra.path(),
+        "99-agent.toml",
+        "[agent]\nprometheus_textfile = \"/var/lib/prometheus/node-exporter/guestprep.prom\"\n",
+    );
+    let pol = policies();
+    let mut d = Daemon::start(root.path(), &[&pol, extra.path()]);
+    d.wait_report(|r| r["compliant"] == true, "compliant");
+    let prom = root
+        .path()
+        .join("var/lib/prometheus/node-exporter/guestprep.prom");
+    let text = std::fs::read_to_string(&prom).expect("the textfile is written");
+    assert!(text.contains("guestprep_compliant 1\n"), "{text}");
+    assert!(
+        text.contains(
+            "guestprep_item_status{id=\"file:/etc/chrony/conf.d/50-guestprep.conf\",kind=\"chrony\",status=\"compliant\"} 1"
+        ),
+        "{text}"
+    );
+    check_prometheus(&text, 0);
+
+    // Drift shows in the textfile too.
+    std::fs::write(root.path().join(CHRONY), "x\n").unwrap();
+    d.wait_report(|r| r["compliant"] == false, "drift");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&prom)
+        .unwrap()
+        .contains("guestprep_compliant 0\n")
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    check_prometheus(&std::fs::read_to_string(&prom).unwrap(), 1);
+    assert!(d.stop().success());
+}
+
+/// Lints with promtool and parses with prometheus_client; checks the drift count it reads.
+fn check_prometheus(text: &str, drift: u32) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    let o = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file.path()).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus; tests/run installs it)");
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+drift = [s.value for s in fams["guestprep_items"].samples if s.labels["status"] == "drift"][0]
+per_item = [s for s in fams["guestprep_item_status"].samples if s.value == 1]
+print(int(drift), len(per_item), len(fams["guestprep_item_status"].samples))
+"#;
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "prometheus_client (python3-prometheus-client; tests/run installs it): {}",
+        stderr(&o)
+    );
+    let nums: Vec<u32> = stdout(&o)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(nums[0], drift, "drift count parsed");
+    assert_eq!(
+        nums[1] * 5,
+        nums[2],
+        "one current status per item, five series each"
+    );
+}
+
+#[test]
+fn junit_output_parses_with_junitparser_and_matches_the_report() {
+    let root = example_root();
+    let args = |f: &str| {
+        guestprep(&[
+            "verify",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+            policies().to_str().unwrap(),
+            "--format",
+            f,
+        ])
+    };
+    let j = args("junit");
+    let r = json(&args("json"));
+    assert_eq!(code(&j), 1, "junit keeps verify's exit code");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &j.stdout).unwrap();
+    // junitparser: the parser of EnricoMi/publish-unit-test-result-action and others.
+    let script = r#"
+import sys
+from junitparser import JUnitXml, Failure, Error, Skipped
+x = JUnitXml.fromfile(sys.argv[1])
+tests = failures = errors = skipped = 0
+for suite in x:
+    for case in suite:
+        tests += 1
+        for res in case.result:
+            failures += isinstance(res, Failure)
+            errors += isinstance(res, Error)
+            skipped += isinstance(res, Skipped)
+print(tests, failures, errors, skipped, x.tests, x.failures)
+"#;
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "junitparser (python3-junitparser; tests/run installs it): {}",
+        stderr(&o)
+    );
+    let n: Vec<u64> = stdout(&o)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let s = &r["summary"];
+    let want = [
+        s["total"].as_u64().unwrap(),
+        s["drift"].as_u64().unwrap(),
+        s["error"].as_u64().unwrap(),
+        s["skipped"].as_u64().unwrap(),
+        s["total"].as_u64().unwrap(),
+        s["drift"].as_u64().unwrap(),
+    ];
+    assert_eq!(n, want, "junitparser's counts vs the report's summary");
+    assert!(want[1] > 0, "the example root has drift to show");
+}
