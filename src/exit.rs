@@ -15,11 +15,36 @@ pub enum ExitCode {
     ApplyFailed = 4,
     /// No drift, but an item could not be checked (`verify`).
     CheckFailed = 5,
+    /// `qga`: the guest agent cannot be reached or does not answer.
+    AgentUnavailable = 6,
+    /// `qga`: guestprep or its report is not in the guest.
+    NotInGuest = 7,
+    /// `qga report`: the report is older than the guest's boot or than `--max-age`.
+    StaleReport = 8,
 }
 
 impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// The code a report or a guest's process gave; an unknown one counts as a failed check.
+    pub fn from_code(c: i32) -> Self {
+        use ExitCode::*;
+        [
+            Ok,
+            Drift,
+            Usage,
+            PendingReboot,
+            ApplyFailed,
+            CheckFailed,
+            AgentUnavailable,
+            NotInGuest,
+            StaleReport,
+        ]
+        .into_iter()
+        .find(|e| e.code() == c)
+        .unwrap_or(CheckFailed)
     }
 }
 
@@ -31,4 +56,7 @@ Exit codes:
   2  invalid policy or usage; nothing was changed
   3  compliant except for a pending reboot
   4  a change could not be applied (or the apply lock could not be taken)
-  5  no drift, but an item could not be checked (verify)";
+  5  no drift, but an item could not be checked (verify)
+  6  qga: the guest agent cannot be reached or does not answer
+  7  qga: guestprep, or its report, is not in the guest
+  8  qga report: the report is stale (older than the guest's boot, or than --max-age)";

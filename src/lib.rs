@@ -14,6 +14,7 @@ pub mod lock;
 pub mod output;
 pub mod packages;
 pub mod policy;
+pub mod qga;
 pub mod report;
 pub mod resources;
 pub mod root;
@@ -51,6 +52,7 @@ pub fn run(cli: cli::Cli) -> i32 {
         Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
         Command::Schema => (cli::schema::run(), ExitCode::Usage),
         Command::Prefetch(a) => (cli::prefetch::run(a), ExitCode::ApplyFailed),
+        Command::Qga(a) => (cli::qga::run(a), ExitCode::AgentUnavailable),
         Command::Daemon(a) => (agent::run(&a.target), ExitCode::CheckFailed),
     };
     match result {

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod daemon;
 pub mod policy;
 pub mod prefetch;
+pub mod qga;
 pub mod schema;
 pub mod verify;
 
@@ -48,6 +49,10 @@ pub enum Command {
     /// Keep the compliance report fresh at /run/guestprep/report.json (for the QEMU guest agent's
     /// file-read) until SIGTERM: re-verify on changes and on a timer; SIGHUP reloads the policy.
     Daemon(daemon::DaemonArgs),
+    /// On the host: read a VM's report through its QEMU guest agent socket (file-read of the
+    /// daemon's report, or guest-exec of `guestprep verify`); exit with the report's code.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Qga(qga::QgaArgs),
 }
 
 /// Where the system and the policy are.

@@ -1,0 +1,357 @@
+//! `guestprep qga`: on the Proxmox host, read a VM's compliance report through its QEMU guest
+//! agent (file-read of the daemon's report, or guest-exec of `guestprep verify --json`).
+//!
+//! Owns the command's arguments, the checks of what came back (a report at all, from this boot,
+//! young enough), the messages and exit codes of each failure. The protocol is [`crate::qga`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::agent::REPORT_PATH;
+use crate::exit::ExitCode;
+use crate::output::{self, Style};
+use crate::qga::{Agent, QgaError};
+use crate::report::{ComplianceReport, parse_rfc3339};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+On a Proxmox host the socket of VM 100 is /var/run/qemu-server/100.qga (or use --vmid 100); the VM
+needs the guest agent option enabled and qemu-guest-agent running inside. Only one client at a
+time: do not run this while another agent command (qm guest …) is in flight.")]
+pub struct QgaArgs {
+    /// The guest agent's unix socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "vmid",
+        conflicts_with = "vmid"
+    )]
+    pub socket: Option<PathBuf>,
+    /// Proxmox VM id: the socket is /var/run/qemu-server/VMID.qga.
+    #[arg(long, value_name = "VMID")]
+    pub vmid: Option<u32>,
+    /// Seconds to wait for each answer of the agent.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+    /// Print JSON (the report itself for `report` and `verify`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: QgaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QgaCommand {
+    /// Check that the agent answers; show its version and whether file-read and exec are enabled.
+    Ping,
+    /// Read the daemon's report (guest-file-open/read) and exit with its exit code.
+    Report {
+        /// The report's path in the guest.
+        #[arg(long, value_name = "PATH", default_value = REPORT_PATH)]
+        path: String,
+        /// Fail (exit 8) when the report is older than this (`90s`, `20min`); it is always
+        /// refused when made before the guest's last boot.
+        #[arg(long, value_name = "SPAN", value_parser = parse_span)]
+        max_age: Option<Duration>,
+        /// Where guestprep is in the guest, to tell "not installed" from "daemon not running".
+        #[arg(long, value_name = "PATH", default_value = "/usr/bin/guestprep")]
+        guest_command: String,
+    },
+    /// Run `guestprep verify --json` in the guest (guest-exec) and exit with its exit code.
+    Verify {
+        /// The guestprep program in the guest.
+        #[arg(long, value_name = "PATH", default_value = "guestprep")]
+        guest_command: String,
+        /// Seconds to wait for the guest's verify to finish.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        exec_timeout: u64,
+        /// More arguments for the guest's `guestprep verify` (after `--`).
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+}
+
+fn parse_span(s: &str) -> Result<Duration, String> {
+    crate::policy::parse_timespan(s)
+}
+
+/// A failure of the qga command, with its exit code.
+fn fail(code: ExitCode, msg: impl std::fmt::Display) -> Result<ExitCode> {
+    eprintln!("guestprep qga: {msg}");
+    Ok(code)
+}
+
+fn agent_failure(e: QgaError) -> Result<ExitCode> {
+    let code = match e {
+        QgaError::Command { .. } | QgaError::Protocol(_) => ExitCode::CheckFailed,
+        _ => ExitCode::AgentUnavailable,
+    };
+    fail(code, e)
+}
+
+pub fn run(args: &QgaArgs) -> Result<ExitCode> {
+    let socket = match (&args.socket, args.vmid) {
+        (Some(s), _) => s.clone(),
+        (None, Some(id)) => PathBuf::from(format!("/var/run/qemu-server/{id}.qga")),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut agent = match Agent::connect(&socket, timeout) {
+        Ok(a) => a,
+        Err(e) => return agent_failure(e),
+    };
+    match &args.command {
+        QgaCommand::Ping => ping(&mut agent, args.json),
+        QgaCommand::Report {
+            path,
+            max_age,
+            guest_command,
+        } => report(&mut agent, args.json, path, *max_age, guest_command),
+        QgaCommand::Verify {
+            guest_command,
+            exec_timeout,
+            args: extra,
+        } => verify(
+            &mut agent,
+            args.json,
+            guest_command,
+            Duration::from_secs(*exec_timeout),
+            extra,
+        ),
+    }
+}
+
+fn ping(agent: &mut Agent, json: bool) -> Result<ExitCode> {
+    let info = match agent.info() {
+        Ok(i) => i,
+        Err(e) => return agent_failure(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(ExitCode::Ok);
+    }
+    let enabled = |name: &str| {
+        info["supported_commands"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .map_or("absent", |c| {
+                if c["enabled"].as_bool().unwrap_or(false) {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+            })
+    };
+    println!(
+        "guest agent answers: version {}; guest-file-read {} (for `report`), guest-exec {} (for `verify`)",
+        info["version"].as_str().unwrap_or("?"),
+        enabled("guest-file-read"),
+        enabled("guest-exec")
+    );
+    Ok(ExitCode::Ok)
+}
+
+fn print_report(r: &ComplianceReport, raw: &[u8], json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        out.write_all(raw)?;
+        if !raw.ends_with(b"\n") {
+            writeln!(out)?;
+        }
+    } else {
+        output::human(&mut out, r, &Style::stdout())?;
+    }
+    Ok(())
+}
+
+fn parse_report(raw: &[u8], what: &str) -> Result<ComplianceReport, String> {
+    let r: ComplianceReport = serde_json::from_slice(raw)
+        .map_err(|e| format!("{what} is not a guestprep compliance report: {e}"))?;
+    if r.api_version != crate::report::API_VERSION {
+        return Err(format!(
+            "{what} has apiVersion {}; this guestprep reads {}",
+            r.api_version,
+            crate::report::API_VERSION
+        ));
+    }
+    Ok(r)
+}
+
+fn report(
+    agent: &mut Agent,
+    json: bool,
+    path: &str,
+    max_age: Option<Duration>,
+    guest_command: &str,
+) -> Result<ExitCode> {
+    let raw = match agent.read_file(path, 16 << 20) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return if exists(agent, guest_command) {
+                fail(
+                    ExitCode::NotInGuest,
+                    format!(
+                        "no report at {path} in the guest, but {guest_command} is there: is the daemon running? \
+                         (in the guest: systemctl status guestprep.service)"
+                    ),
+                )
+            } else {
+                fail(
+                    ExitCode::NotInGuest,
+                    format!(
+                        "guestprep is not installed in the guest: no report at {path} and no {guest_command}"
+                    ),
+                )
+            };
+        }
+        Err(e) if e.is_disabled() => {
+            return fail(
+                ExitCode::AgentUnavailable,
+                format!(
+                    "the guest agent does not allow reading files ({e}); enable guest-file-read in the guest's \
+                     qemu-ga configuration, or use `guestprep qga verify`"
+                ),
+            );
+        }
+        Err(e) => return agent_failure(e),
+    };
+    let r = match parse_report(&raw, path) {
+        Ok(r) => r,
+        Err(m) => return fail(ExitCode::CheckFailed, m),
+    };
+    let Some(made) = parse_rfc3339(&r.generated_at) else {
+        return fail(
+            ExitCode::CheckFailed,
+            format!("{path}: generatedAt `{}` is not a time", r.generated_at),
+        );
+    };
+    // Staleness by the guest's own clock: no trust in the host's clock being in step.
+    let now = agent.guest_time().ok();
+    let uptime = agent.read_file("/proc/uptime", 4096).ok().and_then(|b| {
+        String::from_utf8_lossy(&b)
+            .split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()
+    });
+    if let (Some(now), Some(up)) = (now, uptime) {
+        let boot = now - up;
+        // generatedAt has whole seconds: allow one.
+        if (made as f64) < boot - 1.0 {
+            return fail(
+                ExitCode::StaleReport,
+                format!(
+                    "stale report: {path} was made at {}, before the guest's last boot at {}; the daemon has not \
+                     run since (in the guest: systemctl status guestprep.service)",
+                    r.generated_at,
+                    crate::report::rfc3339(
+                        std::time::UNIX_EPOCH + Duration::from_secs_f64(boot.max(0.0))
+                    )
+                ),
+            );
+        }
+    }
+    if let Some(limit) = max_age {
+        let Some(now) = now else {
+            return fail(
+                ExitCode::AgentUnavailable,
+                "--max-age needs the guest's clock, and guest-get-time failed",
+            );
+        };
+        let age = (now - made as f64).max(0.0);
+        if age > limit.as_secs_f64() {
+            return fail(
+                ExitCode::StaleReport,
+                format!(
+                    "stale report: {path} was made {}s ago (at {}), more than --max-age {}",
+                    age.round(),
+                    r.generated_at,
+                    crate::policy::format_timespan(limit)
+                ),
+            );
+        }
+    }
+    print_report(&r, &raw, json)?;
+    Ok(ExitCode::from_code(r.exit_code))
+}
+
+/// Whether a path exists in the guest (it can be opened for reading).
+fn exists(agent: &mut Agent, path: &str) -> bool {
+    match agent.execute(
+        "guest-file-open",
+        Some(serde_json::json!({"path": path, "mode": "r"})),
+    ) {
+        Ok(h) => {
+            let _ = agent.execute("guest-file-close", Some(serde_json::json!({"handle": h})));
+            true
+        }
+        Err(e) => !e.is_not_found(),
+    }
+}
+
+fn verify(
+    agent: &mut Agent,
+    json: bool,
+    program: &str,
+    timeout: Duration,
+    extra: &[String],
+) -> Result<ExitCode> {
+    let mut argv = vec!["verify".to_string(), "--json".to_string()];
+    argv.extend(extra.iter().cloned());
+    let res = match agent.exec(program, &argv, timeout) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return fail(
+                ExitCode::NotInGuest,
+                format!("guestprep is not installed in the guest: {e}"),
+            );
+        }
+        Err(e) if e.is_disabled() => {
+            return fail(
+                ExitCode::AgentUnavailable,
+                format!(
+                    "the guest agent does not allow running programs ({e}); enable guest-exec in the guest's \
+                     qemu-ga configuration, or use `guestprep qga report`"
+                ),
+            );
+        }
+        Err(e) => return agent_failure(e),
+    };
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let code = match (res.exit_code, res.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => {
+            return fail(
+                ExitCode::CheckFailed,
+                format!("{program} was killed by signal {sig} in the guest: {stderr}"),
+            );
+        }
+        (None, None) => {
+            return fail(
+                ExitCode::CheckFailed,
+                format!("{program} in the guest ended without an exit code: {stderr}"),
+            );
+        }
+    };
+    match parse_report(&res.stdout, &format!("the output of {program} verify")) {
+        Ok(r) => {
+            if res.truncated {
+                eprintln!("guestprep qga: warning: the guest agent truncated the output");
+            }
+            eprint!("{stderr}");
+            print_report(&r, &res.stdout, json)?;
+            Ok(ExitCode::from_code(code))
+        }
+        Err(m) => {
+            eprint!("{stderr}");
+            fail(
+                ExitCode::from_code(code),
+                format!("{program} verify exited {code} in the guest without a report: {m}"),
+            )
+        }
+    }
+}
