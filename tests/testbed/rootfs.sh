@@ -3,7 +3,7 @@
 # its path. The cache key is the set's recipe (packages, hooks, options), so changing a package
 # list rebuilds that set. Cache: $GUESTPREP_TESTBED_CACHE (default ~/.cache/guestprep-testbed).
 #
-#   tests/testbed/rootfs.sh systemd   # systemd, dbus, systemd-timesyncd, cron, chrony's files
+#   tests/testbed/rootfs.sh systemd   # systemd, dbus, systemd-timesyncd, cron, qemu-guest-agent, chrony's files
 #   tests/testbed/rootfs.sh dkms      # systemd, dkms, build-essential, a kernel and its headers
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
@@ -18,8 +18,8 @@ case "$name" in
     # systemd-timesyncd: a real unit to mask and stop. cron: a unit that really runs in a
     # container. chrony conflicts with systemd-timesyncd (both provide time-daemon), so its package
     # files are unpacked without registering it: a real chrony.service (with Alias=chronyd.service)
-    # for systemd to enable.
-    include=$common,systemd-timesyncd,cron
+    # for systemd to enable. qemu-guest-agent: a real agent in the booted root, for `guestprep qga`.
+    include=$common,systemd-timesyncd,cron,qemu-guest-agent
     hooks+=(--customize-hook='chroot "$1" sh -c "cd /tmp && apt-get download -q chrony >/dev/null" && dpkg-deb -x "$1"/tmp/chrony_*.deb "$1" && rm -f "$1"/tmp/chrony_*.deb')
     ;;
   dkms)
