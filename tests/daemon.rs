@@ -354,3 +354,28 @@ print(tests, failures, errors, skipped, x.tests, x.failures)
     assert_eq!(n, want, "junitparser's counts vs the report's summary");
     assert!(want[1] > 0, "the example root has drift to show");
 }
+
+#[test]
+fn a_notify_socket_nobody_reads_never_freezes_the_daemon() {
+    let root = converged_root();
+    let pol = policies();
+    let mut d = Daemon::start(root.path(), &[&pol]);
+    d.stop_reading_notifications();
+    // More status messages than a datagram queue holds (net.unix.max_dgram_qlen, 10 by default).
+    let path = root.path().join(CHRONY);
+    let good = std::fs::read_to_string(&path).unwrap();
+    for i in 0..30 {
+        let compliant = i % 2 == 1;
+        let text = if compliant {
+            good.clone()
+        } else {
+            "x\n".to_string()
+        };
+        std::fs::write(&path, text).unwrap();
+        d.wait_report(
+            |r| r["compliant"] == compliant,
+            &format!("report {i} with a full notify queue"),
+        );
+    }
+    assert!(d.stop().success());
+}

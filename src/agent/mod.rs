@@ -211,7 +211,6 @@ fn unit_names(l: &Loaded) -> Vec<String> {
 pub fn run(target: &Target) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(1)
         .build()
         .context("starting the runtime")?;
     rt.block_on(serve(target.clone()))
@@ -257,9 +256,16 @@ async fn serve(target: Target) -> Result<ExitCode> {
             agent.enforce,
             skip.clone(),
         );
-        let res = tokio::task::spawn_blocking(move || round(&dir, &l, enforce, &sk))
-            .await
-            .context("the verification thread died")?;
+        // A thread per round, off the runtime: verification blocks (and talks to systemd through
+        // its own D-Bus runtime); idle, the daemon keeps a single thread.
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("verify".into())
+            .spawn(move || {
+                let _ = done.send(round(&dir, &l, enforce, &sk));
+            })
+            .context("starting the verification thread")?;
+        let res = result.await.context("the verification thread died")?;
         match res {
             Ok(r) => {
                 skip.extend(r.unconverged);

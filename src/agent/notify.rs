@@ -1,7 +1,8 @@
 //! systemd's readiness protocol (`sd_notify`), spoken directly: one datagram to `$NOTIFY_SOCKET`.
 //!
 //! Owns READY/RELOADING/STOPPING/STATUS/WATCHDOG messages. Outside systemd (no `NOTIFY_SOCKET`)
-//! every call is a no-op, so the daemon runs the same by hand and under `Type=notify`.
+//! every call is a no-op, so the daemon runs the same by hand and under `Type=notify`. A send never
+//! blocks: a receiver that stops reading (its queue full) loses messages, it does not freeze us.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -17,6 +18,9 @@ pub fn notify(state: &str) -> Result<bool> {
     };
     let path = path.to_string_lossy().into_owned();
     let sock = UnixDatagram::unbound().context("creating the notify socket")?;
+    // Never block the daemon on a manager that does not read: a full queue drops the message.
+    sock.set_nonblocking(true)
+        .context("making the notify socket non-blocking")?;
     let addr = match path.strip_prefix('@') {
         Some(abs) => SocketAddr::from_abstract_name(abs.as_bytes()),
         None => SocketAddr::from_pathname(&path),

@@ -19,6 +19,7 @@ pub struct Daemon {
     pub report: PathBuf,
     /// Every notify message received so far, in order.
     pub messages: Vec<String>,
+    reading: bool,
 }
 
 impl Daemon {
@@ -66,6 +67,7 @@ impl Daemon {
             _dir: dir,
             report: root.join("run/guestprep/report.json"),
             messages: Vec::new(),
+            reading: true,
         };
         d.wait_message(|m| m.contains("READY=1"), "READY=1");
         d
@@ -75,7 +77,15 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// From now on, leave notify messages unread (a stuck service manager).
+    pub fn stop_reading_notifications(&mut self) {
+        self.reading = false;
+    }
+
     fn receive(&mut self) {
+        if !self.reading {
+            return;
+        }
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.notify.recv(&mut buf) {
             self.messages
