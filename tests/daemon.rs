@@ -15,20 +15,6 @@ use nix::sys::signal::Signal;
 const CHRONY: &str = "etc/chrony/conf.d/50-guestprep.conf";
 const CHRONY_ID: &str = "file:/etc/chrony/conf.d/50-guestprep.conf";
 
-/// The example root with the shipped policies applied: compliant but for live-only items.
-fn converged_root() -> tempfile::TempDir {
-    let root = example_root();
-    let o = guestprep(&[
-        "apply",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        policies().to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    root
-}
-
 fn status_of(r: &serde_json::Value, id: &str) -> String {
     item(r, id)["status"].as_str().unwrap().to_string()
 }

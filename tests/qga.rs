@@ -64,19 +64,6 @@ fn qga(socket: &Path, args: &[&str]) -> std::process::Output {
     guestprep(&all)
 }
 
-fn converged_root() -> tempfile::TempDir {
-    let root = example_root();
-    let o = guestprep(&[
-        "apply",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        policies().to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    root
-}
-
 #[test]
 fn ping_reports_the_agent_and_its_commands() {
     let ga = QemuGa::start(&[]);

@@ -354,6 +354,7 @@ async fn serve(target: Target) -> Result<ExitCode> {
             watcher.drain().await;
             while rx.try_recv().is_ok() {}
         }
+        // `unit_signals` lives across rounds: dropping it (on reload) stops its forwarding tasks.
         let _ = &unit_signals;
     }
 }

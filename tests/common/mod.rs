@@ -29,6 +29,21 @@ pub fn example_root() -> tempfile::TempDir {
     t
 }
 
+/// A scratch copy of the example root with the shipped policies applied: compliant but for the
+/// live-only items.
+pub fn converged_root() -> tempfile::TempDir {
+    let root = example_root();
+    let o = guestprep(&[
+        "apply",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    root
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     let st = Command::new("cp")
         .arg("-a")
