@@ -31,12 +31,17 @@ use crate::root::Root;
 pub fn open(target: &cli::Target) -> Result<(System, Loaded)> {
     let root = Root::new(&target.root)?;
     let sources = Sources::from_args(&target.policy.paths);
-    let loaded = match policy::load(&sources, &root) {
-        Ok(l) => l,
-        Err(LoadError::Invalid(e)) => return Err(e.into()),
-        Err(LoadError::Io(e)) => return Err(e),
-    };
+    let loaded = load_policy(&sources, &root)?;
     Ok((System::new(root), loaded))
+}
+
+/// Loads the whole policy (validated); an invalid one is an [`policy::InvalidPolicy`] error.
+pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
+    match policy::load(sources, root) {
+        Ok(l) => Ok(l),
+        Err(LoadError::Invalid(e)) => Err(e.into()),
+        Err(LoadError::Io(e)) => Err(e),
+    }
 }
 
 pub fn sources_strings(l: &Loaded) -> Vec<String> {

@@ -235,8 +235,23 @@ fn prometheus_textfile_is_valid_for_promtool_and_the_python_client() {
     assert!(d.stop().success());
 }
 
+/// Runs a Python script (Debian's python3, where the parser packages are) on a file; returns the
+/// numbers it prints.
+fn python_numbers(script: &str, file: &Path, parser: &str) -> Vec<u64> {
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{parser}: {}", stderr(&o));
+    stdout(&o)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 /// Lints with promtool and parses with prometheus_client; checks the drift count it reads.
-fn check_prometheus(text: &str, drift: u32) {
+fn check_prometheus(text: &str, drift: u64) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();
     let o = Command::new("promtool")
@@ -258,20 +273,11 @@ drift = [s.value for s in fams["guestprep_items"].samples if s.labels["status"] 
 per_item = [s for s in fams["guestprep_item_status"].samples if s.value == 1]
 print(int(drift), len(per_item), len(fams["guestprep_item_status"].samples))
 "#;
-    let o = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "prometheus_client (python3-prometheus-client; tests/run installs it): {}",
-        stderr(&o)
+    let nums = python_numbers(
+        script,
+        file.path(),
+        "prometheus_client (python3-prometheus-client; tests/run installs it)",
     );
-    let nums: Vec<u32> = stdout(&o)
-        .split_whitespace()
-        .map(|n| n.parse().unwrap())
-        .collect();
     assert_eq!(nums[0], drift, "drift count parsed");
     assert_eq!(
         nums[1] * 5,
@@ -314,20 +320,11 @@ for suite in x:
             skipped += isinstance(res, Skipped)
 print(tests, failures, errors, skipped, x.tests, x.failures)
 "#;
-    let o = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "junitparser (python3-junitparser; tests/run installs it): {}",
-        stderr(&o)
+    let n = python_numbers(
+        script,
+        file.path(),
+        "junitparser (python3-junitparser; tests/run installs it)",
     );
-    let n: Vec<u64> = stdout(&o)
-        .split_whitespace()
-        .map(|n| n.parse().unwrap())
-        .collect();
     let s = &r["summary"];
     let want = [
         s["total"].as_u64().unwrap(),

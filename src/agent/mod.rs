@@ -25,7 +25,7 @@ use crate::cli::Target;
 use crate::engine::{self, ApplyOptions, Resource, System};
 use crate::exit::ExitCode;
 use crate::fsutil;
-use crate::policy::{self, Agent, LoadError, Loaded, Sources};
+use crate::policy::{self, Agent, Loaded, Sources};
 use crate::report::{ChangeRecord, ComplianceReport, Status};
 use crate::root::Root;
 
@@ -184,14 +184,6 @@ pub fn status_line(r: &ComplianceReport) -> String {
     line
 }
 
-fn load(sources: &Sources, root: &Root) -> Result<Loaded> {
-    match policy::load(sources, root) {
-        Ok(l) => Ok(l),
-        Err(LoadError::Invalid(e)) => Err(e.into()),
-        Err(LoadError::Io(e)) => Err(e),
-    }
-}
-
 /// The unit names of the policy, to watch through systemd's signals.
 fn unit_names(l: &Loaded) -> Vec<String> {
     l.policy
@@ -228,7 +220,7 @@ async fn pending_tick(i: &mut Option<tokio::time::Interval>) {
 async fn serve(target: Target) -> Result<ExitCode> {
     let root = Root::new(&target.root)?;
     let sources = Sources::from_args(&target.policy.paths);
-    let mut loaded = Arc::new(load(&sources, &root)?);
+    let mut loaded = Arc::new(crate::load_policy(&sources, &root)?);
     let mut agent = loaded.policy.agent();
     let mut watcher = watch::Watcher::new()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -325,7 +317,7 @@ async fn serve(target: Target) -> Result<ExitCode> {
                 Some(m) = rx.recv() => break (m, true),
                 _ = hup.recv() => {
                     notify::notify_or_log(&notify::reloading());
-                    match load(&sources, &root) {
+                    match crate::load_policy(&sources, &root) {
                         Ok(l) => {
                             tracing::info!("policy reloaded ({})", l.digest());
                             loaded = Arc::new(l);
