@@ -57,8 +57,19 @@ pub fn run(cli: cli::Cli) -> i32 {
         Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
         Command::Schema => (cli::schema::run(), ExitCode::Usage),
         Command::Prefetch(a) => (cli::prefetch::run(a), ExitCode::ApplyFailed),
-        Command::Qga(a) => (cli::qga::run(a), ExitCode::AgentUnavailable),
+        // `qga exec` passes the guest program's own code through.
+        Command::Qga(a) => {
+            return match cli::qga::run(a) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("guestprep: error: {e:#}");
+                    ExitCode::AgentUnavailable.code()
+                }
+            };
+        }
         Command::Daemon(a) => (agent::run(&a.target), ExitCode::CheckFailed),
+        Command::Completions(a) => (cli::generate::completions(a), ExitCode::Usage),
+        Command::Man(a) => (cli::generate::man(a), ExitCode::Usage),
     };
     match result {
         Ok(code) => code.code(),

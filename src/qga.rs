@@ -241,18 +241,22 @@ impl Agent {
         }
     }
 
-    /// Runs a program in the guest (`guest-exec` with captured output) and waits for it with
-    /// `guest-exec-status`, polling, up to `timeout`.
+    /// Runs a program in the guest (`guest-exec` with captured output, `input` as its standard
+    /// input) and waits for it with `guest-exec-status`, polling, up to `timeout`.
     pub fn exec(
         &mut self,
         program: &str,
         args: &[String],
+        input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ExecResult, QgaError> {
-        let r = self.execute(
-            "guest-exec",
-            Some(json!({"path": program, "arg": args, "capture-output": true})),
-        )?;
+        let mut req = json!({"path": program, "arg": args, "capture-output": true});
+        if let Some(data) = input {
+            req["input-data"] = base64::engine::general_purpose::STANDARD
+                .encode(data)
+                .into();
+        }
+        let r = self.execute("guest-exec", Some(req))?;
         let pid = r["pid"]
             .as_i64()
             .ok_or_else(|| QgaError::Protocol(format!("guest-exec returned {r}")))?;

@@ -362,3 +362,66 @@ fn a_notify_socket_nobody_reads_never_freezes_the_daemon() {
     }
     assert!(d.stop().success());
 }
+
+#[test]
+fn an_apply_that_changed_something_wakes_the_daemon() {
+    // Live values apply sets (/proc/sys, loaded modules, started units) have no inotify events:
+    // apply's stamp stands for them. Here, a real apply on the root, with a fragment whose only
+    // file lives where the daemon has no other reason to look.
+    use std::os::unix::fs::MetadataExt;
+    let root = converged_root();
+    let pol = policies();
+    let mut d = Daemon::start(root.path(), &[&pol]);
+    d.wait_report(|r| r["compliant"] == true, "compliant");
+    let inode = || std::fs::metadata(&d.report).unwrap().ino();
+    let before = inode();
+    // Control: that directory changing by itself does not wake the daemon.
+    std::fs::create_dir_all(root.path().join("var/lib/guestprep-test")).unwrap();
+    std::fs::write(root.path().join("var/lib/guestprep-test/other"), "y\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(inode(), before, "the daemon re-verified without a reason");
+
+    let extra = tempfile::tempdir().unwrap();
+    let frag = fragment(
+        extra.path(),
+        "99-extra.toml",
+        "[[files]]\npath = \"/var/lib/guestprep-test/marker\"\ncontent = \"x\\n\"\n",
+    );
+    let o = guestprep(&[
+        "apply",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+        "--policy",
+        frag.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = std::fs::read_to_string(root.path().join("run/guestprep/applied")).unwrap();
+    assert!(text.ends_with(" 1 change(s)\n"), "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while inode() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not re-verify after apply: {}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A second apply changes nothing and leaves the stamp alone.
+    let o = guestprep(&[
+        "apply",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+        "--policy",
+        frag.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("run/guestprep/applied")).unwrap(),
+        text
+    );
+    assert!(d.stop().success());
+}

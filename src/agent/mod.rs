@@ -32,6 +32,10 @@ use crate::root::Root;
 /// Where the daemon keeps the report (in the root): read by the host with the guest agent's
 /// file-read. Fixed; a public contract.
 pub const REPORT_PATH: &str = "/run/guestprep/report.json";
+/// Written by `guestprep apply` after it changed something. Live values it set (sysctl, loaded
+/// modules, started units) have no inotify events; the daemon watches this file instead, so its
+/// report follows an apply at once rather than at the next timer round.
+pub const APPLIED_STAMP: &str = "/run/guestprep/applied";
 
 /// One verification (and, in enforce mode, repair) pass.
 pub struct Round {
@@ -60,6 +64,7 @@ pub fn round(
     let mut items = engine::verify(&sys, &resources);
 
     let (mut files, mut dirs) = sys.touched_paths();
+    files.push(APPLIED_STAMP.to_string());
     for r in &resources {
         files.extend(r.managed_paths());
     }

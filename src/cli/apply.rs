@@ -64,6 +64,22 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             files_only: false,
         },
     );
+    if !args.check && !outcome.changes.is_empty() {
+        // Tell a running daemon (it watches this file): its report follows at once.
+        let stamp = format!(
+            "{} {} change(s)\n",
+            crate::report::rfc3339(std::time::SystemTime::now()),
+            outcome.changes.len()
+        );
+        if let Err(e) = crate::fsutil::write_atomic(
+            &sys.root,
+            crate::agent::APPLIED_STAMP,
+            stamp.as_bytes(),
+            Some(0o644),
+        ) {
+            tracing::warn!("could not tell the daemon that apply changed the system: {e:#}");
+        }
+    }
     let mut report = ComplianceReport::new(
         outcome.items,
         loaded.digest(),

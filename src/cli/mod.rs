@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod daemon;
+pub mod generate;
 pub mod policy;
 pub mod prefetch;
 pub mod qga;
@@ -53,6 +54,11 @@ pub enum Command {
     /// daemon's report, or guest-exec of `guestprep verify`); exit with the report's code.
     #[command(after_help = EXIT_CODES_HELP)]
     Qga(qga::QgaArgs),
+    /// Print a completion script for a shell (the Debian package installs bash, zsh and fish's).
+    Completions(generate::CompletionsArgs),
+    /// Write the manual pages (guestprep.8, guestprep-SUBCOMMAND.8) into a directory.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 /// Where the system and the policy are.

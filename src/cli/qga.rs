@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::agent::REPORT_PATH;
@@ -73,6 +73,38 @@ pub enum QgaCommand {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Run `guestprep apply` in the guest (guest-exec), print its output and exit with its exit
+    /// code: converge a VM from the host, as a Packer shell provisioner would over SSH.
+    Apply {
+        /// The guestprep program in the guest.
+        #[arg(long, value_name = "PATH", default_value = "guestprep")]
+        guest_command: String,
+        /// Seconds to wait for the guest's apply to finish (a DKMS build takes minutes).
+        #[arg(long, value_name = "SECS", default_value_t = 1800)]
+        exec_timeout: u64,
+        /// More arguments for the guest's `guestprep apply` (after `--`): `--check`, `--policy`…
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Run any program in the guest (guest-exec), print its output and exit with its exit code,
+    /// like `qm guest exec` but with the output and status as a shell expects them.
+    Exec {
+        /// Seconds to wait for the program to finish.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        exec_timeout: u64,
+        /// A file whose content is the program's standard input (`-`: this command's stdin).
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// The program and its arguments (a program without `/` is looked up in the agent's PATH).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print a file of the guest (guest-file-read), like `pvesh … agent/file-read`.
+    Cat {
+        /// The file's path in the guest.
+        #[arg(value_name = "PATH")]
+        path: String,
+    },
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
@@ -93,7 +125,9 @@ fn agent_failure(e: QgaError) -> Result<ExitCode> {
     fail(code, e)
 }
 
-pub fn run(args: &QgaArgs) -> Result<ExitCode> {
+/// Runs the command; the exit code is the report's or the guest program's own (`exec` passes any
+/// code through, as ssh does), or one of guestprep's for a failure to reach the guest.
+pub fn run(args: &QgaArgs) -> Result<i32> {
     let socket = match (&args.socket, args.vmid) {
         (Some(s), _) => s.clone(),
         (None, Some(id)) => PathBuf::from(format!("/var/run/qemu-server/{id}.qga")),
@@ -102,9 +136,9 @@ pub fn run(args: &QgaArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut agent = match Agent::connect(&socket, timeout) {
         Ok(a) => a,
-        Err(e) => return agent_failure(e),
+        Err(e) => return agent_failure(e).map(ExitCode::code),
     };
-    match &args.command {
+    let code = match &args.command {
         QgaCommand::Ping => ping(&mut agent, args.json),
         QgaCommand::Report {
             path,
@@ -122,6 +156,107 @@ pub fn run(args: &QgaArgs) -> Result<ExitCode> {
             Duration::from_secs(*exec_timeout),
             extra,
         ),
+        QgaCommand::Apply {
+            guest_command,
+            exec_timeout,
+            args: extra,
+        } => {
+            let mut argv = vec!["apply".to_string()];
+            argv.extend(extra.iter().cloned());
+            return exec(
+                &mut agent,
+                guest_command,
+                &argv,
+                None,
+                Duration::from_secs(*exec_timeout),
+            );
+        }
+        QgaCommand::Exec {
+            exec_timeout,
+            input,
+            command,
+        } => {
+            let input = match input.as_deref() {
+                None => None,
+                Some(p) if p == std::path::Path::new("-") => {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                        .context("reading standard input")?;
+                    Some(b)
+                }
+                Some(p) => {
+                    Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+            };
+            return exec(
+                &mut agent,
+                &command[0],
+                &command[1..],
+                input.as_deref(),
+                Duration::from_secs(*exec_timeout),
+            );
+        }
+        QgaCommand::Cat { path } => cat(&mut agent, path),
+    };
+    code.map(ExitCode::code)
+}
+
+/// `exec` and `apply`: the guest program's output on ours, its exit code as ours.
+fn exec(
+    agent: &mut Agent,
+    program: &str,
+    args: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<i32> {
+    let res = match agent.exec(program, args, input, timeout) {
+        Ok(r) => r,
+        Err(e) if e.is_disabled() => {
+            return fail(
+                ExitCode::AgentUnavailable,
+                format!(
+                    "the guest agent does not allow running programs ({e}); enable guest-exec in the guest's \
+                     qemu-ga configuration"
+                ),
+            )
+            .map(ExitCode::code);
+        }
+        Err(e) if e.is_not_found() => {
+            return fail(ExitCode::NotInGuest, format!("{program}: {e}")).map(ExitCode::code);
+        }
+        Err(e) => return agent_failure(e).map(ExitCode::code),
+    };
+    std::io::stdout().write_all(&res.stdout)?;
+    std::io::stderr().write_all(&res.stderr)?;
+    if res.truncated {
+        eprintln!("guestprep qga: warning: the guest agent truncated the output");
+    }
+    Ok(match (res.exit_code, res.signal) {
+        (Some(c), _) => c,
+        // As a shell reports a program killed by a signal.
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => {
+            return fail(
+                ExitCode::CheckFailed,
+                format!("{program} in the guest ended without an exit code"),
+            )
+            .map(ExitCode::code);
+        }
+    })
+}
+
+fn cat(agent: &mut Agent, path: &str) -> Result<ExitCode> {
+    match agent.read_file(path, 64 << 20) {
+        Ok(b) => {
+            std::io::stdout().write_all(&b)?;
+            Ok(ExitCode::Ok)
+        }
+        Err(e) if e.is_not_found() => fail(ExitCode::NotInGuest, format!("{path}: {e}")),
+        Err(e) if e.is_disabled() => fail(
+            ExitCode::AgentUnavailable,
+            format!("the guest agent does not allow reading files ({e})"),
+        ),
+        Err(e) => agent_failure(e),
     }
 }
 
@@ -302,7 +437,7 @@ fn verify(
 ) -> Result<ExitCode> {
     let mut argv = vec!["verify".to_string(), "--json".to_string()];
     argv.extend(extra.iter().cloned());
-    let res = match agent.exec(program, &argv, timeout) {
+    let res = match agent.exec(program, &argv, None, timeout) {
         Ok(r) => r,
         Err(e) if e.is_not_found() => {
             return fail(

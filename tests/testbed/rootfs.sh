@@ -5,6 +5,9 @@
 #
 #   tests/testbed/rootfs.sh systemd   # systemd, dbus, systemd-timesyncd, cron, qemu-guest-agent, chrony's files
 #   tests/testbed/rootfs.sh dkms      # systemd, dkms, build-essential, a kernel and its headers
+#   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
+#                                     # chrony, sshd, dkms and headers, containerd, node-exporter
+#   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/docs.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
 set -euo pipefail
@@ -26,6 +29,18 @@ case "$name" in
     # Real dkms, a compiler and the headers of the image's kernel: the packages tests build and
     # install a DKMS module for the root's installed kernel (not the host's).
     include=$common,apt,dkms,build-essential,linux-image-amd64,linux-headers-amd64,initramfs-tools
+    ;;
+  vm)
+    # The template a Proxmox user starts from (tests/vm/e2e.sh boots it under QEMU): every package
+    # the shipped policies install is already there, since the VM has no network but loopback
+    # forwards. grub-pc: the disk boots through its own GRUB, so a cmdline change shows after a
+    # reboot. e2fsprogs: fsck and resize for the root. apt: guestprep installs and holds with it.
+    include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter
+    ;;
+  cloudinit)
+    # Only its `cloud-init schema` runs (in a chroot): the docs' user-data against the schema of
+    # the cloud-init Debian 13 ships.
+    include=cloud-init
     ;;
   *)
     echo "rootfs.sh: unknown set $name" >&2

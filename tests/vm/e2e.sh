@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# End-to-end test: the freshly built guestprep .deb in a real Debian 13 VM that boots through its
+# own GRUB, driven from the host only through the QEMU guest agent (`guestprep qga`).
+#
+#   tests/vm/e2e.sh [guestprep_VERSION_amd64.deb]     # default: build it with dpkg-buildpackage
+#
+# 1. image: a Debian 13 root (tests/testbed/rootfs.sh vm: kernel, GRUB, qemu-guest-agent, chrony,
+#    sshd, dkms, compiler, headers; cached by package list) on an MBR-partitioned disk with GRUB
+#    installed in it (cached by that root and this script's recipe), SSH host keys removed as
+#    `guestprep seal` will leave them;
+# 2. a copy of that disk with the .deb installed (dpkg -i in a chroot) and one test fragment: the
+#    test DKMS package (tests/fixtures/hello-dkms) by URL and sha256;
+# 3. boots it with qemu-system under TCG, the agent on a unix socket, and `restrict=on` user
+#    networking whose only way out is a guestfwd to a python HTTP server on the host's loopback;
+# 4. through the agent: `guestprep qga apply` with the shipped policies plus the fragment, then
+#    checks units masked and stopped, chrony configured, live sysctls, modules loaded, the module
+#    built by DKMS for the guest's kernel and held, GRUB's config, `pending-reboot`; apply again
+#    changes nothing;
+# 5. reboots (QEMU runs with -no-reboot: the same disk is booted again) and checks that the kernel
+#    command line carries the arguments, `verify` is compliant, the daemon's report is readable by
+#    file-read, the DKMS module loads;
+# 6. prints how long each phase took.
+#
+# Needs root (loop devices, mount, chroot), mmdebstrap, qemu-system-x86, fdisk, netcat-openbsd,
+# jq, python3, dpkg-dev/debhelper for the build (tests/run installs them). It never skips: if a
+# step cannot run here, the test fails and says why. The disk stays in target/vm-e2e for a look.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+work=$repo/target/vm-e2e
+cache=${GUESTPREP_TESTBED_CACHE:-$HOME/.cache/guestprep-testbed}
+mem=${GUESTPREP_VM_MEMORY:-2048}
+boot_timeout=${GUESTPREP_VM_BOOT_TIMEOUT:-300}
+
+# ---- reporting ---------------------------------------------------------------------------------
+t_start=$(date +%s.%N)
+phases=()
+phase_name=""
+phase_t=""
+now() { date +%s.%N; }
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+phase() {
+  end_phase
+  phase_name=$1
+  phase_t=$(now)
+  echo "== $1" >&2
+}
+end_phase() {
+  if [ -n "$phase_name" ]; then
+    phases+=("$(printf '%-44s %7ss' "$phase_name" "$(secs_since "$phase_t")")")
+    phase_name=""
+  fi
+}
+print_phases() {
+  echo "-- tests/vm/e2e.sh phases" >&2
+  printf '%s\n' "${phases[@]}" >&2
+  printf '%-44s %7ss\n' "total" "$(secs_since "$t_start")" >&2
+}
+fail() {
+  echo "e2e: FAIL: $*" >&2
+  exit 1
+}
+log() { echo "e2e: $*" >&2; }
+
+# ---- clean-up ----------------------------------------------------------------------------------
+mnt=""
+loop=""
+qemu_pid=""
+http_pid=""
+cleanup() {
+  local rc=$?
+  set +e
+  end_phase
+  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+    kill "$qemu_pid"
+    wait "$qemu_pid" 2>/dev/null
+  fi
+  [ -z "$http_pid" ] || kill "$http_pid" 2>/dev/null
+  unmount_disk
+  if [ "$rc" -ne 0 ]; then
+    for f in "$work"/serial-*.log; do
+      [ -e "$f" ] || continue
+      echo "-- last lines of $f" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  print_phases
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# Attaches a disk image to a loop device ($loop) with its partition 1 at ${loop}p1. Some kernels
+# (this CI's) read no partition tables: partx adds the partition from userspace then.
+attach() {
+  loop=$(losetup --find --show --partscan "$1") || fail "losetup: no loop device (needs root)"
+  local i
+  [ -b "${loop}p1" ] || partx --add "$loop" 2>/dev/null || true
+  for i in $(seq 50); do [ -b "${loop}p1" ] && return; sleep 0.1; done
+  fail "the partition ${loop}p1 of $1 did not appear"
+}
+# Mounts partition 1 of a disk image at $mnt, with /proc, /sys and a private /dev for chroot.
+mount_disk() {
+  attach "$1"
+  mount_root
+  mount_api
+}
+mount_root() {
+  mnt=$(mktemp -d)
+  mount "${loop}p1" "$mnt"
+}
+# /proc, /sys, and a private /dev holding the loop devices (nothing is created in the host's /dev).
+mount_api() {
+  local part=${loop}p1
+  mount -t proc proc "$mnt/proc"
+  mount -t sysfs sysfs "$mnt/sys"
+  mount -t tmpfs -o mode=0755 dev "$mnt/dev"
+  cp -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty "$loop" "$part" "$mnt/dev/"
+  mkdir -p "$mnt/dev/disk/by-uuid" "$mnt/dev/pts" "$mnt/dev/shm"
+  ln -s "../../$(basename "$part")" "$mnt/dev/disk/by-uuid/$(blkid -s UUID -o value "$part")"
+}
+unmount_disk() {
+  if [ -n "$mnt" ]; then
+    umount "$mnt/dev" "$mnt/sys" "$mnt/proc" 2>/dev/null
+    umount "$mnt" && rmdir "$mnt"
+    mnt=""
+  fi
+  if [ -n "$loop" ]; then
+    partx --delete "$loop" 2>/dev/null
+    losetup -d "$loop"
+    loop=""
+  fi
+}
+
+# ---- 1. the image ------------------------------------------------------------------------------
+# The template disk: one bootable MBR partition with the root, GRUB in the MBR gap, kernel output
+# on the serial console, no menu wait, a static address in QEMU's user network (the guestfwd is at
+# 10.0.2.100), and no SSH host keys (a sealed template's state).
+make_base_disk() {
+  local tar=$1 out=$2 uuid
+  uuid=$(cat /proc/sys/kernel/random/uuid)
+  rm -f "$out.tmp"
+  truncate -s 8G "$out.tmp"
+  printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk --quiet "$out.tmp"
+  attach "$out.tmp"
+  mkfs.ext4 -q -F -U "$uuid" -L guestroot "${loop}p1"
+  mount_root
+  tar -C "$mnt" -xf "$tar"
+  mount_api
+  echo "UUID=$uuid / ext4 errors=remount-ro 0 1" >"$mnt/etc/fstab"
+  echo guestprep-e2e >"$mnt/etc/hostname"
+  mkdir -p "$mnt/etc/default/grub.d" "$mnt/etc/systemd/network"
+  cat >"$mnt/etc/default/grub.d/10-e2e.cfg" <<'EOF'
+GRUB_TIMEOUT=0
+GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+EOF
+  printf '[Match]\nType=ether\n\n[Network]\nAddress=10.0.2.15/24\n' >"$mnt/etc/systemd/network/10-e2e.network"
+  chroot "$mnt" systemctl enable --quiet systemd-networkd.service
+  rm -f "$mnt"/etc/ssh/ssh_host_*
+  chroot "$mnt" grub-install --target=i386-pc "$loop" 2>&1 | grep -v '^Installing for\|^Installation finished' >&2 || true
+  [ -e "$mnt/boot/grub/i386-pc/core.img" ] || fail "grub-install did not install GRUB in the image"
+  chroot "$mnt" update-grub 2>/dev/null
+  grep -q "root=UUID=$uuid" "$mnt/boot/grub/grub.cfg" || fail "update-grub did not boot the root by UUID"
+  unmount_disk
+  mv "$out.tmp" "$out"
+}
+phase "image: Debian 13 root (mmdebstrap, cached)"
+for tool in mmdebstrap qemu-system-x86_64 sfdisk losetup nc jq python3 dpkg-buildpackage; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (tests/run installs what this needs)"
+done
+[ "$(id -u)" -eq 0 ] || fail "needs root: loop devices, mount and chroot"
+rm -rf "$work"
+mkdir -p "$work" "$cache"
+tar=$(tests/testbed/rootfs.sh vm)
+
+phase "image: partitioned disk with GRUB (cached)"
+key=$( (basename "$tar"; declare -f make_base_disk attach mount_root mount_api) | sha256sum | cut -c1-16)
+base=$cache/vm-disk-$key.raw
+exec 8>"$cache/vm-disk.lock"
+flock 8
+if [ ! -s "$base" ]; then
+  make_base_disk "$tar" "$base"
+  find "$cache" -name 'vm-disk-*.raw' ! -name "$(basename "$base")" -delete
+  log "built $base"
+fi
+flock -u 8
+
+# ---- 2. the package ----------------------------------------------------------------------------
+phase "package: dpkg-buildpackage"
+deb=${1:-}
+if [ -z "$deb" ]; then
+  dpkg-buildpackage -us -uc -b >"$work/dpkg-buildpackage.log" 2>&1 ||
+    { tail -n 30 "$work/dpkg-buildpackage.log" >&2; fail "dpkg-buildpackage failed (log: $work/dpkg-buildpackage.log)"; }
+  version=$(dpkg-parsechangelog -S Version)
+  deb=$(cd .. && pwd)/guestprep_${version}_amd64.deb
+fi
+[ -s "$deb" ] || fail "no package at $deb"
+# The host side talks to the agent with the packaged binary too.
+dpkg-deb -x "$deb" "$work/host"
+gp=$work/host/usr/bin/guestprep
+
+phase "disk: install the .deb and the test fragment"
+www=$work/www
+mkdir -p "$www"
+test_deb=$(tests/fixtures/hello-dkms/mkdeb.sh "$www" guestprep-hello-dkms guestprep-hello 1.0)
+test_sha=$(sha256sum "$test_deb" | cut -d' ' -f1)
+disk=$work/disk.raw
+cp --sparse=always "$base" "$disk"
+mount_disk "$disk"
+cp "$deb" "$mnt/tmp/guestprep.deb"
+chroot "$mnt" dpkg -i /tmp/guestprep.deb >"$work/dpkg-i.log" 2>&1 ||
+  { cat "$work/dpkg-i.log" >&2; fail "dpkg -i of the package failed in the image"; }
+rm "$mnt/tmp/guestprep.deb"
+[ -L "$mnt/etc/systemd/system/multi-user.target.wants/guestprep.service" ] ||
+  fail "installing the package did not enable guestprep.service"
+[ ! -e "$mnt/etc/systemd/system/multi-user.target.wants/guestprep-apply.service" ] ||
+  fail "installing the package enabled guestprep-apply.service (the template builder chooses)"
+[ ! -e "$mnt/etc/default/grub.d/99-guestprep.cfg" ] || fail "installing the package changed GRUB's config"
+cat >"$mnt/etc/guestprep/policy.d/99-e2e.toml" <<EOF
+# tests/vm/e2e.sh: the test DKMS package, served by the host through the guestfwd at 10.0.2.100.
+[[packages.deb]]
+name = "guestprep-hello-dkms"
+version = "1.0"
+url = "http://10.0.2.100/$(basename "$test_deb")"
+sha256 = "$test_sha"
+hold = true
+dkms = { module = "guestprep-hello", version = "1.0" }
+EOF
+unmount_disk
+
+# ---- 3. boot -----------------------------------------------------------------------------------
+python3 -u -m http.server --bind 127.0.0.1 --directory "$www" 0 >"$work/http.log" 2>&1 &
+http_pid=$!
+port=""
+for _ in $(seq 100); do
+  port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/http.log" | head -n1)
+  [ -n "$port" ] && break
+  sleep 0.05
+done
+[ -n "$port" ] || fail "the HTTP server did not start: $(cat "$work/http.log")"
+
+sock=$work/qga.sock
+boots=0
+boot() {
+  boots=$((boots + 1))
+  rm -f "$sock"
+  qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$mem" -smp 2 -nodefaults \
+    -display none -no-reboot \
+    -drive "file=$disk,format=raw,if=virtio,cache=unsafe" \
+    -nic "user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:80-cmd:nc 127.0.0.1 $port" \
+    -serial "file:$work/serial-$boots.log" \
+    -chardev "socket,path=$sock,server=on,wait=off,id=qga0" \
+    -device virtio-serial -device "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0" \
+    >"$work/qemu-$boots.log" 2>&1 &
+  qemu_pid=$!
+  local deadline=$((SECONDS + boot_timeout))
+  until [ -S "$sock" ] && "$gp" qga --socket "$sock" --timeout 2 ping >/dev/null 2>&1; do
+    kill -0 "$qemu_pid" 2>/dev/null ||
+      fail "QEMU exited during boot $boots: $(cat "$work/qemu-$boots.log")"
+    [ "$SECONDS" -lt "$deadline" ] ||
+      fail "the guest agent did not answer within ${boot_timeout}s of boot $boots (serial log below)"
+    sleep 1
+  done
+}
+# Waits for QEMU to exit after the guest rebooted or powered off (-no-reboot).
+wait_qemu_exit() {
+  local deadline=$((SECONDS + 120))
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the guest did not go down within 120s"
+    sleep 0.5
+  done
+  wait "$qemu_pid" || true
+  qemu_pid=""
+}
+
+qga() { "$gp" qga --socket "$sock" "$@"; }
+# Runs a command in the guest, prints its output; fails the test if it fails.
+gx() { qga exec -- "$@" || fail "in the guest: $* exited $?"; }
+# Retries a command in the guest until it succeeds, for up to $1 seconds (boot still going on).
+until_guest() {
+  local limit=$1 deadline=$((SECONDS + $1))
+  shift
+  until qga exec -- "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "in the guest: $* still fails after ${limit}s"
+    sleep 1
+  done
+}
+# Runs a guestprep qga command and checks its exit code; its stdout goes to $work/out.
+expect() {
+  local want=$1 code=0
+  shift
+  qga "$@" >"$work/out" 2>"$work/err" || code=$?
+  [ "$code" -eq "$want" ] ||
+    fail "guestprep qga $* exited $code, wanted $want: $(cat "$work/err") $(head -c 3000 "$work/out")"
+}
+# Waits up to $2 seconds for the daemon's report (file-read) to have exit code $1; leaves it in $work/out.
+wait_report() {
+  local want=$1 limit=$2 code deadline=$((SECONDS + $2))
+  shift 2
+  while :; do
+    code=0
+    qga --json report "$@" >"$work/out" 2>"$work/err" || code=$?
+    [ "$code" -ne "$want" ] || return 0
+    [ "$SECONDS" -lt "$deadline" ] ||
+      fail "the daemon's report has exit code $code, not $want, after ${limit}s: $(cat "$work/err")
+$(jq -c '.items[] | select(.status != "compliant" and .status != "skipped") | {id, status, message}' "$work/out" 2>/dev/null)"
+    sleep 1
+  done
+}
+# The status of one item of the JSON report in $work/out.
+status_of() { jq -r --arg id "$1" '.items[] | select(.id == $id) | .status' "$work/out"; }
+expect_status() {
+  local got
+  got=$(status_of "$1")
+  [ "$got" = "$2" ] || fail "item $1 is '${got:-absent}', wanted $2: $(jq -c --arg id "$1" '.items[] | select(.id == $id)' "$work/out")"
+}
+
+phase "boot 1: GRUB, kernel, systemd, agent (TCG)"
+boot
+log "guest agent: $(qga ping)"
+
+# ---- 4. apply through the agent ----------------------------------------------------------------
+phase "before apply: package state, first-boot units"
+# The sealed image had no SSH host keys: guestprep-ssh-keygen.service made them before sshd.
+until_guest 120 systemctl is-active --quiet ssh.service
+gx systemctl is-active --quiet guestprep-ssh-keygen.service
+gx test -s /etc/ssh/ssh_host_ed25519_key
+gx systemctl is-active --quiet guestprep.service
+# The daemon's first report, read by file-read: the image is not yet converged.
+deadline=$((SECONDS + 60))
+until code=0; qga report >/dev/null 2>&1 || code=$?; [ "$code" -ne 7 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the daemon wrote no report within 60s of the agent's start"
+  sleep 1
+done
+expect 1 --json report
+expect_status unit:dkms.service drift
+kver=$(gx uname -r)
+log "guest kernel $kver"
+
+phase "apply (downloads the DKMS package, builds it)"
+expect 3 apply -- --json
+cp "$work/out" "$work/apply-1.json"
+jq -e '.apply.changes | length > 0' "$work/out" >/dev/null || fail "the first apply changed nothing"
+expect_status grub:cmdline pending-reboot
+expect_status "deb:guestprep-hello-dkms" compliant
+expect_status "dkms:guestprep-hello/1.0/$kver" compliant
+log "first apply: $(jq '.apply.changes | length' "$work/out") changes, $(jq .durationMs "$work/out") ms"
+
+phase "checks after apply"
+for unit in dkms.service systemd-timesyncd.service; do
+  [ "$(qga exec -- systemctl is-enabled "$unit")" = masked ] || fail "$unit is not masked"
+  ! qga exec -- systemctl is-active --quiet "$unit" || fail "$unit still runs"
+done
+gx systemctl is-active --quiet chrony.service
+gx systemctl is-active --quiet containerd.service
+gx grep -q '^server' /etc/chrony/conf.d/50-guestprep.conf
+for key in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
+  [ "$(qga cat "/proc/sys/$key")" = 1 ] || fail "/proc/sys/$key is not 1"
+done
+qga cat /proc/modules >"$work/modules"
+for m in overlay br_netfilter i915; do
+  grep -q "^$m " "$work/modules" || fail "module $m is not loaded"
+done
+dkms=$(gx dkms status -m guestprep-hello -v 1.0 -k "$kver")
+grep -q 'installed' <<<"$dkms" || fail "DKMS did not install guestprep-hello for $kver: $dkms"
+gx sh -c "ls /lib/modules/$kver/updates/dkms/guestprep_hello.ko*" >/dev/null
+holds=$(gx apt-mark showhold)
+grep -qx guestprep-hello-dkms <<<"$holds" || fail "guestprep-hello-dkms is not held: $holds"
+grep -qx containerd <<<"$holds" || fail "containerd is not held: $holds"
+grep -q 'intel_iommu=on i915.enable_guc=3 i915.max_vfs=7' <<<"$(qga cat /boot/grub/grub.cfg)" ||
+  fail "grub.cfg does not carry the policy's arguments"
+grep -qx 'ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com' <<<"$(gx sshd -T)" ||
+  fail "sshd's effective ciphers are not the policy's"
+expect 3 --json verify
+expect_status grub:cmdline pending-reboot
+# The daemon saw the changes (inotify, D-Bus) and its report, read by file-read, says so too.
+wait_report 3 30
+
+phase "apply again: changes nothing"
+expect 3 apply -- --json
+jq -e '.apply.changes | length == 0' "$work/out" >/dev/null ||
+  fail "the second apply changed: $(jq -c '.apply.changes' "$work/out")"
+
+# ---- 5. reboot through the image's own GRUB ----------------------------------------------------
+phase "reboot (guest down, boot 2 through GRUB)"
+qga exec -- systemctl reboot --no-block >/dev/null 2>&1 || true
+wait_qemu_exit
+boot
+
+phase "checks after reboot"
+cmdline=$(qga cat /proc/cmdline)
+log "cmdline: $cmdline"
+for arg in intel_iommu=on i915.enable_guc=3 i915.max_vfs=7; do
+  grep -qw -- "$arg" <<<"$cmdline" || fail "the kernel command line lacks $arg: $cmdline"
+done
+expect 0 --json verify
+jq -e '.compliant and .summary.drift == 0 and .summary.pendingReboot == 0' "$work/out" >/dev/null ||
+  fail "verify after reboot: $(jq -c .summary "$work/out")"
+expect_status grub:cmdline compliant
+# The daemon's report of this boot, by file-read only (what a Proxmox FileRead user gets).
+wait_report 0 60 --max-age 5min
+jq -e '.compliant' "$work/out" >/dev/null || fail "the daemon's report is not compliant"
+gx modprobe guestprep_hello
+gx grep -q '^guestprep_hello ' /proc/modules
+
+phase "power off"
+qga exec -- systemctl poweroff --no-block >/dev/null 2>&1 || true
+wait_qemu_exit
+end_phase
+log "PASS"
