@@ -1,5 +1,6 @@
 //! The daemon as a real systemd service: the shipped units/guestprep.service (Type=notify, fully
-//! sandboxed) in a Debian 13 root booted with systemd-nspawn. Readiness and the status line as
+//! sandboxed) in a Debian 13 root booted with systemd-nspawn, after guestprep-apply.service
+//! converged the root, then with the enforce drop-in. Readiness and the status line as
 //! systemd shows them; a unit masked and stopped from outside, seen through systemd's D-Bus
 //! signals; reload and stop through systemctl; and a real qemu-ga inside the container, so
 //! `guestprep qga` on this host reads the daemon's report and runs verify through the agent.
@@ -58,17 +59,56 @@ fn daemon_as_a_sandboxed_notify_service_with_dbus_signals_and_qemu_ga() {
     let dir = unpack(&rootfs_tar("systemd"));
     let root = dir.path().to_path_buf();
     std::fs::copy(BIN, root.join("usr/bin/guestprep")).unwrap();
-    std::fs::copy(
-        repo().join("units/guestprep.service"),
-        root.join("etc/systemd/system/guestprep.service"),
-    )
-    .unwrap();
+    for unit in [
+        "guestprep.service",
+        "guestprep-apply.service",
+        "guestprep-ssh-keygen.service",
+    ] {
+        std::fs::copy(
+            repo().join("units").join(unit),
+            root.join("etc/systemd/system").join(unit),
+        )
+        .unwrap();
+    }
     std::fs::create_dir_all(root.join("etc/guestprep/policy.d")).unwrap();
     std::fs::write(root.join("etc/guestprep/policy.d/50-test.toml"), POLICY).unwrap();
     let c = Container::boot(dir);
 
-    let o = c.exec(&["guestprep", "apply"]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // systemd's own check of the shipped units (ssh-keygen's ExecStart is not in this root: it is
+    // only run when /usr/bin/ssh-keygen exists).
+    let o = c.exec(&[
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "guestprep.service",
+        "guestprep-apply.service",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = c.exec(&["systemctl", "start", "guestprep-ssh-keygen.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cond = stdout(&c.exec(&[
+        "systemctl",
+        "show",
+        "-P",
+        "ConditionResult",
+        "guestprep-ssh-keygen.service",
+    ]));
+    assert_eq!(cond.trim(), "no", "no ssh-keygen here: the unit is skipped");
+
+    // The apply unit converges the root (oneshot, RemainAfterExit).
+    let o = c.exec(&["systemctl", "start", "guestprep-apply.service"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        stderr(&o),
+        stdout(&c.exec(&["journalctl", "-u", "guestprep-apply", "--no-pager"]))
+    );
+    assert_eq!(
+        c.systemctl("is-active", "guestprep-apply.service"),
+        "active"
+    );
+    let o = c.exec(&["guestprep", "verify"]);
+    assert_eq!(code(&o), 0, "after guestprep-apply.service: {}", stdout(&o));
 
     // Type=notify: `systemctl start` returns once the daemon said READY=1, report written.
     let t = Instant::now();
@@ -197,5 +237,69 @@ fn daemon_as_a_sandboxed_notify_service_with_dbus_signals_and_qemu_ga() {
     assert!(
         verdict.contains("SAFE") || verdict.contains(" OK"),
         "{verdict}"
+    );
+
+    // Enforce mode: the shipped unit alone keeps /etc read-only, so the repair fails and says so;
+    // with the shipped drop-in (linked as its header says) the agent repairs the file.
+    std::fs::remove_file(root.join("etc/guestprep/policy.d/60-bad.toml")).unwrap();
+    std::fs::write(
+        root.join("etc/guestprep/policy.d/70-enforce.toml"),
+        "[agent]\nenforce = true\n",
+    )
+    .unwrap();
+    let chrony = root.join("etc/chrony/conf.d/50-guestprep.conf");
+    assert_eq!(std::fs::read_to_string(&chrony).unwrap(), "x\n");
+    let o = c.exec(&["systemctl", "start", "guestprep.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let journal = || stdout(&c.exec(&["journalctl", "-u", "guestprep", "--no-pager"]));
+    let start = Instant::now();
+    while !journal().contains("enforcing failed") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no failed repair under the read-only sandbox: {}",
+            journal()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(journal().contains("Read-only file system"), "{}", journal());
+    assert_eq!(std::fs::read_to_string(&chrony).unwrap(), "x\n");
+    c.exec(&["systemctl", "stop", "guestprep.service"]);
+
+    std::fs::create_dir_all(root.join("usr/share/guestprep")).unwrap();
+    std::fs::copy(
+        repo().join("units/guestprep-enforce.conf"),
+        root.join("usr/share/guestprep/guestprep-enforce.conf"),
+    )
+    .unwrap();
+    for cmd in [
+        &["mkdir", "-p", "/etc/systemd/system/guestprep.service.d"][..],
+        &[
+            "ln",
+            "-s",
+            "/usr/share/guestprep/guestprep-enforce.conf",
+            "/etc/systemd/system/guestprep.service.d/",
+        ],
+        &["systemctl", "daemon-reload"],
+        &["systemctl", "start", "guestprep.service"],
+    ] {
+        let o = c.exec(cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    }
+    wait_report(&c, |r| r["compliant"] == true, "compliant after enforcing");
+    let repaired = std::fs::read_to_string(&chrony).unwrap();
+    assert!(
+        repaired.contains("server ntp.example.internal"),
+        "{repaired}"
+    );
+    assert!(journal().contains("enforced: "), "{}", journal());
+    let o = c.exec(&[
+        "systemd-analyze",
+        "security",
+        "--no-pager",
+        "guestprep.service",
+    ]);
+    eprintln!(
+        "systemd-analyze security guestprep.service with the enforce drop-in: {}",
+        stdout(&o).lines().last().unwrap_or("")
     );
 }

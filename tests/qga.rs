@@ -305,3 +305,108 @@ fn an_unreachable_silent_or_restricted_agent_is_named() {
         stderr(&o)
     );
 }
+
+#[test]
+fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
+    let ga = QemuGa::start(&[]);
+    let s = ga.socket();
+    // Any exit code comes back as ours, stdout and stderr on ours, as ssh does.
+    let o = qga(
+        &s,
+        &["exec", "--", "sh", "-c", "echo out; echo err >&2; exit 42"],
+    );
+    assert_eq!(code(&o), 42, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert!(stderr(&o).contains("err\n"), "{}", stderr(&o));
+    // --input is the program's standard input, byte for byte.
+    let input = ga.dir.path().join("input");
+    let bytes: Vec<u8> = (0u8..=255).cycle().take(70_000).collect();
+    std::fs::write(&input, &bytes).unwrap();
+    let o = qga(
+        &s,
+        &[
+            "exec",
+            "--input",
+            input.to_str().unwrap(),
+            "--",
+            "sha256sum",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let want = Command::new("sha256sum").arg(&input).output().unwrap();
+    assert_eq!(
+        stdout(&o).split_whitespace().next(),
+        stdout(&want).split_whitespace().next()
+    );
+    // A program that is not there: guestprep's "not in the guest" code, with the agent's reason.
+    let o = qga(&s, &["exec", "--", "/nonexistent/program"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/program"),
+        "{}",
+        stderr(&o)
+    );
+
+    // cat: a file of the guest, by file-read; a missing one is named.
+    let file = ga.dir.path().join("guest-file");
+    std::fs::write(&file, b"line 1\nline 2\n").unwrap();
+    let o = qga(&s, &["cat", file.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "line 1\nline 2\n");
+    let o = qga(&s, &["cat", "/nonexistent/file"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/file"), "{}", stderr(&o));
+
+    // apply: guestprep apply in the guest (here, this machine's agent runs it on a fixture root),
+    // its output and its exit code.
+    let root = example_root();
+    let bin = env!("CARGO_BIN_EXE_guestprep");
+    let o = qga(
+        &s,
+        &[
+            "apply",
+            "--guest-command",
+            bin,
+            "--",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+            policies().to_str().unwrap(),
+            "--check",
+        ],
+    );
+    assert_eq!(
+        code(&o),
+        1,
+        "apply --check of an unconverged root: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("would change"), "{}", stdout(&o));
+    let o = qga(
+        &s,
+        &[
+            "apply",
+            "--guest-command",
+            bin,
+            "--",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+            policies().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = guestprep(&[
+        "verify",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code(&v),
+        0,
+        "the root the guest's apply converged: {}",
+        stdout(&v)
+    );
+}

@@ -103,7 +103,12 @@ pub fn round(
                     if c.done {
                         tracing::info!(item = %c.item, "enforced: {}", c.action);
                     } else {
-                        tracing::warn!(item = %c.item, "enforcing failed: {}", c.action);
+                        let why = out
+                            .items
+                            .iter()
+                            .find(|i| i.id == c.item)
+                            .map_or("", |i| i.message.as_str());
+                        tracing::warn!(item = %c.item, "enforcing failed: {}: {why}", c.action);
                     }
                 }
                 for after in out.items {

@@ -75,7 +75,7 @@ fn write_pages(
         .source(format!("guestprep {}", env!("CARGO_PKG_VERSION")))
         .date(date);
     let mut buf = Vec::new();
-    man.render(&mut buf).context("rendering a manual page")?;
+    render(&man, cmd, name == "guestprep", &mut buf).context("rendering a manual page")?;
     let path = out.join(format!("{name}.8"));
     std::fs::write(&path, &buf).with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
@@ -90,3 +90,76 @@ fn write_pages(
     }
     Ok(())
 }
+
+/// clap_mangen's sections, with `after_help` as real sections instead of its one filled "EXTRA"
+/// paragraph: the exit-code table as EXIT STATUS, other notes as NOTES; FILES and SEE ALSO on
+/// guestprep(8).
+fn render(
+    man: &clap_mangen::Man,
+    cmd: &clap::Command,
+    top: bool,
+    w: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    man.render_options_section(w)?;
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(w)?;
+    }
+    if let Some(after) = cmd.get_after_help().map(|a| a.to_string()) {
+        if let Some(table) = after.strip_prefix("Exit codes:\n") {
+            w.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+            for line in table.lines() {
+                let (code, text) = line.trim().split_once("  ").unwrap_or(("", line));
+                w.extend_from_slice(
+                    format!(".TP\n\\fB{code}\\fR\n{}\n", escape(text.trim())).as_bytes(),
+                );
+            }
+        } else {
+            w.extend_from_slice(
+                format!(".SH NOTES\n{}\n", escape(&after.replace('\n', " "))).as_bytes(),
+            );
+        }
+    }
+    if top {
+        w.extend_from_slice(FILES_AND_SEE_ALSO.as_bytes());
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(w)?;
+    }
+    Ok(())
+}
+
+/// Escapes text for roff: backslashes, and a leading `.` or `'` that would read as a request.
+fn escape(s: &str) -> String {
+    let s = s.replace('\\', "\\e").replace('-', "\\-");
+    if s.starts_with('.') || s.starts_with('\'') {
+        format!("\\&{s}")
+    } else {
+        s
+    }
+}
+
+const FILES_AND_SEE_ALSO: &str = r#".SH FILES
+.TP
+\fI/usr/lib/guestprep/policy.d/*.toml\fR
+The shipped policy fragments (vendor).
+.TP
+\fI/etc/guestprep/policy.d/*.toml\fR, \fI/etc/guestprep/policy.toml\fR
+The administrator's fragments, merged with the vendor's in file\-name order; a file here with
+the name of a vendor one replaces it.
+.TP
+\fI/run/guestprep/report.json\fR
+The compliance report the daemon keeps fresh, for the QEMU guest agent's file\-read.
+.TP
+\fI/run/guestprep/apply.lock\fR
+Held by a running \fBguestprep apply\fR.
+.TP
+\fI/usr/share/guestprep/guestprep\-enforce.conf\fR
+Drop\-in for \fBguestprep.service\fR when the policy sets \fB[agent] enforce = true\fR.
+.SH "SEE ALSO"
+\fBsystemctl\fR(1), \fBqemu\-ga\fR(8), \fBdkms\fR(8), \fBupdate\-grub\fR(8), \fBssh\-keygen\fR(1),
+/usr/share/doc/guestprep
+"#;

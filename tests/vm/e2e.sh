@@ -167,7 +167,7 @@ EOF
   mv "$out.tmp" "$out"
 }
 phase "image: Debian 13 root (mmdebstrap, cached)"
-for tool in mmdebstrap qemu-system-x86_64 sfdisk losetup nc jq python3 dpkg-buildpackage; do
+for tool in mmdebstrap qemu-system-x86_64 sfdisk losetup partx nc jq python3 dpkg-buildpackage lintian; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (tests/run installs what this needs)"
 done
 [ "$(id -u)" -eq 0 ] || fail "needs root: loop devices, mount and chroot"
@@ -197,6 +197,13 @@ if [ -z "$deb" ]; then
   deb=$(cd .. && pwd)/guestprep_${version}_amd64.deb
 fi
 [ -s "$deb" ] || fail "no package at $deb"
+
+phase "package: lintian"
+# Errors fail the test; the warnings kept are explained in docs/packaging.md.
+lint=0
+lintian --fail-on error "$deb" >"$work/lintian.log" 2>&1 || lint=$?
+grep -v '^running with root privileges' "$work/lintian.log" >&2 || true
+[ "$lint" -eq 0 ] || fail "lintian found errors in $deb (exit $lint)"
 # The host side talks to the agent with the packaged binary too.
 dpkg-deb -x "$deb" "$work/host"
 gp=$work/host/usr/bin/guestprep
