@@ -18,6 +18,7 @@ pub mod qga;
 pub mod report;
 pub mod resources;
 pub mod root;
+pub mod seal;
 pub mod systemd;
 
 use anyhow::Result;
@@ -68,6 +69,7 @@ pub fn run(cli: cli::Cli) -> i32 {
             };
         }
         Command::Daemon(a) => (agent::run(&a.target), ExitCode::CheckFailed),
+        Command::Seal(a) => (cli::seal::run(a), ExitCode::ApplyFailed),
         Command::Completions(a) => (cli::generate::completions(a), ExitCode::Usage),
         Command::Man(a) => (cli::generate::man(a), ExitCode::Usage),
     };

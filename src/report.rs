@@ -162,6 +162,10 @@ pub struct ComplianceReport {
     /// Present in the output of `apply`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply: Option<ApplySection>,
+    /// The seal manifest (/var/lib/guestprep/seal.json) when this system is, or was cloned from,
+    /// a template sealed by `guestprep seal`: which template, when, by which policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::seal::Manifest>,
 }
 
 impl ComplianceReport {
@@ -189,6 +193,7 @@ impl ComplianceReport {
             guestprep_version: env!("CARGO_PKG_VERSION").to_string(),
             exit_code: 0,
             apply: None,
+            seal: crate::seal::Manifest::load(root),
         };
         r.exit_code = r.verify_exit().code();
         r

@@ -92,8 +92,8 @@ fn write_pages(
 }
 
 /// clap_mangen's sections, with `after_help` as real sections instead of its one filled "EXTRA"
-/// paragraph: the exit-code table as EXIT STATUS, other notes as NOTES; FILES and SEE ALSO on
-/// guestprep(8).
+/// paragraph: a table ("Exit codes:", "Operations:") as a tagged list (EXIT STATUS, OPERATIONS),
+/// other notes as NOTES; FILES and SEE ALSO on guestprep(8).
 fn render(
     man: &clap_mangen::Man,
     cmd: &clap::Command,
@@ -109,12 +109,20 @@ fn render(
         man.render_subcommands_section(w)?;
     }
     if let Some(after) = cmd.get_after_help().map(|a| a.to_string()) {
-        if let Some(table) = after.strip_prefix("Exit codes:\n") {
-            w.extend_from_slice(b".SH \"EXIT STATUS\"\n");
-            for line in table.lines() {
-                let (code, text) = line.trim().split_once("  ").unwrap_or(("", line));
+        let mut lines = after.lines();
+        let head = lines.next().unwrap_or("");
+        let rest: Vec<&str> = lines.collect();
+        if head.ends_with(':') && !rest.is_empty() && rest.iter().all(|l| l.starts_with("  ")) {
+            // "Exit codes:" or "Operations:" and "  KEY  text" lines: a tagged list.
+            let title = match head {
+                "Exit codes:" => "EXIT STATUS".to_string(),
+                h => h.trim_end_matches(':').to_uppercase(),
+            };
+            w.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
+            for line in rest {
+                let (key, text) = line.trim().split_once("  ").unwrap_or((line.trim(), ""));
                 w.extend_from_slice(
-                    format!(".TP\n\\fB{code}\\fR\n{}\n", escape(text.trim())).as_bytes(),
+                    format!(".TP\n\\fB{}\\fR\n{}\n", escape(key), escape(text.trim())).as_bytes(),
                 );
             }
         } else {

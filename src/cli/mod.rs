@@ -8,6 +8,7 @@ pub mod policy;
 pub mod prefetch;
 pub mod qga;
 pub mod schema;
+pub mod seal;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -54,6 +55,10 @@ pub enum Command {
     /// daemon's report, or guest-exec of `guestprep verify`); exit with the report's code.
     #[command(after_help = EXIT_CODES_HELP)]
     Qga(qga::QgaArgs),
+    /// Before `qm template`: remove what makes this machine an individual (SSH host keys,
+    /// machine-id, cloud-init state, logs…), by named operations; refuses unless compliant.
+    #[command(after_help = crate::seal::operations_help())]
+    Seal(seal::SealArgs),
     /// Print a completion script for a shell (the Debian package installs bash, zsh and fish's).
     Completions(generate::CompletionsArgs),
     /// Write the manual pages (guestprep.8, guestprep-SUBCOMMAND.8) into a directory.

@@ -16,6 +16,8 @@ pub mod diag;
 pub mod tree;
 mod validate;
 
+pub use validate::closest;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -59,6 +61,19 @@ pub struct Policy {
     pub packages: Option<Packages>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<Agent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+}
+
+/// `[seal]`: what `guestprep seal` removes by default on this template.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Seal {
+    /// Operation list, as `--operations` (`defaults`, `-logfiles`, `+user-ssh-keys`).
+    pub operations: Vec<String>,
+    /// Users whose ~/.ssh/authorized_keys the user-ssh-keys operation removes.
+    pub user_ssh_keys: Vec<String>,
+    /// Write `uninitialized` to /etc/machine-id (systemd's first-boot marker) instead of emptying it.
+    pub uninitialized_machine_id: bool,
 }
 
 impl Policy {

@@ -10,12 +10,13 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Ssh, Swap,
-    Units,
+    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Seal, Ssh,
+    Swap, Units,
 };
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
+    "seal",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -108,6 +109,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "agent") {
         policy.agent = Some(v.agent(t));
+    }
+    if let Some(t) = v.section(tree, "seal") {
+        policy.seal = Some(v.seal(t));
     }
     if v.diags.is_empty() {
         Ok(policy)
@@ -630,6 +634,33 @@ impl V {
         u
     }
 
+    fn seal(&mut self, t: &Table) -> Seal {
+        let p = "seal";
+        self.known_keys(t, p, &["operations", "user_ssh_keys", "machine_id"]);
+        let operations = self.list(t, p, "operations", crate::seal::check_spec);
+        let user_ssh_keys = self.list(t, p, "user_ssh_keys", check_user_name);
+        let mut uninitialized_machine_id = false;
+        if let Some(m) = self.string(t, p, "machine_id") {
+            match m.as_str() {
+                "empty" => {}
+                "uninitialized" => uninitialized_machine_id = true,
+                other => {
+                    let origin = t.get("machine_id").expect("present").node.origin.clone();
+                    self.err(
+                        &origin,
+                        "seal.machine_id",
+                        format!("`{other}`: expected \"empty\" or \"uninitialized\""),
+                    );
+                }
+            }
+        }
+        Seal {
+            operations,
+            user_ssh_keys,
+            uninitialized_machine_id,
+        }
+    }
+
     fn agent(&mut self, t: &Table) -> Agent {
         let p = "agent";
         self.known_keys(
@@ -1081,7 +1112,21 @@ pub fn format_timespan(d: std::time::Duration) -> String {
     parts.join(" ")
 }
 
-fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
+/// A user name as /etc/passwd has them.
+fn check_user_name(s: &str) -> Result<(), String> {
+    if !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a user name"))
+    }
+}
+
+pub fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
     // `aes256-gcm` for `aes256-gcm@openssh.com`: a missing suffix is the commonest slip.
     if let Some(p) = allowed
         .iter()

@@ -270,6 +270,10 @@ boot() {
       fail "the guest agent did not answer within ${boot_timeout}s of boot $boots (serial log below)"
     sleep 1
   done
+  # The agent answers before the boot is done: wait for systemd's start jobs (containerd…).
+  local state
+  state=$("$gp" qga --socket "$sock" exec --exec-timeout 300 -- systemctl is-system-running --wait || true)
+  log "boot $boots: system $state after $((SECONDS + boot_timeout - deadline))s"
 }
 # Waits for QEMU to exit after the guest rebooted or powered off (-no-reboot).
 wait_qemu_exit() {
@@ -300,7 +304,9 @@ expect() {
   shift
   qga "$@" >"$work/out" 2>"$work/err" || code=$?
   [ "$code" -eq "$want" ] ||
-    fail "guestprep qga $* exited $code, wanted $want: $(cat "$work/err") $(head -c 3000 "$work/out")"
+    fail "guestprep qga $* exited $code, wanted $want: $(cat "$work/err")
+$(jq -c '.items[] | select(.status != "compliant" and .status != "skipped") | {id, status, message}' "$work/out" 2>/dev/null ||
+      head -c 3000 "$work/out")"
 }
 # Waits up to $2 seconds for the daemon's report (file-read) to have exit code $1; leaves it in $work/out.
 wait_report() {

@@ -1,0 +1,431 @@
+//! `guestprep seal` on fixture roots holding every kind of state it removes, the user's files
+//! beside them, a directory a package owns, and symlink traps that point out of the root: the dry
+//! run changes nothing, the seal leaves nothing of the list and nothing else, the traps' targets
+//! are untouched, the manifest is in every later report; refusals change nothing.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn put(root: &Path, abs: &str, content: &str) {
+    let p = root.join(abs.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn exists(root: &Path, abs: &str) -> bool {
+    std::fs::symlink_metadata(root.join(abs.trim_start_matches('/'))).is_ok()
+}
+
+fn content(root: &Path, abs: &str) -> String {
+    std::fs::read_to_string(root.join(abs.trim_start_matches('/'))).unwrap()
+}
+
+/// What seal removes by default: (path, removed entirely?) — else truncated to empty.
+const STATE: &[(&str, bool)] = &[
+    ("/etc/ssh/ssh_host_ed25519_key", true),
+    ("/etc/ssh/ssh_host_ed25519_key.pub", true),
+    ("/etc/ssh/ssh_host_rsa_key", true),
+    ("/var/lib/dbus/machine-id", true),
+    ("/var/lib/cloud/instances/i-0abc/user-data.txt", true),
+    ("/var/lib/cloud/seed/nocloud/user-data", true),
+    ("/var/lib/cloud/data/instance-id", true),
+    ("/var/log/cloud-init.log", true),
+    ("/var/log/cloud-init-output.log", true),
+    ("/etc/netplan/50-cloud-init.yaml", true),
+    ("/etc/network/interfaces.d/50-cloud-init", true),
+    ("/etc/systemd/network/10-cloud-init-eth0.network", true),
+    ("/var/log/syslog.1", true),
+    ("/var/log/dpkg.log.2.gz", true),
+    ("/var/log/messages-20260101", true),
+    ("/var/log/journal/0123abcd/system.journal", true),
+    ("/var/log/journal/0123abcd/user-1000.journal~", true),
+    ("/root/.bash_history", true),
+    ("/home/alice/.bash_history", true),
+    ("/tmp/build.log", true),
+    ("/tmp/scratch/deep/file", true),
+    ("/var/tmp/leftover", true),
+    ("/var/cache/apt/archives/containerd_1.7.24_amd64.deb", true),
+    ("/var/cache/apt/archives/partial/x.deb", true),
+    ("/var/cache/apt/pkgcache.bin", true),
+    ("/var/lib/dhcp/dhclient.eth0.leases", true),
+    ("/var/lib/systemd/random-seed", true),
+    ("/var/crash/_usr_bin_foo.0.crash", true),
+    ("/run/guestprep/report.json", true),
+    ("/etc/machine-id", false),
+    ("/var/log/syslog", false),
+    ("/var/log/wtmp", false),
+    ("/var/log/btmp", false),
+    ("/var/log/lastlog", false),
+    ("/var/log/apt/history.log", false),
+];
+
+/// Kept by a default seal, with their content.
+const KEPT: &[(&str, &str)] = &[
+    (
+        "/etc/ssh/sshd_config",
+        "Include /etc/ssh/sshd_config.d/*.conf\n",
+    ),
+    ("/etc/ssh/moduli", "moduli\n"),
+    ("/etc/netplan/01-site.yaml", "network: {}\n"),
+    ("/etc/systemd/network/20-site.network", "[Match]\n"),
+    ("/home/alice/notes.txt", "alice's own file\n"),
+    (
+        "/home/alice/.ssh/authorized_keys",
+        "ssh-ed25519 AAAA alice\n",
+    ),
+    ("/root/.ssh/authorized_keys", "ssh-ed25519 AAAA master\n"),
+    ("/var/cache/apt/archives/lock", ""),
+    (
+        "/var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease",
+        "lists\n",
+    ),
+    ("/etc/hostname", "k8s-template\n"),
+    ("/var/lib/dpkg/info/owner.list", "/tmp/owned-dir\n"),
+];
+
+/// A converged root with all of the above, plus traps pointing at `outside`.
+fn stateful_root(outside: &Path) -> tempfile::TempDir {
+    let root = converged_root();
+    let r = root.path();
+    for (p, _) in STATE {
+        put(r, p, &format!("state of {p}\n"));
+    }
+    for (p, c) in KEPT {
+        put(r, p, c);
+    }
+    put(r, "/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    put(
+        r,
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n\
+         bob:x:1001:1001::/home/bob:/bin/bash\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
+    );
+    // A directory a package owns: emptied, kept.
+    put(r, "/tmp/owned-dir/inside", "x\n");
+    // Traps: absolute symlinks to host paths outside the root, where a seal that followed them
+    // would truncate or delete the host's files.
+    put(outside, "secret.log", "the host's log\n");
+    put(outside, ".bash_history", "the host's history\n");
+    put(outside, "ssh_host_ed25519_key", "the host's key\n");
+    let o = outside.to_str().unwrap();
+    symlink(format!("{o}/secret.log"), r.join("var/log/trap.log")).unwrap();
+    symlink(o, r.join("var/log/trapdir")).unwrap();
+    symlink(o, r.join("tmp/trapdir")).unwrap();
+    symlink(o, r.join("home/bob")).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/trap")).unwrap();
+    symlink(o, r.join("var/crash/link")).unwrap();
+    root
+}
+
+fn seal(root: &Path, extra: &[&str]) -> std::process::Output {
+    let pol = policies();
+    let mut args = vec![
+        "seal",
+        "--root",
+        root.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    guestprep(&args)
+}
+
+#[test]
+fn dry_run_lists_every_path_and_changes_nothing() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = stateful_root(outside.path());
+    let before = snapshot(root.path());
+    let outside_before = snapshot(outside.path());
+    let o = seal(root.path(), &["--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    for (p, removed) in STATE {
+        let verb = if *removed { "remove" } else { "truncate" };
+        // A file under a directory removed whole is listed with its directory.
+        let listed = out.lines().any(|l| {
+            l.starts_with(&format!("would {verb}"))
+                && (l.contains(&format!(" {p} (")) || {
+                    let dir = l.split_whitespace().nth(3).unwrap_or("-");
+                    l.starts_with("would remove tree") && p.starts_with(&format!("{dir}/"))
+                })
+        });
+        assert!(listed, "dry run does not list {p}:\n{out}");
+    }
+    assert!(
+        out.contains("would leave /var/log/trap.log: a symlink"),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("nothing was changed"));
+    assert_same(&before, &snapshot(root.path()), "dry run");
+    assert_same(
+        &outside_before,
+        &snapshot(outside.path()),
+        "outside the root",
+    );
+
+    let o = seal(root.path(), &["--dry-run", "--json"]);
+    assert_eq!(code(&o), 0);
+    let plan = json(&o);
+    assert!(plan["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(plan["wouldRefuse"], false);
+    assert_same(&before, &snapshot(root.path()), "dry run --json");
+}
+
+#[test]
+fn seal_removes_the_list_keeps_the_rest_and_never_follows_a_symlink() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = stateful_root(outside.path());
+    let r = root.path();
+    let outside_before = snapshot(outside.path());
+    let o = seal(r, &["--yes"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    for (p, removed) in STATE {
+        if *removed {
+            assert!(!exists(r, p), "{p} is still there");
+        } else {
+            assert_eq!(content(r, p), "", "{p} is not truncated");
+        }
+    }
+    for (p, c) in KEPT {
+        assert_eq!(content(r, p), *c, "{p} changed");
+    }
+    // Emptied, not removed: directories a package owns, and the ones the operations empty.
+    for d in [
+        "/tmp",
+        "/var/tmp",
+        "/tmp/owned-dir",
+        "/var/lib/cloud",
+        "/var/log/journal/0123abcd",
+        "/var/cache/apt/archives/partial",
+    ] {
+        assert!(r.join(&d[1..]).is_dir(), "{d} was removed");
+    }
+    assert!(!exists(r, "/tmp/owned-dir/inside"));
+    // The traps: the links were not followed; the host's files are as they were.
+    assert_same(
+        &outside_before,
+        &snapshot(outside.path()),
+        "outside the root",
+    );
+    assert!(
+        std::fs::symlink_metadata(r.join("var/log/trap.log"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::symlink_metadata(r.join("home/bob"))
+            .unwrap()
+            .is_symlink()
+    );
+
+    // The manifest, and every later report carries it.
+    let m: serde_json::Value =
+        serde_json::from_str(&content(r, "/var/lib/guestprep/seal.json")).unwrap();
+    assert_eq!(m["sealId"].as_str().unwrap().len(), 32);
+    assert_eq!(m["templateMachineId"], "0123456789abcdef0123456789abcdef");
+    assert_eq!(m["forced"], false);
+    assert_eq!(m["guestprepVersion"], env!("CARGO_PKG_VERSION"));
+    let removed: Vec<&str> = m["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        removed.contains(&"/etc/ssh/ssh_host_rsa_key"),
+        "{removed:?}"
+    );
+    let v = guestprep(&[
+        "verify",
+        "--json",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+    let report = json(&v);
+    assert_eq!(report["seal"], m, "the report carries the manifest");
+    assert_eq!(report["policyDigest"], m["policyDigest"]);
+
+    // Sealing again finds nothing left of the list.
+    let o = seal(r, &["--dry-run"]);
+    assert!(
+        stdout(&o).contains("\n0 path(s)") || stdout(&o).starts_with("would leave"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn operations_from_the_flag_or_the_policy_choose_what_goes() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = stateful_root(outside.path());
+    let r = root.path();
+    // The policy names the temporary master key's owner and drops logfiles.
+    let pol = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pol.path().join("95-seal.toml"),
+        "[seal]\noperations = [\"defaults\", \"-logfiles\", \"+user-ssh-keys\", \"+net-hostname\"]\nuser_ssh_keys = [\"root\"]\n",
+    )
+    .unwrap();
+    let o = guestprep(&[
+        "seal",
+        "--yes",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+        "--policy",
+        pol.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !exists(r, "/root/.ssh/authorized_keys"),
+        "root's key named: removed"
+    );
+    assert_eq!(
+        content(r, "/home/alice/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAA alice\n",
+        "alice is not named: kept"
+    );
+    assert_eq!(content(r, "/etc/hostname"), "");
+    assert_eq!(
+        content(r, "/var/log/syslog"),
+        "state of /var/log/syslog\n",
+        "-logfiles"
+    );
+    assert!(!exists(r, "/etc/ssh/ssh_host_rsa_key"));
+
+    // The flag wins over the policy: only ssh-hostkeys.
+    let root = stateful_root(tempfile::tempdir().unwrap().path());
+    let o = seal(root.path(), &["--yes", "--operations", "ssh-hostkeys"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!exists(root.path(), "/etc/ssh/ssh_host_rsa_key"));
+    assert!(exists(root.path(), "/root/.bash_history"));
+    let m: serde_json::Value =
+        serde_json::from_str(&content(root.path(), "/var/lib/guestprep/seal.json")).unwrap();
+    assert_eq!(m["operations"], serde_json::json!(["ssh-hostkeys"]));
+}
+
+#[test]
+fn refusals_change_nothing_and_say_why() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = stateful_root(outside.path());
+    let r = root.path();
+    let before = snapshot(r);
+    // Not on a terminal and no --yes.
+    let o = Command::new(env!("CARGO_BIN_EXE_guestprep"))
+        .args(["seal", "--root", r.to_str().unwrap(), "--policy"])
+        .arg(policies())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("refusing without --yes"),
+        "{}",
+        stderr(&o)
+    );
+    // An unknown operation, with a suggestion.
+    let o = seal(r, &["--yes", "--operations", "defaults,-logfile"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("did you mean `logfiles`"),
+        "{}",
+        stderr(&o)
+    );
+    // user-ssh-keys without anyone named.
+    let o = seal(r, &["--yes", "--operations", "+user-ssh-keys"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("[seal] user_ssh_keys"),
+        "{}",
+        stderr(&o)
+    );
+    // A bad [seal] in the policy: file, line and key.
+    let pol = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pol.path().join("95-seal.toml"),
+        "[seal]\noperations = [\"defaults\",\n  \"ssh-hostkey\"]\nmachine_id = \"zero\"\n",
+    )
+    .unwrap();
+    let o = guestprep(&[
+        "seal",
+        "--yes",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        pol.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2);
+    let e = stderr(&o);
+    assert!(e.contains("95-seal.toml:3:3: `seal.operations[1]`"), "{e}");
+    assert!(e.contains("did you mean `ssh-hostkeys`"), "{e}");
+    assert!(e.contains("`seal.machine_id`"), "{e}");
+    // Drift: refused, unless --force (said, and in the manifest).
+    std::fs::write(r.join("etc/sysctl.d/90-guestprep.conf"), "x\n").unwrap();
+    let drifted = snapshot(r);
+    let o = seal(r, &["--yes"]);
+    assert_eq!(code(&o), 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "refusing to seal: 4 item(s) not compliant: file:/etc/sysctl.d/90-guestprep.conf"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("or seal anyway with --force"), "{e}");
+    assert_same(&drifted, &snapshot(r), "refused seal");
+    let mut before = before;
+    before.remove("etc/sysctl.d/90-guestprep.conf");
+    let mut now = snapshot(r);
+    now.remove("etc/sysctl.d/90-guestprep.conf");
+    assert_same(&before, &now, "every refusal");
+    let o = seal(r, &["--yes", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("(--force)"), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&content(r, "/var/lib/guestprep/seal.json")).unwrap();
+    assert_eq!(m["forced"], true);
+}
+
+#[test]
+fn list_names_every_operation_and_the_man_page_documents_them() {
+    let o = guestprep(&["seal", "--list"]);
+    assert_eq!(code(&o), 0);
+    let list = stdout(&o);
+    let dir = tempfile::tempdir().unwrap();
+    let m = guestprep(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&m), 0, "{}", stderr(&m));
+    let page = std::fs::read_to_string(dir.path().join("guestprep-seal.8")).unwrap();
+    assert!(page.contains(".SH \"OPERATIONS\""), "{page}");
+    let names = [
+        "ssh-hostkeys",
+        "machine-id",
+        "cloud-init",
+        "logfiles",
+        "bash-history",
+        "tmp-files",
+        "package-manager-cache",
+        "package-manager-lists",
+        "dhcp-client-state",
+        "random-seed",
+        "crash-data",
+        "guestprep-state",
+        "net-hostname",
+        "user-ssh-keys",
+    ];
+    for n in names {
+        assert!(list.lines().any(|l| l.starts_with(n)), "--list lacks {n}");
+        assert!(
+            page.contains(&n.replace('-', "\\-")),
+            "the man page lacks {n}"
+        );
+    }
+    assert_eq!(list.lines().count(), names.len() + 1, "{list}");
+}
