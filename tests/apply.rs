@@ -10,16 +10,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 fn apply(root: &Path, extra: &[&str]) -> std::process::Output {
-    let pol = policies();
-    let mut args = vec![
-        "apply",
-        "--root",
-        root.to_str().unwrap(),
-        "--policy",
-        pol.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    guestprep(&args)
+    on_root("apply", root, extra)
 }
 
 fn verify_json(root: &Path) -> (i32, serde_json::Value) {

@@ -387,15 +387,18 @@ fn an_apply_that_changed_something_wakes_the_daemon() {
         "99-extra.toml",
         "[[files]]\npath = \"/var/lib/guestprep-test/marker\"\ncontent = \"x\\n\"\n",
     );
-    let o = guestprep(&[
-        "apply",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        pol.to_str().unwrap(),
-        "--policy",
-        frag.to_str().unwrap(),
-    ]);
+    let apply = || {
+        guestprep(&[
+            "apply",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+            pol.to_str().unwrap(),
+            "--policy",
+            frag.to_str().unwrap(),
+        ])
+    };
+    let o = apply();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = std::fs::read_to_string(root.path().join("run/guestprep/applied")).unwrap();
     assert!(text.ends_with(" 1 change(s)\n"), "{text}");
@@ -409,15 +412,7 @@ fn an_apply_that_changed_something_wakes_the_daemon() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // A second apply changes nothing and leaves the stamp alone.
-    let o = guestprep(&[
-        "apply",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        pol.to_str().unwrap(),
-        "--policy",
-        frag.to_str().unwrap(),
-    ]);
+    let o = apply();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(root.path().join("run/guestprep/applied")).unwrap(),

@@ -361,9 +361,9 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     // its output and its exit code.
     let root = example_root();
     let bin = env!("CARGO_BIN_EXE_guestprep");
-    let o = qga(
-        &s,
-        &[
+    let pol = policies();
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
             "apply",
             "--guest-command",
             bin,
@@ -371,10 +371,12 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
             "--root",
             root.path().to_str().unwrap(),
             "--policy",
-            policies().to_str().unwrap(),
-            "--check",
-        ],
-    );
+            pol.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        qga(&s, &args)
+    };
+    let o = apply(&["--check"]);
     assert_eq!(
         code(&o),
         1,
@@ -382,19 +384,7 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
         stderr(&o)
     );
     assert!(stdout(&o).contains("would change"), "{}", stdout(&o));
-    let o = qga(
-        &s,
-        &[
-            "apply",
-            "--guest-command",
-            bin,
-            "--",
-            "--root",
-            root.path().to_str().unwrap(),
-            "--policy",
-            policies().to_str().unwrap(),
-        ],
-    );
+    let o = apply(&[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = guestprep(&[
         "verify",

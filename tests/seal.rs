@@ -122,16 +122,7 @@ fn stateful_root(outside: &Path) -> tempfile::TempDir {
 }
 
 fn seal(root: &Path, extra: &[&str]) -> std::process::Output {
-    let pol = policies();
-    let mut args = vec![
-        "seal",
-        "--root",
-        root.to_str().unwrap(),
-        "--policy",
-        pol.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    guestprep(&args)
+    on_root("seal", root, extra)
 }
 
 #[test]

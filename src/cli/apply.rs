@@ -56,6 +56,10 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             }
         }
     };
+    if !args.check {
+        // A run killed while writing the daemon's stamp left a temp file beside it.
+        let _ = crate::fsutil::clean_stale_temps(&sys.root, crate::agent::APPLIED_STAMP);
+    }
     let outcome = engine::apply(
         &sys,
         &resources,

@@ -125,7 +125,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "operations": ops,
+                "operations": seal::ordered(&ops),
                 "steps": plan.steps,
                 "skipped": plan.skipped.iter().map(|(p, w)| serde_json::json!({"path": p, "why": w})).collect::<Vec<_>>(),
                 "bytes": total,
@@ -153,7 +153,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
             "{} path(s), {} [{}]",
             plan.steps.len(),
             seal::size(total),
-            ops.iter().copied().collect::<Vec<_>>().join(",")
+            seal::ordered(&ops).join(",")
         )?;
     }
     if refuse {
@@ -203,7 +203,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
             .unwrap_or_default()
             .trim()
             .to_string(),
-        operations: ops.iter().map(|s| s.to_string()).collect(),
+        operations: seal::ordered(&ops).into_iter().map(String::from).collect(),
         forced: !bad.is_empty(),
         removed: plan.steps.clone(),
     };

@@ -162,6 +162,15 @@ pub fn select(spec: &[String]) -> Result<BTreeSet<&'static str>, String> {
     Ok(on)
 }
 
+/// The chosen operations in the order they run (the order of [`OPERATIONS`]).
+pub fn ordered(ops: &BTreeSet<&'static str>) -> Vec<&'static str> {
+    OPERATIONS
+        .iter()
+        .map(|o| o.name)
+        .filter(|n| ops.contains(n))
+        .collect()
+}
+
 /// Splits `--operations a,b,-c` into entries.
 pub fn split_spec(s: &str) -> Vec<String> {
     s.split(',')

@@ -63,6 +63,21 @@ pub fn guestprep(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `guestprep VERB --root ROOT --policy policies/ EXTRA…`: a subcommand on a root with the
+/// shipped policies.
+pub fn on_root(verb: &str, root: &Path, extra: &[&str]) -> Output {
+    let pol = policies();
+    let mut args = vec![
+        verb,
+        "--root",
+        root.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    guestprep(&args)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

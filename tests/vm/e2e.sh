@@ -19,7 +19,10 @@
 # 5. reboots (QEMU runs with -no-reboot: the same disk is booted again) and checks that the kernel
 #    command line carries the arguments, `verify` is compliant, the daemon's report is readable by
 #    file-read, the DKMS module loads;
-# 6. prints how long each phase took.
+# 6. seals it through the agent (`guestprep seal --yes`), powers off, boots two copies of the
+#    sealed disk and checks each has its own machine-id and SSH host keys, sshd runs, and verify
+#    and the daemon's report are compliant and carry the seal manifest;
+# 7. prints how long each phase took.
 #
 # Needs root (loop devices, mount, chroot), mmdebstrap, qemu-system-x86, fdisk, netcat-openbsd,
 # jq, python3, dpkg-dev/debhelper for the build (tests/run installs them). It never skips: if a
@@ -418,8 +421,45 @@ jq -e '.compliant' "$work/out" >/dev/null || fail "the daemon's report is not co
 gx modprobe guestprep_hello
 gx grep -q '^guestprep_hello ' /proc/modules
 
-phase "power off"
+# ---- 6. seal, and two clones of the sealed disk -------------------------------------------------
+phase "seal over the agent, power off"
+template_id=$(qga cat /etc/machine-id)
+template_key=$(qga cat /etc/ssh/ssh_host_ed25519_key.pub)
+expect 0 exec -- guestprep seal --yes --json
+seal_id=$(jq -r .sealId "$work/out")
+[ "$(jq -r .templateMachineId "$work/out")" = "$template_id" ] || fail "the manifest names another machine-id"
+log "sealed: seal $seal_id, $(jq '.removed | length' "$work/out") paths"
+gx sh -c '! ls /etc/ssh/ssh_host_* 2>/dev/null'
+[ -z "$(qga cat /etc/machine-id)" ] || fail "/etc/machine-id is not empty after seal"
 qga exec -- systemctl poweroff --no-block >/dev/null 2>&1 || true
 wait_qemu_exit
+sealed=$disk
+
+ids=()
+keys=()
+for clone in a b; do
+  phase "clone $clone: boot a copy of the sealed disk, check"
+  disk=$work/clone-$clone.raw
+  cp --sparse=always "$sealed" "$disk"
+  boot
+  id=$(qga cat /etc/machine-id)
+  [[ "$id" =~ ^[0-9a-f]{32}$ ]] || fail "clone $clone has machine-id '$id'"
+  [ "$id" != "$template_id" ] || fail "clone $clone kept the template's machine-id"
+  gx systemctl is-active --quiet ssh.service
+  key=$(qga cat /etc/ssh/ssh_host_ed25519_key.pub)
+  [ "$key" != "$template_key" ] || fail "clone $clone kept the template's SSH host key"
+  ids+=("$id")
+  keys+=("$key")
+  expect 0 --json verify
+  [ "$(jq -r .seal.sealId "$work/out")" = "$seal_id" ] || fail "clone $clone's report lacks the seal manifest"
+  # The daemon's first report on the clone, by file-read: compliant, from this boot, sealed.
+  wait_report 0 60 --max-age 5min
+  [ "$(jq -r .seal.sealId "$work/out")" = "$seal_id" ] || fail "clone $clone's daemon report lacks the seal"
+  qga exec -- systemctl poweroff --no-block >/dev/null 2>&1 || true
+  wait_qemu_exit
+done
+[ "${ids[0]}" != "${ids[1]}" ] || fail "the two clones have the same machine-id ${ids[0]}"
+[ "${keys[0]}" != "${keys[1]}" ] || fail "the two clones have the same SSH host key"
+log "clones: machine-ids ${ids[0]} ${ids[1]}; host keys differ"
 end_phase
 log "PASS"
