@@ -52,29 +52,22 @@ pub fn sources_strings(l: &Loaded) -> Vec<String> {
 /// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
 pub fn run(cli: cli::Cli) -> i32 {
     use cli::Command;
+    let code = |r: Result<ExitCode>| r.map(ExitCode::code);
     let (result, failure) = match &cli.command {
-        Command::Apply(a) => (cli::apply::run(a), ExitCode::ApplyFailed),
-        Command::Verify(a) => (cli::verify::run(a), ExitCode::CheckFailed),
-        Command::Policy(p) => (cli::policy::run(p), ExitCode::Usage),
-        Command::Schema => (cli::schema::run(), ExitCode::Usage),
-        Command::Prefetch(a) => (cli::prefetch::run(a), ExitCode::ApplyFailed),
-        // `qga exec` passes the guest program's own code through.
-        Command::Qga(a) => {
-            return match cli::qga::run(a) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("guestprep: error: {e:#}");
-                    ExitCode::AgentUnavailable.code()
-                }
-            };
-        }
-        Command::Daemon(a) => (agent::run(&a.target), ExitCode::CheckFailed),
-        Command::Seal(a) => (cli::seal::run(a), ExitCode::ApplyFailed),
-        Command::Completions(a) => (cli::generate::completions(a), ExitCode::Usage),
-        Command::Man(a) => (cli::generate::man(a), ExitCode::Usage),
+        Command::Apply(a) => (code(cli::apply::run(a)), ExitCode::ApplyFailed),
+        Command::Verify(a) => (code(cli::verify::run(a)), ExitCode::CheckFailed),
+        Command::Policy(p) => (code(cli::policy::run(p)), ExitCode::Usage),
+        Command::Schema => (code(cli::schema::run()), ExitCode::Usage),
+        Command::Prefetch(a) => (code(cli::prefetch::run(a)), ExitCode::ApplyFailed),
+        // `qga exec` passes the guest program's own code through: already a number.
+        Command::Qga(a) => (cli::qga::run(a), ExitCode::AgentUnavailable),
+        Command::Daemon(a) => (code(agent::run(&a.target)), ExitCode::CheckFailed),
+        Command::Seal(a) => (code(cli::seal::run(a)), ExitCode::ApplyFailed),
+        Command::Completions(a) => (code(cli::generate::completions(a)), ExitCode::Usage),
+        Command::Man(a) => (code(cli::generate::man(a)), ExitCode::Usage),
     };
     match result {
-        Ok(code) => code.code(),
+        Ok(code) => code,
         Err(e) => {
             if let Some(inv) = e.downcast_ref::<policy::InvalidPolicy>() {
                 eprintln!("{inv}");

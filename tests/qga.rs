@@ -156,8 +156,7 @@ fn verify_by_guest_exec_runs_guestprep_in_the_guest() {
     assert!(stdout(&o).contains("file:/etc/sysctl.d/90-guestprep.conf"));
     let bad = repo().join("tests/fixtures/bad-policies/unknown-key.toml");
     let o = args(bad.to_str().unwrap());
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("unknown-key.toml:"), "{}", stderr(&o));
+    assert_fails(&o, 2, "unknown-key.toml:");
 }
 
 #[test]
@@ -167,12 +166,7 @@ fn a_guest_without_guestprep_or_without_a_report_says_which() {
         &ga.socket(),
         &["verify", "--guest-command", "/nonexistent/guestprep"],
     );
-    assert_eq!(code(&o), 7);
-    assert!(
-        stderr(&o).contains("guestprep is not installed in the guest"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 7, "guestprep is not installed in the guest");
 
     let o = qga(
         &ga.socket(),
@@ -184,13 +178,10 @@ fn a_guest_without_guestprep_or_without_a_report_says_which() {
             "/nonexistent/guestprep",
         ],
     );
-    assert_eq!(code(&o), 7);
-    assert!(
-        stderr(&o).contains(
-            "guestprep is not installed in the guest: no report at /nonexistent/report.json"
-        ),
-        "{}",
-        stderr(&o)
+    assert_fails(
+        &o,
+        7,
+        "guestprep is not installed in the guest: no report at /nonexistent/report.json",
     );
 
     let o = qga(
@@ -203,12 +194,7 @@ fn a_guest_without_guestprep_or_without_a_report_says_which() {
             BIN,
         ],
     );
-    assert_eq!(code(&o), 7);
-    assert!(
-        stderr(&o).contains("is the daemon running?"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 7, "is the daemon running?");
 
     let junk = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk.path(), "{\"hello\": 1}").unwrap();
@@ -216,12 +202,7 @@ fn a_guest_without_guestprep_or_without_a_report_says_which() {
         &ga.socket(),
         &["report", "--path", junk.path().to_str().unwrap()],
     );
-    assert_eq!(code(&o), 5);
-    assert!(
-        stderr(&o).contains("is not a guestprep compliance report"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 5, "is not a guestprep compliance report");
 }
 
 #[test]
@@ -244,12 +225,7 @@ fn a_stale_report_is_refused() {
     r["generatedAt"] = "2000-01-01T00:00:00Z".into();
     std::fs::write(file.path(), serde_json::to_vec(&r).unwrap()).unwrap();
     let o = qga(&ga.socket(), &["report", "--path", path]);
-    assert_eq!(code(&o), 8, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("before the guest's last boot"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 8, "before the guest's last boot");
 
     // Made two minutes ago, with a one-minute limit (a recent boot may make it "before boot":
     // stale either way).
@@ -260,8 +236,7 @@ fn a_stale_report_is_refused() {
         &ga.socket(),
         &["report", "--path", path, "--max-age", "1min"],
     );
-    assert_eq!(code(&o), 8, "{}", stderr(&o));
-    assert!(stderr(&o).contains("stale report"), "{}", stderr(&o));
+    assert_fails(&o, 8, "stale report");
     let o = qga(&ga.socket(), &["report", "--path", path, "--max-age", "1h"]);
     assert_eq!(code(&o), 1, "fresh enough, drift: {}", stderr(&o));
 }
@@ -271,12 +246,7 @@ fn an_unreachable_silent_or_restricted_agent_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.qga");
     let o = qga(&missing, &["ping"]);
-    assert_eq!(code(&o), 6);
-    assert!(
-        stderr(&o).contains("cannot connect to the guest agent socket"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 6, "cannot connect to the guest agent socket");
 
     // QEMU's chardev accepts even when no agent runs in the guest: nothing ever answers.
     let silent = dir.path().join("silent.qga");
@@ -287,23 +257,13 @@ fn an_unreachable_silent_or_restricted_agent_is_named() {
         drop(c);
     });
     let o = qga(&silent, &["--timeout", "1", "report"]);
-    assert_eq!(code(&o), 6);
-    assert!(
-        stderr(&o).contains("did not answer guest-sync-delimited within 1s"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 6, "did not answer guest-sync-delimited within 1s");
     hold.join().unwrap();
 
     // An agent whose administrator blocked guest-exec.
     let ga = QemuGa::start(&["-b", "guest-exec,guest-exec-status"]);
     let o = qga(&ga.socket(), &["verify", "--guest-command", BIN]);
-    assert_eq!(code(&o), 6, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("does not allow running programs"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 6, "does not allow running programs");
 }
 
 #[test]
@@ -340,12 +300,7 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     );
     // A program that is not there: guestprep's "not in the guest" code, with the agent's reason.
     let o = qga(&s, &["exec", "--", "/nonexistent/program"]);
-    assert_eq!(code(&o), 7, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("/nonexistent/program"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 7, "/nonexistent/program");
 
     // cat: a file of the guest, by file-read; a missing one is named.
     let file = ga.dir.path().join("guest-file");
@@ -354,8 +309,7 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "line 1\nline 2\n");
     let o = qga(&s, &["cat", "/nonexistent/file"]);
-    assert_eq!(code(&o), 7, "{}", stderr(&o));
-    assert!(stderr(&o).contains("/nonexistent/file"), "{}", stderr(&o));
+    assert_fails(&o, 7, "/nonexistent/file");
 
     // apply: guestprep apply in the guest (here, this machine's agent runs it on a fixture root),
     // its output and its exit code.
@@ -386,13 +340,7 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     assert!(stdout(&o).contains("would change"), "{}", stdout(&o));
     let o = apply(&[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let v = guestprep(&[
-        "verify",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        policies().to_str().unwrap(),
-    ]);
+    let v = on_root("verify", root.path(), &[]);
     assert_eq!(
         code(&v),
         0,

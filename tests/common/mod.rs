@@ -139,6 +139,13 @@ pub fn item<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
         .unwrap_or_else(|| panic!("no item {id}"))
 }
 
+/// Asserts a command exited with `code` and said `needle` on stderr.
+#[track_caller]
+pub fn assert_fails(o: &Output, code_: i32, needle: &str) {
+    assert_eq!(code(o), code_, "{}", stderr(o));
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 /// Asserts two snapshots are equal, naming only the paths that differ.
 #[track_caller]
 pub fn assert_same(a: &Snapshot, b: &Snapshot, what: &str) {
