@@ -5,8 +5,9 @@
 //!
 //! Run: `cargo bench --bench daemon` (GUESTPREP_BENCH_IDLE_SECS, GUESTPREP_BENCH_CHANGES).
 
+mod common;
+
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,32 +49,11 @@ fn env_num(k: &str, d: u64) -> u64 {
 fn main() {
     let idle_secs = env_num("GUESTPREP_BENCH_IDLE_SECS", 15);
     let changes = env_num("GUESTPREP_BENCH_CHANGES", 20) as usize;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = env!("CARGO_BIN_EXE_guestprep");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(repo.join("examples/debian13-root/."))
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let policies = repo.join("policies");
-    let args = [
-        "--root",
-        root.to_str().unwrap(),
-        "--policy",
-        policies.to_str().unwrap(),
-    ];
-    let st = Command::new(bin)
-        .arg("apply")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let args = common::converged_root(bin, &root);
 
     let log = tmp.path().join("daemon.log");
     let sock = tmp.path().join("notify");
@@ -85,7 +65,7 @@ fn main() {
     let mut child = Guard(
         Command::new(bin)
             .arg("daemon")
-            .args(args)
+            .args(&args)
             .env("NOTIFY_SOCKET", &sock)
             .env("GUESTPREP_LOG", "info")
             .env("NO_COLOR", "1")

@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench verify` (GUESTPREP_BENCH_RUNS to change the run count).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,30 +41,10 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_guestprep");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(repo.join("examples/debian13-root/."))
-        .arg(root)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let policies = repo.join("policies");
-    let args = [
-        "--root",
-        root.to_str().unwrap(),
-        "--policy",
-        policies.to_str().unwrap(),
-    ];
-    let st = Command::new(bin)
-        .arg("apply")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(st.code(), Some(0), "apply on the benchmark root failed");
+    let args = common::converged_root(bin, root);
     let out = Command::new(bin)
         .args(["verify", "--json"])
-        .args(args)
+        .args(&args)
         .output()
         .unwrap();
     assert_eq!(
@@ -76,7 +58,7 @@ fn main() {
     let (gp_med, gp_p90) = time(runs, || {
         let st = Command::new(bin)
             .arg("verify")
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -85,7 +67,7 @@ fn main() {
     let (json_med, _) = time(runs, || {
         let st = Command::new(bin)
             .args(["verify", "--json"])
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .status()
             .unwrap();

@@ -1,0 +1,31 @@
+//! Set-up shared by the benchmarks: a converged copy of the example Debian 13 root.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Copies `examples/debian13-root` into `root` (an existing, empty directory) and converges it with
+/// the shipped policies; returns the `--root ROOT --policy POLICIES` arguments for the binary.
+pub fn converged_root(bin: &str, root: &Path) -> Vec<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(repo.join("examples/debian13-root/."))
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let args = vec![
+        "--root".to_string(),
+        root.display().to_string(),
+        "--policy".to_string(),
+        repo.join("policies").display().to_string(),
+    ];
+    let st = Command::new(bin)
+        .arg("apply")
+        .args(&args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "apply on the benchmark root failed");
+    args
+}
