@@ -191,9 +191,31 @@ pub enum UnitOp {
     Unmask,
     Enable,
     Disable,
+    /// systemd's `Reload` (daemon-reload): re-read unit files and drop-ins.
     Reload,
     Start,
     Stop,
+    /// `ReloadOrTryRestartUnit`: the service re-reads its configuration, if it runs.
+    ReloadOrTryRestart,
+    /// `TryRestartUnit`: the service restarts with its new configuration, if it runs.
+    TryRestart,
+}
+
+impl UnitOp {
+    /// The verb as `systemctl` spells it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            UnitOp::Mask => "mask",
+            UnitOp::Unmask => "unmask",
+            UnitOp::Enable => "enable",
+            UnitOp::Disable => "disable",
+            UnitOp::Reload => "daemon-reload",
+            UnitOp::Start => "start",
+            UnitOp::Stop => "stop",
+            UnitOp::ReloadOrTryRestart => "reload-or-try-restart",
+            UnitOp::TryRestart => "try-restart",
+        }
+    }
 }
 
 impl Change {
@@ -214,7 +236,7 @@ impl Change {
             Change::Unit {
                 op: UnitOp::Reload, ..
             } => "reload systemd".to_string(),
-            Change::Unit { op, name } => format!("{} {name}", format!("{op:?}").to_lowercase()),
+            Change::Unit { op, name } => format!("{} {name}", op.verb()),
             Change::Download { url, path, .. } => format!("download {url} to {path}"),
         }
     }
@@ -328,16 +350,16 @@ impl Change {
                         u.reload()?;
                         return Ok(Vec::new());
                     }
-                    UnitOp::Start | UnitOp::Stop => {
-                        let verb = if *op == UnitOp::Start {
-                            "start"
-                        } else {
-                            "stop"
-                        };
-                        let result = if *op == UnitOp::Start {
-                            u.start(name)?
-                        } else {
-                            u.stop(name)?
+                    UnitOp::Start
+                    | UnitOp::Stop
+                    | UnitOp::ReloadOrTryRestart
+                    | UnitOp::TryRestart => {
+                        let verb = op.verb();
+                        let result = match op {
+                            UnitOp::Start => u.start(name)?,
+                            UnitOp::Stop => u.stop(name)?,
+                            UnitOp::ReloadOrTryRestart => u.reload_or_try_restart(name)?,
+                            _ => u.try_restart(name)?,
                         };
                         if !matches!(result.as_str(), "done" | "skipped") {
                             bail!(

@@ -5,13 +5,13 @@
 pub enum ExitCode {
     /// Compliant, or converged.
     Ok = 0,
-    /// Drift found (`verify`, `apply --check`), or left after `apply`.
+    /// Drift found (`verify`, `apply --check`). Drift left after `apply` is [`ExitCode::ApplyFailed`].
     Drift = 1,
     /// Invalid policy or usage; nothing was changed.
     Usage = 2,
     /// Compliant except for changes that need a reboot.
     PendingReboot = 3,
-    /// A change could not be applied (or another apply holds the lock).
+    /// A change could not be applied, drift remains after `apply`, or another apply holds the lock.
     ApplyFailed = 4,
     /// No drift, but an item could not be checked (`verify`).
     CheckFailed = 5,
@@ -52,10 +52,10 @@ impl ExitCode {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  compliant / converged
-  1  drift (verify, apply --check; or drift left after apply)
+  1  drift (verify, apply --check)
   2  invalid policy or usage; nothing was changed
   3  compliant except for a pending reboot
-  4  a change could not be applied (or the apply lock could not be taken)
+  4  a change could not be applied, drift remains after apply, or the apply lock was not free
   5  no drift, but an item could not be checked (verify)
   6  qga: the guest agent cannot be reached or does not answer
   7  qga: guestprep, or its report, is not in the guest

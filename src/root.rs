@@ -231,6 +231,39 @@ impl Root {
         Ok(names)
     }
 
+    /// When `abs` was last modified (following symlinks inside the root); `None` if it does not
+    /// exist.
+    pub fn modified(&self, abs: &str) -> Result<Option<std::time::SystemTime>> {
+        if !self.live {
+            match self.open_in(abs, OFlag::O_PATH)? {
+                Opened::Fd(fd) => {
+                    let st = nix::sys::stat::fstat(&fd)
+                        .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
+                    return Ok(Some(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                u64::try_from(st.st_mtime).unwrap_or(0),
+                                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+                            ),
+                    ));
+                }
+                Opened::Missing => return Ok(None),
+                Opened::Unsupported => {}
+            }
+        }
+        let p = self.resolve(abs)?;
+        match std::fs::metadata(&p) {
+            Ok(m) => Ok(Some(
+                m.modified()
+                    .with_context(|| format!("inspecting {}", p.display()))?,
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("inspecting {}", p.display())),
+        }
+    }
+
     /// Whether `abs` exists in the managed system (following symlinks inside the root).
     pub fn exists(&self, abs: &str) -> bool {
         if !self.live {

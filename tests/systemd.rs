@@ -142,6 +142,40 @@ fn units_through_dbus_on_real_systemd() {
         "inactive"
     );
 
+    // After a daemon-reload systemd forgets which condition failed (each condition's state is
+    // reset) but keeps ConditionResult: the verdict must not change.
+    let shown = |c: &Container| {
+        let o = c.exec(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ConditionResult",
+            "chrony.service",
+        ]);
+        stdout(&o).trim().to_string()
+    };
+    assert_eq!(shown(&c), "ConditionResult=no");
+    let o = c.exec(&["systemctl", "daemon-reload"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        shown(&c),
+        "ConditionResult=no",
+        "systemd still says skipped"
+    );
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
+    let rep = json(&o);
+    let chrony = item(&rep, "unit:chrony.service");
+    assert_eq!(code(&o), 0, "after daemon-reload: {chrony}");
+    assert_eq!(chrony["status"], "compliant", "{chrony}");
+    assert!(
+        chrony["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConditionCapability=CAP_SYS_TIME"),
+        "the condition is still named after daemon-reload: {chrony}"
+    );
+    eprintln!("after daemon-reload: {}", chrony["message"]);
+
     // Second apply: nothing to do.
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
     assert_eq!(code(&o), 0);

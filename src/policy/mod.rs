@@ -144,15 +144,66 @@ pub struct DkmsSpec {
     pub version: String,
 }
 
-/// `[units]`: systemd units masked, unmasked, enabled, disabled through systemd's D-Bus API.
+/// `[units]`: systemd units masked, unmasked, enabled, disabled through systemd's D-Bus API, and
+/// drop-ins written for them.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Units {
     pub mask: Vec<String>,
     pub unmask: Vec<String>,
     pub enable: Vec<String>,
     pub disable: Vec<String>,
-    /// Also stop what is masked or disabled and start what is enabled (live only).
-    pub now: bool,
+    /// Also stop what is masked or disabled and start what is enabled (live only): for every
+    /// unit of the section, or for the units listed.
+    pub now: Now,
+    /// `[[units.dropins]]`: `/etc/systemd/system/UNIT.d/NAME.conf`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropins: Vec<UnitDropin>,
+    /// Restart a running unit after one of its drop-ins changed (default true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub restart: bool,
+}
+
+/// `now = true | false | ["unit", …]`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Now {
+    All(bool),
+    Units(Vec<String>),
+}
+
+impl Default for Now {
+    fn default() -> Self {
+        Now::All(false)
+    }
+}
+
+impl Now {
+    /// Whether `unit`'s running state is managed too.
+    pub fn applies_to(&self, unit: &str) -> bool {
+        match self {
+            Now::All(b) => *b,
+            Now::Units(list) => list.iter().any(|u| u == unit),
+        }
+    }
+}
+
+/// `[[units.dropins]]`: a drop-in file for a unit.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitDropin {
+    pub unit: String,
+    /// The file name without `.conf`.
+    pub name: String,
+    pub content: String,
+}
+
+impl UnitDropin {
+    pub fn path(&self) -> String {
+        format!("/etc/systemd/system/{}.d/{}.conf", self.unit, self.name)
+    }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// `[chrony]`: time sources and serving.
@@ -166,6 +217,9 @@ pub struct Chrony {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub makestep: Option<(f64, i64)>,
     pub rtcsync: bool,
+    /// Restart a running chrony.service after the drop-in changed (default true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub restart: bool,
 }
 
 /// `[modules]`: kernel modules loaded at boot, blacklisted, and their options.
@@ -188,6 +242,9 @@ pub struct Ssh {
     pub ciphers: Vec<String>,
     pub macs: Vec<String>,
     pub kex_algorithms: Vec<String>,
+    /// Reload a running ssh.service after the drop-in changed (default true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub restart: bool,
 }
 
 /// `[swap]`.
@@ -204,6 +261,12 @@ pub struct ManagedFile {
     /// Octal mode; `None` keeps the mode of an existing file (0644 for a new one).
     #[serde(serialize_with = "ser_mode", skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Units restarted (if running) after this file changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
+    /// Units reloaded (or restarted when they cannot reload; if running) after this file changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
 }
 
 fn ser_mode<S: serde::Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Packages, Policy, Seal, Ssh,
-    Swap, Units,
+    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Now, Packages, Policy, Seal, Ssh,
+    Swap, UnitDropin, Units,
 };
 
 const SECTIONS: &[&str] = &[
@@ -107,6 +107,7 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     if let Some(t) = v.section(tree, "packages") {
         policy.packages = Some(v.packages(t));
     }
+    v.files_owned_elsewhere(tree, &policy);
     if let Some(t) = v.section(tree, "agent") {
         policy.agent = Some(v.agent(t));
     }
@@ -257,6 +258,7 @@ impl V {
                 "allow",
                 "makestep",
                 "rtcsync",
+                "restart",
             ],
         );
         let servers = self.list(t, p, "servers", check_host);
@@ -274,6 +276,7 @@ impl V {
         let allow = self.list(t, p, "allow", check_allow);
         let makestep = t.get("makestep").and_then(|e| self.makestep(e));
         let rtcsync = self.bool(t, p, "rtcsync").unwrap_or(false);
+        let restart = self.bool(t, p, "restart").unwrap_or(true);
         Chrony {
             servers,
             pools,
@@ -281,6 +284,7 @@ impl V {
             allow,
             makestep,
             rtcsync,
+            restart,
         }
     }
 
@@ -421,8 +425,9 @@ impl V {
 
     fn ssh(&mut self, t: &Table) -> Ssh {
         let p = "ssh";
-        self.known_keys(t, p, &["ciphers", "macs", "kex_algorithms"]);
+        self.known_keys(t, p, &["ciphers", "macs", "kex_algorithms", "restart"]);
         Ssh {
+            restart: self.bool(t, p, "restart").unwrap_or(true),
             ciphers: self.list(t, p, "ciphers", |s| known(s, SSH_CIPHERS, "cipher")),
             macs: self.list(t, p, "macs", |s| known(s, SSH_MACS, "MAC")),
             kex_algorithms: self.list(t, p, "kex_algorithms", |s| {
@@ -595,14 +600,26 @@ impl V {
 
     fn units(&mut self, t: &Table) -> Units {
         let p = "units";
-        self.known_keys(t, p, &["mask", "unmask", "enable", "disable", "now"]);
-        let u = Units {
+        self.known_keys(
+            t,
+            p,
+            &[
+                "mask", "unmask", "enable", "disable", "now", "dropins", "restart",
+            ],
+        );
+        let mut u = Units {
             mask: self.list(t, p, "mask", crate::systemd::check_unit_name),
             unmask: self.list(t, p, "unmask", crate::systemd::check_unit_name),
             enable: self.list(t, p, "enable", crate::systemd::check_unit_name),
             disable: self.list(t, p, "disable", crate::systemd::check_unit_name),
-            now: self.bool(t, p, "now").unwrap_or(false),
+            now: Now::All(false),
+            dropins: match t.get("dropins") {
+                Some(e) => self.dropins(e),
+                None => Vec::new(),
+            },
+            restart: self.bool(t, p, "restart").unwrap_or(true),
         };
+        u.now = self.now(t, &u);
         // A unit in two lists contradicts itself: report it where it is listed the second time.
         let lists = [
             ("mask", &u.mask),
@@ -632,6 +649,162 @@ impl V {
             }
         }
         u
+    }
+
+    /// A `[[files]]` path that a section writes (or a unit drop-in) would be rewritten by two items
+    /// on every run: refuse it.
+    fn files_owned_elsewhere(&mut self, tree: &Table, policy: &Policy) {
+        use crate::resources::{chrony, grub, modules, ssh, sysctl};
+        let mut owned: Vec<(String, &str)> = vec![
+            (sysctl::FILE.to_string(), "[sysctl]"),
+            (modules::LOAD_FILE.to_string(), "[modules]"),
+            (modules::MODPROBE_FILE.to_string(), "[modules]"),
+            (chrony::FILE.to_string(), "[chrony]"),
+            (ssh::FILE.to_string(), "[ssh]"),
+            (grub::FILE.to_string(), "[grub]"),
+        ];
+        if let Some(u) = &policy.units {
+            owned.extend(u.dropins.iter().map(|d| (d.path(), "[[units.dropins]]")));
+        }
+        let Some(Value::Array(nodes)) = tree.get("files").map(|e| &e.node.value) else {
+            return;
+        };
+        for (i, f) in policy.files.iter().enumerate() {
+            let Some((_, owner)) = owned.iter().find(|(p, _)| *p == f.path) else {
+                continue;
+            };
+            let origin = nodes
+                .iter()
+                .find_map(|n| match &n.value {
+                    Value::Table(t) => t
+                        .get("path")
+                        .filter(|e| matches!(&e.node.value, Value::String(s) if *s == f.path))
+                        .map(|e| e.node.origin.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| nodes[i.min(nodes.len() - 1)].origin.clone());
+            self.err(
+                &origin,
+                &format!("files[{i}].path"),
+                format!(
+                    "`{}` is written by {owner}: two items would rewrite it on every run; set it there",
+                    f.path
+                ),
+            );
+        }
+    }
+
+    /// `now = true | false | ["unit", …]`: a listed unit must be one the section masks, enables
+    /// or disables (what `now` acts on).
+    fn now(&mut self, t: &Table, u: &Units) -> Now {
+        let Some(e) = t.get("now") else {
+            return Now::All(false);
+        };
+        if let Value::Bool(b) = &e.node.value {
+            return Now::All(*b);
+        }
+        if !matches!(&e.node.value, Value::Array(_)) {
+            let msg = format!(
+                "expected true, false or an array of unit names, found {}",
+                e.node.value.type_name()
+            );
+            self.err(&e.node.origin, "units.now", msg);
+            return Now::All(false);
+        }
+        let names = self.list(t, "units", "now", crate::systemd::check_unit_name);
+        let Value::Array(nodes) = &e.node.value else {
+            return Now::All(false);
+        };
+        for (i, n) in names.iter().enumerate() {
+            let acted_on = [&u.mask, &u.enable, &u.disable]
+                .iter()
+                .any(|l| l.contains(n));
+            if !acted_on {
+                let origin = nodes
+                    .iter()
+                    .find(|x| matches!(&x.value, Value::String(s) if s == n))
+                    .map_or(e.node.origin.clone(), |x| x.origin.clone());
+                self.err(
+                    &origin,
+                    &format!("units.now[{i}]"),
+                    format!(
+                        "`{n}` is not in units.mask, units.enable or units.disable: `now` stops or starts only those"
+                    ),
+                );
+            }
+        }
+        Now::Units(names)
+    }
+
+    /// `[[units.dropins]]`: `unit`, `name`, `content`, all required.
+    fn dropins(&mut self, e: &Entry) -> Vec<UnitDropin> {
+        let want = "an array of tables `[[units.dropins]]`";
+        let Some(items) = self.typed(e, "units.dropins", want, |v| match v {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }) else {
+            return Vec::new();
+        };
+        let mut out: Vec<UnitDropin> = Vec::new();
+        for (i, n) in items.iter().enumerate() {
+            let p = format!("units.dropins[{i}]");
+            let Node {
+                value: Value::Table(t),
+                origin,
+            } = n
+            else {
+                let msg = format!("expected a table, found {}", n.value.type_name());
+                self.err(&n.origin, &p, msg);
+                continue;
+            };
+            self.known_keys(t, &p, &["unit", "name", "content"]);
+            let required = |v: &mut Self, key: &str| {
+                let r = v.string(t, &p, key);
+                if t.get(key).is_none() {
+                    v.err(
+                        origin,
+                        &format!("{p}.{key}"),
+                        format!("missing required key `{key}`"),
+                    );
+                }
+                r
+            };
+            let unit = required(self, "unit");
+            let name = required(self, "name");
+            let content = required(self, "content");
+            let unit = unit.filter(|u| match crate::systemd::check_unit_name(u) {
+                Ok(()) => true,
+                Err(m) => {
+                    let o = t.get("unit").expect("present").node.origin.clone();
+                    self.err(&o, &format!("{p}.unit"), m);
+                    false
+                }
+            });
+            let name = name.and_then(|nm| {
+                let stem = nm.strip_suffix(".conf").unwrap_or(&nm).to_string();
+                match check_dropin_name(&stem) {
+                    Ok(()) => Some(stem),
+                    Err(m) => {
+                        let o = t.get("name").expect("present").node.origin.clone();
+                        self.err(&o, &format!("{p}.name"), m);
+                        None
+                    }
+                }
+            });
+            if let (Some(unit), Some(name), Some(content)) = (unit, name, content) {
+                let d = UnitDropin {
+                    unit,
+                    name,
+                    content,
+                };
+                if out.iter().any(|o| o.path() == d.path()) {
+                    self.err(origin, &p, format!("`{}` is written twice", d.path()));
+                    continue;
+                }
+                out.push(d);
+            }
+        }
+        out
     }
 
     fn seal(&mut self, t: &Table) -> Seal {
@@ -769,7 +942,19 @@ impl V {
                 );
                 continue;
             };
-            self.known_keys(t, &p, &["path", "content", "mode"]);
+            self.known_keys(t, &p, &["path", "content", "mode", "restart", "reload"]);
+            let restart = self.list(t, &p, "restart", crate::systemd::check_unit_name);
+            let reload = self.list(t, &p, "reload", crate::systemd::check_unit_name);
+            for (i, u) in reload.iter().enumerate() {
+                if restart.contains(u) {
+                    let o = t.get("reload").expect("present").node.origin.clone();
+                    self.err(
+                        &o,
+                        &format!("{p}.reload[{i}]"),
+                        format!("`{u}` is also in {p}.restart: choose one"),
+                    );
+                }
+            }
             let path = match self.string(t, &p, "path") {
                 Some(path) => match check_abs_path(&path) {
                     Ok(()) => Some(path),
@@ -824,11 +1009,29 @@ impl V {
                     path,
                     content,
                     mode,
+                    restart,
+                    reload,
                 });
             }
         }
         out
     }
+}
+
+/// A drop-in's file name without `.conf`: one path component, no hidden file.
+fn check_dropin_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.starts_with('.') || s.len() > 200 {
+        return Err(format!("`{s}` is not a usable drop-in name"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.@+".contains(*c)))
+    {
+        return Err(format!(
+            "`{s}` contains `{c}`: a drop-in name is one file name (letters, digits, - _ . @ +)"
+        ));
+    }
+    Ok(())
 }
 
 /// A Debian package name (Policy §5.6.1): lowercase letters, digits, `+`, `-`, `.`; at least two

@@ -13,6 +13,8 @@ use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Chrony;
 use crate::report::Status;
 
+/// The unit that reads the file (restarted or reloaded after it changed).
+pub const UNIT: &str = "chrony.service";
 pub const FILE: &str = "/etc/chrony/conf.d/50-guestprep.conf";
 const CONF: &str = "/etc/chrony/chrony.conf";
 const CONFDIR: &str = "/etc/chrony/conf.d";
@@ -64,7 +66,7 @@ impl Resource for ConfDir {
         let expected = json!(format!("confdir {CONFDIR}"));
         let Some(conf) = sys.read_string(CONF)? else {
             return Ok(Observation::new(
-                Status::Compliant,
+                Status::Skipped,
                 expected,
                 json!(null),
                 format!("{CONF} not present (chrony not installed): the drop-in is ready for it"),
@@ -82,11 +84,12 @@ impl Resource for ConfDir {
                 "",
             )),
             None => Ok(Observation::new(
-                Status::Error,
+                Status::Drift,
                 expected,
                 json!(null),
                 format!(
-                    "{CONF} does not read {CONFDIR}: add `confdir {CONFDIR}` to it, or the drop-in is ignored"
+                    "{CONF} does not read {CONFDIR}, so chronyd ignores {FILE}: add the line `confdir {CONFDIR}` \
+                     to {CONF} (it belongs to the chrony package; guestprep does not edit it)"
                 ),
             )),
         }

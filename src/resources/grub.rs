@@ -154,31 +154,35 @@ impl Resource for Cmdline {
         if miss.is_empty() {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
-        let configured = sys
+        // Each missing argument is either in the generated grub.cfg (effective after a reboot) or
+        // not configured at all: say which is which.
+        let cfg_args = sys
             .root
             .read_string(GRUB_CFG)?
             .and_then(|c| first_linux_args(&c))
-            .is_some_and(|have| missing(&self.args, &have).is_empty());
-        let list = miss
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if configured {
-            Ok(Observation::new(
+            .unwrap_or_default();
+        let (pending, absent): (Vec<&String>, Vec<&String>) =
+            miss.iter().partition(|a| cfg_args.contains(a));
+        let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        if absent.is_empty() {
+            return Ok(Observation::new(
                 Status::PendingReboot,
                 expected,
                 actual,
-                format!("{list} configured; effective after a reboot"),
-            ))
-        } else {
-            Ok(Observation::new(
-                Status::Drift,
-                expected,
-                actual,
-                format!("{list} not on the running kernel's command line nor in {GRUB_CFG}"),
-            ))
+                format!("{} configured; effective after a reboot", join(&pending)),
+            ));
         }
+        let mut msg = format!(
+            "{} not on the running kernel's command line nor in {GRUB_CFG}",
+            join(&absent)
+        );
+        if !pending.is_empty() {
+            msg.push_str(&format!(
+                "; {} configured, effective after a reboot",
+                join(&pending)
+            ));
+        }
+        Ok(Observation::new(Status::Drift, expected, actual, msg))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {

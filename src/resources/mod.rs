@@ -10,6 +10,7 @@ pub mod file;
 pub mod grub;
 pub mod modules;
 pub mod packages;
+pub mod services;
 pub mod ssh;
 pub mod swap;
 pub mod sysctl;
@@ -18,6 +19,7 @@ pub mod units;
 use crate::engine::Resource;
 use crate::policy::Policy;
 use crate::root::Root;
+use services::{Action, Feed};
 
 pub use file::FileResource;
 
@@ -48,13 +50,55 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     } else {
         out.extend(sysctl::resources(&policy.sysctl));
     }
+    // Which running unit reads which managed file: one `service:` item per unit, last.
+    let mut feeds: Vec<Feed> = Vec::new();
+    let feed = |unit: &str, action, path: &str, allowed: bool, section: &str| Feed {
+        unit: unit.to_string(),
+        action,
+        path: path.to_string(),
+        allowed,
+        section: section.to_string(),
+    };
     match &policy.chrony {
-        Some(c) => out.extend(chrony::resources(c)),
-        None => absent("chrony", chrony::FILE, &mut out),
+        Some(c) => {
+            out.extend(chrony::resources(c));
+            let f = feed(
+                chrony::UNIT,
+                Action::Restart,
+                chrony::FILE,
+                c.restart,
+                "[chrony]",
+            );
+            feeds.push(f);
+        }
+        None if root.exists(chrony::FILE) => {
+            absent("chrony", chrony::FILE, &mut out);
+            feeds.push(feed(
+                chrony::UNIT,
+                Action::Restart,
+                chrony::FILE,
+                true,
+                "[chrony]",
+            ));
+        }
+        None => {}
     }
     match &policy.ssh {
-        Some(s) => out.extend(ssh::resources(s)),
-        None => absent("ssh", ssh::FILE, &mut out),
+        Some(s) => {
+            out.extend(ssh::resources(s));
+            feeds.push(feed(
+                ssh::UNIT,
+                Action::Reload,
+                ssh::FILE,
+                s.restart,
+                "[ssh]",
+            ));
+        }
+        None if root.exists(ssh::FILE) => {
+            absent("ssh", ssh::FILE, &mut out);
+            feeds.push(feed(ssh::UNIT, Action::Reload, ssh::FILE, true, "[ssh]"));
+        }
+        None => {}
     }
     if let Some(s) = &policy.swap {
         out.extend(swap::resources(s));
@@ -63,14 +107,25 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         Some(g) => out.extend(grub::resources(g)),
         None => absent("grub", grub::FILE, &mut out),
     }
-    for f in &policy.files {
+    for (i, f) in policy.files.iter().enumerate() {
         let mut r = FileResource::new("file", &f.path, f.content.clone());
         r.mode = f.mode;
         out.push(Box::new(r));
+        let section = format!("files[{i}]");
+        for u in &f.restart {
+            feeds.push(feed(u, Action::Restart, &f.path, true, &section));
+        }
+        for u in &f.reload {
+            feeds.push(feed(u, Action::Reload, &f.path, true, &section));
+        }
     }
     // Units last: a service starts with its configuration already written.
     if let Some(u) = &policy.units {
+        out.extend(units::dropin_resources(u));
         out.extend(units::resources(u));
+        feeds.extend(units::feeds(u));
     }
+    // Then the services that must re-read what changed above: once each.
+    out.extend(services::resources(&feeds));
     out
 }

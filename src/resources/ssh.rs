@@ -14,6 +14,8 @@ use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Ssh;
 use crate::report::Status;
 
+/// The unit that reads the file (restarted or reloaded after it changed).
+pub const UNIT: &str = "ssh.service";
 pub const FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
 const MAIN: &str = "/etc/ssh/sshd_config";
 const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
@@ -126,7 +128,7 @@ impl Resource for Effective {
             .collect();
         let Some(first) = Self::first_values(sys)? else {
             return Ok(Observation::new(
-                Status::Compliant,
+                Status::Skipped,
                 json!(expected),
                 json!(null),
                 format!(

@@ -1,5 +1,6 @@
 //! `[units]`: systemd units masked, unmasked, enabled or disabled, and (with `now`) stopped or
-//! started, through systemd's own API on a live system and its unit files offline.
+//! started, through systemd's own API on a live system and its unit files offline; drop-ins
+//! written for them and loaded by systemd (`Reload` once after any changed).
 //!
 //! Owns judging one unit: the unit-file state *and* the active state (a unit that should be masked
 //! but still runs is drift; a unit systemd skipped for an unmet condition is reported, not fought),
@@ -9,6 +10,8 @@
 use anyhow::Result;
 use serde_json::json;
 
+use super::FileResource;
+use super::services::{Action, Feed};
 use crate::engine::{Change, Observation, Resource, System, UnitOp};
 use crate::policy::Units;
 use crate::report::Status;
@@ -33,6 +36,106 @@ impl Want {
     }
 }
 
+/// The drop-in files and, per unit, the item that checks systemd loaded them. They run before
+/// the unit items, so a unit started with `now` starts with its drop-ins.
+pub fn dropin_resources(u: &Units) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    let mut units: Vec<&str> = Vec::new();
+    for d in &u.dropins {
+        out.push(Box::new(FileResource::new(
+            "units",
+            &d.path(),
+            d.content.clone(),
+        )));
+        if !units.contains(&d.unit.as_str()) {
+            units.push(&d.unit);
+        }
+    }
+    for unit in units {
+        out.push(Box::new(DropinsLoaded {
+            unit: unit.to_string(),
+            paths: u
+                .dropins
+                .iter()
+                .filter(|d| d.unit == unit)
+                .map(|d| d.path())
+                .collect(),
+        }));
+    }
+    out
+}
+
+/// Which running unit reads which drop-in, for the `service:` items.
+pub fn feeds(u: &Units) -> Vec<Feed> {
+    u.dropins
+        .iter()
+        .map(|d| Feed {
+            unit: d.unit.clone(),
+            action: Action::Restart,
+            path: d.path(),
+            allowed: u.restart,
+            section: "[units]".to_string(),
+        })
+        .collect()
+}
+
+/// `unit-dropins:UNIT`: systemd has loaded the unit's drop-ins (its `DropInPaths`), and has no
+/// newer version of its files to load (`NeedDaemonReload`). Fixed with one `Reload`.
+pub struct DropinsLoaded {
+    pub unit: String,
+    pub paths: Vec<String>,
+}
+
+impl Resource for DropinsLoaded {
+    fn id(&self) -> String {
+        format!("unit-dropins:{}", self.unit)
+    }
+
+    fn kind(&self) -> &'static str {
+        "units"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected = json!({"dropInPaths": self.paths, "needDaemonReload": false});
+        if let Some(why) = sys.offline_reason() {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                json!(null),
+                format!("whether systemd loaded the drop-ins is checked live only: {why}"),
+            ));
+        }
+        let rt = sys.units()?.runtime(&self.unit)?;
+        let actual = json!({"dropInPaths": rt.drop_in_paths, "needDaemonReload": rt.need_daemon_reload, "loadState": rt.load_state});
+        let mut problems = Vec::new();
+        for p in &self.paths {
+            if sys.root.exists(p) && !rt.drop_in_paths.contains(p) {
+                problems.push(format!("systemd has not loaded {p}"));
+            }
+        }
+        if rt.need_daemon_reload {
+            problems.push(format!(
+                "systemd has older versions of {}'s files loaded (NeedDaemonReload)",
+                self.unit
+            ));
+        }
+        if !problems.is_empty() {
+            problems.push("a daemon-reload loads them; `guestprep apply` does it".to_string());
+        }
+        Ok(Observation::judged(expected, actual, &problems, ""))
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if !sys.is_live() || obs.status != Status::Drift {
+            return Vec::new();
+        }
+        vec![Change::Unit {
+            op: UnitOp::Reload,
+            name: self.unit.clone(),
+        }]
+    }
+}
+
 pub fn resources(u: &Units) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     for (names, want) in [
@@ -45,7 +148,7 @@ pub fn resources(u: &Units) -> Vec<Box<dyn Resource>> {
             out.push(Box::new(UnitItem {
                 name: n.clone(),
                 want,
-                now: u.now,
+                now: u.now.applies_to(n),
             }));
         }
     }

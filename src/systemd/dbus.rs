@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use zbus::OwnedObjectPath;
 
-use super::{FileChange, UnitManager, UnitState};
+use super::{FileChange, UnitManager, UnitRuntime, UnitState};
 
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` does not say.
 pub const DEFAULT_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
@@ -49,6 +49,8 @@ pub trait Manager {
     fn reload(&self) -> zbus::Result<()>;
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload_or_try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
@@ -80,6 +82,46 @@ pub trait Unit {
     /// (type, trigger, negate, parameter, state): state < 0 failed.
     #[zbus(property)]
     fn conditions(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn state_change_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Service {
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
+}
+
+/// The condition that failed, in unit-file syntax, from systemd's `Conditions` list. After a
+/// `daemon-reload` systemd re-reads the unit and forgets each condition's state while keeping
+/// `ConditionResult`: then every condition of the unit is named as a candidate. `None` when the
+/// unit has no condition left (a drop-in removed it): the old result no longer applies.
+pub fn failed_condition(conditions: &[(String, bool, bool, String, i32)]) -> Option<String> {
+    let show = |(kind, _, negate, param, _): &(String, bool, bool, String, i32)| {
+        format!("{kind}={}{param}", if *negate { "!" } else { "" })
+    };
+    if let Some(c) = conditions.iter().find(|c| c.4 < 0) {
+        return Some(show(c));
+    }
+    match conditions.len() {
+        0 => None,
+        1 => Some(show(&conditions[0])),
+        _ => Some(format!(
+            "one of {}",
+            conditions.iter().map(show).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
 
 /// A connection to systemd on the system bus.
@@ -128,7 +170,8 @@ impl DbusUnits {
             .context("creating the systemd manager proxy")
     }
 
-    /// Runs a start or stop job and waits for its `JobRemoved` signal.
+    /// Runs a unit job (`start`, `stop`, `reload-or-try-restart`, `try-restart`) and waits for its
+    /// `JobRemoved` signal.
     fn run_job(&self, verb: &str, name: &str) -> Result<String> {
         let timeout = self.job_timeout;
         self.rt.block_on(async {
@@ -138,6 +181,8 @@ impl DbusUnits {
             let mut removed = m.receive_job_removed().await?;
             let job = match verb {
                 "start" => m.start_unit(name, "replace").await,
+                "reload-or-try-restart" => m.reload_or_try_restart_unit(name, "replace").await,
+                "try-restart" => m.try_restart_unit(name, "replace").await,
                 _ => m.stop_unit(name, "replace").await,
             }
             .map_err(|e| anyhow!("{verb} {name}: {}", describe(&e)))?;
@@ -198,13 +243,11 @@ impl UnitManager for DbusUnits {
             let u = UnitProxy::builder(&self.conn).path(path).build().await?;
             let active = u.active_state().await?;
             let sub = u.sub_state().await?;
+            // ConditionResult and ConditionTimestamp survive a daemon-reload; the per-condition
+            // states do not.
             let mut condition_failed = None;
             if !u.condition_result().await? && u.condition_timestamp().await? > 0 {
-                condition_failed = u.conditions().await?.into_iter().find(|c| c.4 < 0).map(
-                    |(kind, _, negate, param, _)| {
-                        format!("{kind}={}{param}", if negate { "!" } else { "" })
-                    },
-                );
+                condition_failed = failed_condition(&u.conditions().await?);
             }
             Ok(UnitState {
                 unit_file_state: file_state,
@@ -257,5 +300,43 @@ impl UnitManager for DbusUnits {
 
     fn stop(&self, name: &str) -> Result<String> {
         self.run_job("stop", name)
+    }
+
+    fn runtime(&self, name: &str) -> Result<UnitRuntime> {
+        let m = self.manager()?;
+        self.rt.block_on(async {
+            let path = m
+                .load_unit(name)
+                .await
+                .map_err(|e| anyhow!("LoadUnit({name}): {}", describe(&e)))?;
+            let u = UnitProxy::builder(&self.conn)
+                .path(path.clone())
+                .build()
+                .await?;
+            let mut rt = UnitRuntime {
+                load_state: u.load_state().await?,
+                active_state: u.active_state().await?,
+                sub_state: u.sub_state().await?,
+                active_enter_usec: u.active_enter_timestamp().await?,
+                state_change_usec: u.state_change_timestamp().await?,
+                drop_in_paths: u.drop_in_paths().await?,
+                need_daemon_reload: u.need_daemon_reload().await?,
+                ..UnitRuntime::default()
+            };
+            if name.ends_with(".service") {
+                let s = ServiceProxy::builder(&self.conn).path(path).build().await?;
+                rt.main_pid = s.main_pid().await.unwrap_or(0);
+                rt.exec_main_start_usec = s.exec_main_start_timestamp().await.unwrap_or(0);
+            }
+            Ok(rt)
+        })
+    }
+
+    fn reload_or_try_restart(&self, name: &str) -> Result<String> {
+        self.run_job("reload-or-try-restart", name)
+    }
+
+    fn try_restart(&self, name: &str) -> Result<String> {
+        self.run_job("try-restart", name)
     }
 }

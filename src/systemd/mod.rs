@@ -73,6 +73,37 @@ impl UnitState {
     }
 }
 
+/// What systemd knows of a loaded unit at run time (live only): whether a process runs, since
+/// when, when it last changed state (a reload ends with one), and which drop-ins it loaded.
+/// Timestamps are microseconds since the epoch, 0 when systemd has none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitRuntime {
+    /// `loaded`, `not-found`, `masked`, …
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// The service's main process, 0 when none (or not a service).
+    pub main_pid: u32,
+    /// `ExecMainStartTimestamp`: when the main process started (services only).
+    pub exec_main_start_usec: u64,
+    /// `ActiveEnterTimestamp`: when the unit last became active.
+    pub active_enter_usec: u64,
+    /// `StateChangeTimestamp`: the last state change (the end of a reload is one).
+    pub state_change_usec: u64,
+    /// `DropInPaths`: the drop-in files systemd loaded for it.
+    pub drop_in_paths: Vec<String>,
+    /// `NeedDaemonReload`: its files changed on disk since systemd loaded them.
+    pub need_daemon_reload: bool,
+}
+
+impl UnitRuntime {
+    /// Active with a process of its own (not a oneshot that has exited, not a target).
+    pub fn has_process(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "reloading") && self.main_pid != 0
+    }
+}
+
 /// One file change systemd (or the offline backend) made: `symlink PATH -> DEST`, `unlink PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileChange {
@@ -104,6 +135,12 @@ pub trait UnitManager {
     fn start(&self, name: &str) -> Result<String>;
     /// Stops the unit and waits for its job; returns the job result.
     fn stop(&self, name: &str) -> Result<String>;
+    /// Run-time state of a unit (live only; the offline backend refuses).
+    fn runtime(&self, name: &str) -> Result<UnitRuntime>;
+    /// `ReloadOrTryRestartUnit`: reload if it can, else restart; only if it runs. Job awaited.
+    fn reload_or_try_restart(&self, name: &str) -> Result<String>;
+    /// `TryRestartUnit`: restart only if it runs. Job awaited.
+    fn try_restart(&self, name: &str) -> Result<String>;
 }
 
 /// Checks a unit name like systemd's `unit_name_is_valid`: `prefix[@instance].suffix`.

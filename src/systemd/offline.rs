@@ -364,6 +364,21 @@ impl UnitManager for OfflineUnits {
     fn stop(&self, name: &str) -> Result<String> {
         bail!("cannot stop {name} on an {}", self.root.describe())
     }
+
+    fn runtime(&self, name: &str) -> Result<super::UnitRuntime> {
+        bail!(
+            "no run-time state of {name} on an {}: nothing runs there",
+            self.root.describe()
+        )
+    }
+
+    fn reload_or_try_restart(&self, name: &str) -> Result<String> {
+        bail!("cannot reload {name} on an {}", self.root.describe())
+    }
+
+    fn try_restart(&self, name: &str) -> Result<String> {
+        bail!("cannot restart {name} on an {}", self.root.describe())
+    }
 }
 
 #[cfg(test)]

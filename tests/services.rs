@@ -1,0 +1,284 @@
+//! Running services follow their configuration, against real daemons: the VM test root (sshd,
+//! chrony, containerd) booted with systemd-nspawn, guestprep inside it. Each claim is checked
+//! independently of guestprep: a real `ssh -c aes128-ctr` to the container's sshd, containerd's
+//! and chronyd's main PIDs, `systemctl show -p DropInPaths/NeedDaemonReload`. One boot for all.
+
+mod common;
+use common::container::{Container, rootfs_tar, unpack};
+use common::*;
+
+use std::path::Path;
+
+/// Ciphers without aes128-ctr (which sshd's defaults accept).
+const SSH: &str = r#"
+[ssh]
+ciphers = ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+"#;
+
+const CONTAINERD_V1: &str = "# test v1\nversion = 2\n";
+const CONTAINERD_V2: &str = "# test v2\nversion = 2\n";
+
+/// chrony refuses to run in a container (ConditionCapability=CAP_SYS_TIME): a drop-in lets it
+/// run without touching the clock, and `now` starts it (only it).
+fn policy(ssh_restart: bool, containerd: &str, chrony_server: &str) -> String {
+    format!(
+        r#"{SSH}restart = {ssh_restart}
+
+[chrony]
+servers = ["{chrony_server}"]
+
+[[files]]
+path = "/etc/containerd/config.toml"
+content = """{containerd}"""
+restart = ["containerd.service"]
+
+[units]
+enable = ["chrony.service", "containerd.service"]
+now = ["chrony.service"]
+
+[[units.dropins]]
+unit = "chrony.service"
+name = "container"
+content = """[Unit]
+ConditionCapability=
+[Service]
+ExecStart=
+ExecStart=!/usr/sbin/chronyd -F 0 -x
+"""
+"#
+    )
+}
+
+fn write_policy(root: &Path, name: &str, text: &str) -> String {
+    std::fs::write(root.join("root").join(name), text).unwrap();
+    format!("/root/{name}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real SSH client offering only `cipher`: Ok if sshd accepted the cipher (authentication then
+/// fails, as no key is given), Err with ssh's words if it refused it.
+fn ssh_cipher(c: &Container, port: u16, cipher: &str) -> Result<(), String> {
+    let o = c.exec(&[
+        "ssh",
+        "-c",
+        cipher,
+        "-p",
+        &port.to_string(),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=10",
+        "nobody@127.0.0.1",
+        "true",
+    ]);
+    let err = stderr(&o);
+    if err.contains("no matching cipher") {
+        Err(err)
+    } else if err.contains("Permission denied") {
+        Ok(())
+    } else {
+        panic!("ssh gave neither answer: {err}")
+    }
+}
+
+fn main_pid(c: &Container, unit: &str) -> String {
+    let o = c.exec(&["systemctl", "show", "-P", "MainPID", unit]);
+    stdout(&o).trim().to_string()
+}
+
+fn show(c: &Container, prop: &str, unit: &str) -> String {
+    let o = c.exec(&["systemctl", "show", "-P", prop, unit]);
+    stdout(&o).trim().to_string()
+}
+
+fn changes(rep: &serde_json::Value) -> Vec<String> {
+    rep["apply"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["item"].as_str().unwrap(),
+                c["action"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn services_follow_their_configuration() {
+    let dir = unpack(&rootfs_tar("vm"));
+    // sshd on a free loopback port: the container shares the host's network.
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("etc/ssh/sshd_config.d/00-test-port.conf"),
+        format!("Port {port}\nListenAddress 127.0.0.1\n"),
+    )
+    .unwrap();
+    let c = Container::boot(dir);
+    assert_eq!(c.systemctl("is-active", "ssh.service"), "active");
+    assert_eq!(c.systemctl("is-active", "containerd.service"), "active");
+    assert_eq!(ssh_cipher(&c, port, "aes128-ctr"), Ok(()), "precondition");
+
+    // restart = false: the drop-in is written, sshd is left alone and still takes aes128-ctr;
+    // the report says so (pending until a reload or reboot) instead of claiming compliance.
+    let p0 = write_policy(
+        c.root(),
+        "p0.toml",
+        &policy(false, CONTAINERD_V1, "127.0.0.1"),
+    );
+    let sshd_pid = main_pid(&c, "ssh.service");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p0]);
+    let rep = json(&o);
+    let s = item(&rep, "service:ssh.service");
+    assert_eq!(s["status"], "pending-reboot", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/ssh/sshd_config.d/05-guestprep.conf changed at"),
+        "{s}"
+    );
+    assert_eq!(code(&o), 3, "{}", stdout(&o));
+    let accepted = ssh_cipher(&c, port, "aes128-ctr");
+    eprintln!("restart = false: sshd still accepts aes128-ctr: {accepted:?}");
+    assert_eq!(accepted, Ok(()), "nothing reloaded sshd");
+    // The first apply wrote chrony's drop-in, reloaded systemd once, and started chrony.
+    let all = changes(&rep);
+    eprintln!("first apply: {all:#?}");
+    assert_eq!(
+        all.iter().filter(|c| c.ends_with("reload systemd")).count(),
+        1,
+        "one daemon-reload: {all:#?}"
+    );
+    assert_eq!(c.systemctl("is-active", "chrony.service"), "active");
+    let dropins = show(&c, "DropInPaths", "chrony.service");
+    assert!(
+        dropins
+            .split_whitespace()
+            .any(|p| p == "/etc/systemd/system/chrony.service.d/container.conf"),
+        "systemd loaded the drop-in: {dropins}"
+    );
+    assert_eq!(
+        item(&rep, "unit-dropins:chrony.service")["status"],
+        "compliant"
+    );
+    // containerd ran before apply wrote its config: apply restarted it in the same run.
+    assert_eq!(
+        item(&rep, "service:containerd.service")["status"],
+        "compliant"
+    );
+    assert!(
+        all.contains(&"service:containerd.service: try-restart containerd.service".to_string()),
+        "{all:#?}"
+    );
+
+    // The default: sshd is reloaded (not restarted: same PID), and refuses aes128-ctr.
+    let p1 = write_policy(
+        c.root(),
+        "p1.toml",
+        &policy(true, CONTAINERD_V1, "127.0.0.1"),
+    );
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let s = item(&json(&o), "service:ssh.service").clone();
+    assert_eq!(s["status"], "drift", "{s}");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = json(&o);
+    assert_eq!(
+        changes(&rep),
+        ["service:ssh.service: reload-or-try-restart ssh.service"]
+    );
+    let refused = ssh_cipher(&c, port, "aes128-ctr");
+    eprintln!("after apply: aes128-ctr → {refused:?}");
+    assert!(refused.is_err(), "sshd still accepts aes128-ctr");
+    assert_eq!(
+        ssh_cipher(&c, port, "aes256-gcm@openssh.com"),
+        Ok(()),
+        "sshd still serves"
+    );
+    assert_eq!(
+        main_pid(&c, "ssh.service"),
+        sshd_pid,
+        "reloaded, not restarted"
+    );
+
+    // A second apply restarts nothing.
+    let pids = |c: &Container| {
+        ["ssh.service", "containerd.service", "chrony.service"].map(|u| main_pid(c, u))
+    };
+    let before = pids(&c);
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p1]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(changes(&json(&o)), Vec::<String>::new());
+    assert_eq!(pids(&c), before, "nothing restarted");
+
+    // containerd's config changes: one restart, a new PID; chrony's too, in the same run.
+    let p2 = write_policy(
+        c.root(),
+        "p2.toml",
+        &policy(true, CONTAINERD_V2, "127.0.0.2"),
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p2]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let all = changes(&json(&o));
+    assert!(
+        all.contains(&"service:containerd.service: try-restart containerd.service".to_string()),
+        "{all:#?}"
+    );
+    assert!(
+        all.contains(&"service:chrony.service: try-restart chrony.service".to_string()),
+        "{all:#?}"
+    );
+    let after = pids(&c);
+    eprintln!("PIDs (ssh, containerd, chrony) before {before:?}, after {after:?}");
+    assert_eq!(after[0], before[0], "ssh untouched");
+    assert_ne!(after[1], before[1], "containerd restarted");
+    assert_ne!(after[2], before[2], "chrony restarted");
+
+    // A file changed behind the running daemon (same content, newer mtime): verify says the
+    // daemon runs an older configuration, naming the file; apply restarts it.
+    let o = c.exec(&["touch", "/etc/containerd/config.toml"]);
+    assert_eq!(code(&o), 0);
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p2]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let s = item(&json(&o), "service:containerd.service").clone();
+    assert_eq!(s["status"], "drift", "{s}");
+    let msg = s["message"].as_str().unwrap();
+    assert!(
+        msg.contains("/etc/containerd/config.toml changed at")
+            && msg.contains("systemctl restart containerd.service"),
+        "{msg}"
+    );
+    let o = c.exec(&["guestprep", "apply", "--policy", &p2]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_ne!(main_pid(&c, "containerd.service"), after[1], "restarted");
+
+    // A drop-in edited behind systemd's back: NeedDaemonReload, drift; apply reloads.
+    std::fs::write(
+        c.root()
+            .join("etc/systemd/system/chrony.service.d/container.conf"),
+        "# edited\n",
+    )
+    .unwrap();
+    assert_eq!(show(&c, "NeedDaemonReload", "chrony.service"), "yes");
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &p2]);
+    let rep = json(&o);
+    assert_eq!(item(&rep, "unit-dropins:chrony.service")["status"], "drift");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p2]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(show(&c, "NeedDaemonReload", "chrony.service"), "no");
+}
