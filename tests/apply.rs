@@ -490,3 +490,72 @@ fn human_output_is_one_line_per_item_and_a_summary() {
         && l.contains("missing")));
     assert!(!out.contains('\x1b'), "no colour when not a terminal");
 }
+
+/// chrony.conf without the conf.d line is drift with the fix (not "could not be checked");
+/// chrony or sshd not installed: skipped, not compliant.
+#[test]
+fn missing_confdir_is_drift_and_absent_daemons_are_skipped() {
+    let root = example_root();
+    let r = root.path();
+    let conf = r.join("etc/chrony/chrony.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("confdir"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(text, without, "precondition: the example reads conf.d");
+    std::fs::write(&conf, without).unwrap();
+    let (c, rep) = verify_json(r);
+    assert_eq!(c, 1);
+    let i = item(&rep, "chrony:confdir");
+    assert_eq!(i["status"], "drift", "{i}");
+    assert!(
+        i["message"]
+            .as_str()
+            .unwrap()
+            .contains("add the line `confdir /etc/chrony/conf.d`"),
+        "{i}"
+    );
+
+    std::fs::remove_file(&conf).unwrap();
+    std::fs::remove_file(r.join("etc/ssh/sshd_config")).unwrap();
+    let (_, rep) = verify_json(r);
+    for id in ["chrony:confdir", "ssh:effective"] {
+        let i = item(&rep, id);
+        assert_eq!(i["status"], "skipped", "{i}");
+        assert!(
+            i["message"].as_str().unwrap().contains("not installed"),
+            "{i}"
+        );
+    }
+}
+
+/// A module built into the running kernel (in /sys/module, not in /proc/modules) is loaded:
+/// found independently on this machine, checked live and read-only.
+#[test]
+fn a_built_in_module_is_loaded() {
+    let proc_modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let listed: std::collections::BTreeSet<&str> = proc_modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let builtin = std::fs::read_dir("/sys/module")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| {
+            !listed.contains(n.as_str())
+                && !Path::new("/sys/module").join(n).join("initstate").exists()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .expect("this kernel has built-in modules in /sys/module");
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("p.toml");
+    std::fs::write(&pol, format!("[modules]\nload = [\"{builtin}\"]\n")).unwrap();
+    let o = guestprep(&["verify", "--json", "--policy", pol.to_str().unwrap()]);
+    let rep = json(&o);
+    let i = item(&rep, &format!("module:{builtin}"));
+    eprintln!("built-in module {builtin}: {i}");
+    assert_eq!(i["actual"]["loaded"], true, "{i}");
+}

@@ -124,6 +124,32 @@ impl Resource for GrubCfg {
     }
 }
 
+/// The verdict on arguments missing from the running command line: each is either in the
+/// generated grub.cfg (effective after a reboot) or not configured at all; the message says which
+/// is which.
+fn cmdline_verdict(miss: &[&String], cfg_args: &[String]) -> (Status, String) {
+    let (pending, absent): (Vec<&String>, Vec<&String>) =
+        miss.iter().partition(|a| cfg_args.contains(a));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+    if absent.is_empty() {
+        return (
+            Status::PendingReboot,
+            format!("{} configured; effective after a reboot", join(&pending)),
+        );
+    }
+    let mut msg = format!(
+        "{} not on the running kernel's command line nor in {GRUB_CFG}",
+        join(&absent)
+    );
+    if !pending.is_empty() {
+        msg.push_str(&format!(
+            "; {} configured, effective after a reboot",
+            join(&pending)
+        ));
+    }
+    (Status::Drift, msg)
+}
+
 pub struct Cmdline {
     pub args: Vec<String>,
 }
@@ -154,35 +180,13 @@ impl Resource for Cmdline {
         if miss.is_empty() {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
-        // Each missing argument is either in the generated grub.cfg (effective after a reboot) or
-        // not configured at all: say which is which.
         let cfg_args = sys
             .root
             .read_string(GRUB_CFG)?
             .and_then(|c| first_linux_args(&c))
             .unwrap_or_default();
-        let (pending, absent): (Vec<&String>, Vec<&String>) =
-            miss.iter().partition(|a| cfg_args.contains(a));
-        let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-        if absent.is_empty() {
-            return Ok(Observation::new(
-                Status::PendingReboot,
-                expected,
-                actual,
-                format!("{} configured; effective after a reboot", join(&pending)),
-            ));
-        }
-        let mut msg = format!(
-            "{} not on the running kernel's command line nor in {GRUB_CFG}",
-            join(&absent)
-        );
-        if !pending.is_empty() {
-            msg.push_str(&format!(
-                "; {} configured, effective after a reboot",
-                join(&pending)
-            ));
-        }
-        Ok(Observation::new(Status::Drift, expected, actual, msg))
+        let (status, msg) = cmdline_verdict(&miss, &cfg_args);
+        Ok(Observation::new(status, expected, actual, msg))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
@@ -193,6 +197,29 @@ impl Resource for Cmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cmdline_names_only_what_is_missing() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let want = s(&["intel_iommu=on", "i915.enable_guc=3", "i915.max_vfs=7"]);
+        let miss: Vec<&String> = want.iter().collect(); // none on the running command line
+        // grub.cfg has two of the three: one is missing, two are pending.
+        let (st, msg) = cmdline_verdict(&miss, &s(&["ro", "intel_iommu=on", "i915.enable_guc=3"]));
+        assert_eq!(st, Status::Drift);
+        assert!(
+            msg.starts_with("i915.max_vfs=7 not on the running kernel's command line nor in"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "; intel_iommu=on i915.enable_guc=3 configured, effective after a reboot"
+            ),
+            "{msg}"
+        );
+        let (st, msg) = cmdline_verdict(&miss[..1], &s(&["intel_iommu=on"]));
+        assert_eq!(st, Status::PendingReboot);
+        assert_eq!(msg, "intel_iommu=on configured; effective after a reboot");
+    }
 
     #[test]
     fn reads_default_entry() {
