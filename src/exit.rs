@@ -60,3 +60,9 @@ Exit codes:
   6  qga: the guest agent cannot be reached or does not answer
   7  qga: guestprep, or its report, is not in the guest
   8  qga report: the report is stale (older than the guest's boot, or than --max-age)";
+
+/// The command line asks for something that cannot be: a `--root` that does not exist, no policy
+/// anywhere, a `--policy` file that is missing. Exit 2, nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -24,24 +24,56 @@ pub mod systemd;
 use anyhow::Result;
 
 use crate::engine::System;
-use crate::exit::ExitCode;
+use crate::exit::{ExitCode, UsageError};
 use crate::policy::{LoadError, Loaded, Sources};
 use crate::root::Root;
 
 /// Opens the root and loads the whole policy (validated) for a command.
 pub fn open(target: &cli::Target) -> Result<(System, Loaded)> {
-    let root = Root::new(&target.root)?;
+    let root = open_root(&target.root)?;
     let sources = Sources::from_args(&target.policy.paths);
     let loaded = load_policy(&sources, &root)?;
     Ok((System::new(root), loaded))
 }
 
-/// Loads the whole policy (validated); an invalid one is an [`policy::InvalidPolicy`] error.
+/// Opens the `--root` directory; one that does not exist (or is not a directory) is usage.
+pub fn open_root(dir: &std::path::Path) -> Result<Root> {
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "--root {}: {}",
+            dir.display(),
+            if dir.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            }
+        ))
+        .into());
+    }
+    Root::new(dir)
+}
+
+/// Loads the whole policy (validated); an invalid one is an [`policy::InvalidPolicy`] error, no
+/// policy or a missing `--policy` path a [`UsageError`].
 pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
     match policy::load(sources, root) {
         Ok(l) => Ok(l),
         Err(LoadError::Invalid(e)) => Err(e.into()),
-        Err(LoadError::Io(e)) => Err(e),
+        Err(LoadError::NoPolicy(where_)) => Err(UsageError(format!(
+            "no policy: no fragment found in {where_} (give one with --policy PATH)"
+        ))
+        .into()),
+        Err(LoadError::Io(e)) => {
+            let missing = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            });
+            if missing && matches!(sources, Sources::Explicit(_)) {
+                Err(UsageError(format!("{e:#}")).into())
+            } else {
+                Err(e)
+            }
+        }
     }
 }
 
@@ -71,6 +103,11 @@ pub fn run(cli: cli::Cli) -> i32 {
         Err(e) => {
             if let Some(inv) = e.downcast_ref::<policy::InvalidPolicy>() {
                 eprintln!("{inv}");
+                eprintln!("nothing was changed");
+                return ExitCode::Usage.code();
+            }
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("guestprep: error: {u}");
                 eprintln!("nothing was changed");
                 return ExitCode::Usage.code();
             }

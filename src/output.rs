@@ -63,12 +63,44 @@ impl Style {
     }
 }
 
+/// A reader that went away (`verify | head -1`) is not a failure of the command: the verdict
+/// stands, the rest of the output is dropped.
+pub fn ignore_closed(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Makes text from elsewhere (a guest's report, a file in an image) safe to print on a terminal:
+/// C0 controls, DEL and C1 controls become visible escapes (`\x1b`), so an item id cannot retitle
+/// or clear the operator's terminal. With `keep_lines`, newlines and tabs stay (multi-line text).
+pub fn escape_controls(s: &str, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let code = c as u32;
+        let control = code < 0x20 || code == 0x7f || (0x80..0xa0).contains(&code);
+        if !control || (keep_lines && (c == '\n' || c == '\t')) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{code:02x}"));
+        }
+    }
+    out
+}
+
+/// Escaped bytes for a terminal: lossy UTF-8, controls made visible, lines kept.
+pub fn escape_bytes(b: &[u8]) -> String {
+    escape_controls(&String::from_utf8_lossy(b), true)
+}
+
 /// Writes the item lines and the summary.
 pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::io::Result<()> {
+    // Ids and messages may come from a guest or an image: never raw controls on a terminal.
     let width = r
         .items
         .iter()
-        .map(|i| i.id.len())
+        .map(|i| escape_controls(&i.id, false).chars().count())
         .max()
         .unwrap_or(0)
         .min(60);
@@ -76,9 +108,10 @@ pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::
         let msg = if i.message.is_empty() {
             String::new()
         } else {
-            format!("  {}", i.message)
+            format!("  {}", escape_controls(&i.message, false))
         };
-        writeln!(out, "{} {:<width$}{}", style.status(i.status), i.id, msg)?;
+        let id = escape_controls(&i.id, false);
+        writeln!(out, "{} {:<width$}{}", style.status(i.status), id, msg)?;
     }
     let s = &r.summary;
     writeln!(
@@ -98,8 +131,24 @@ pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::
         if r.mode == "live" {
             "live system".to_string()
         } else {
-            format!("offline root {}", r.root)
+            format!("offline root {}", escape_controls(&r.root, false))
         },
         r.duration_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_made_visible() {
+        let hostile = "id\x1b]0;owned\x07\x1b[2J\u{9b}31m\x7f";
+        let e = escape_controls(hostile, false);
+        assert_eq!(e, "id\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\x7f");
+        assert!(!e.chars().any(|c| c.is_control()));
+        assert_eq!(escape_controls("a\nb\tc", true), "a\nb\tc");
+        assert_eq!(escape_controls("a\nb", false), "a\\x0ab");
+        assert_eq!(escape_controls("zażółć", false), "zażółć");
+    }
 }

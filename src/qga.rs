@@ -8,7 +8,7 @@
 //! guest-exec and guest-exec-status polling; and a timeout on every answer. Typed errors, since
 //! the caller maps each to its own exit code and message.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,6 +69,10 @@ pub struct ExecResult {
     pub truncated: bool,
 }
 
+/// The longest answer line read from an agent: qemu-ga's guest-exec output is capped at 16 MiB
+/// before base64, so a real answer fits.
+pub const MAX_LINE: usize = 32 << 20;
+
 /// A connection to one guest agent.
 pub struct Agent {
     path: PathBuf,
@@ -103,7 +107,8 @@ impl Agent {
         }
     }
 
-    /// Reads until `delim` (included) within the deadline.
+    /// Reads until `delim` (included) within the deadline, and at most [`MAX_LINE`] bytes: an
+    /// agent that never ends its line cannot fill the host's memory.
     fn read_until(
         &mut self,
         delim: u8,
@@ -116,8 +121,14 @@ impl Agent {
             if left.is_zero() {
                 return Err(self.no_answer(command));
             }
+            let room = MAX_LINE.saturating_sub(buf.len()) as u64;
+            if room == 0 {
+                return Err(QgaError::Protocol(format!(
+                    "{command}: the agent sent more than {MAX_LINE} bytes without ending its answer"
+                )));
+            }
             self.reader.get_ref().set_read_timeout(Some(left))?;
-            match self.reader.read_until(delim, &mut buf) {
+            match (&mut self.reader).take(room).read_until(delim, &mut buf) {
                 Ok(0) => {
                     return Err(QgaError::Protocol(format!(
                         "the agent closed the connection during {command}"
@@ -207,6 +218,7 @@ impl Agent {
         let ns = self.execute("guest-get-time", None)?;
         ns.as_f64()
             .map(|n| n / 1e9)
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e11)
             .ok_or_else(|| QgaError::Protocol(format!("guest-get-time returned {ns}")))
     }
 

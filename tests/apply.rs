@@ -559,3 +559,49 @@ fn a_built_in_module_is_loaded() {
     eprintln!("built-in module {builtin}: {i}");
     assert_eq!(i["actual"]["loaded"], true, "{i}");
 }
+
+/// `verify | head -1`: the reader going away is not an item error; the exit code is the verdict.
+#[test]
+fn a_closed_stdout_keeps_the_verdict() {
+    use std::os::fd::OwnedFd;
+    let root = example_root();
+    for verb in [&["verify"][..], &["apply", "--check"][..]] {
+        let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        drop(read); // nobody reads: every write is EPIPE
+        let o = std::process::Command::new(BIN)
+            .args(verb)
+            .args([
+                "--root",
+                root.path().to_str().unwrap(),
+                "--policy",
+                policies().to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        // verify: drift (1); apply --check: would change (1).
+        assert_eq!(code(&o), 1, "{verb:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+    }
+}
+
+/// Logs go to files, CI logs and cloud-init's output log: no escape codes off a terminal.
+#[test]
+fn logs_are_plain_off_a_terminal() {
+    let root = example_root();
+    let o = std::process::Command::new(BIN)
+        .args([
+            "-v",
+            "apply",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--policy",
+        ])
+        .arg(policies())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("converging"), "{err}");
+    assert!(!err.contains('\x1b'), "escape codes in the log: {err:?}");
+}

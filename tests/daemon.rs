@@ -127,11 +127,19 @@ fn enforce_mode_repairs_file_drift_and_logs_it() {
         |r| r["compliant"] == true && status_of(r, CHRONY_ID) == "compliant",
         "compliance after repair",
     );
-    let log = d.log();
-    assert!(
-        log.contains("enforced: update /etc/chrony/conf.d/50-guestprep.conf"),
-        "{log}"
-    );
+    // The round logs after its write: the repaired file can be seen before the log line is.
+    let start = std::time::Instant::now();
+    while !d
+        .log()
+        .contains("enforced: update /etc/chrony/conf.d/50-guestprep.conf")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // A removed file is recreated too.
     std::fs::remove_file(&path).unwrap();
     let start = std::time::Instant::now();

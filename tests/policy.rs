@@ -185,3 +185,98 @@ fn digest_is_independent_of_fragment_layout() {
     };
     assert_eq!(digest(&t.path().join("one.toml")), digest(&d));
 }
+
+/// Usage problems are exit 2 with the reason, for every command, and change nothing: a `--root`
+/// that does not exist, no policy anywhere, a fragment that is not UTF-8 (with line and column).
+#[test]
+fn usage_errors_are_exit_2_and_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let nope = dir.path().join("nope");
+    let pol = policies();
+    for verb in [
+        &["verify"][..],
+        &["apply"],
+        &["seal", "--yes"],
+        &["policy", "show"],
+        &["policy", "check"],
+    ] {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend([
+            "--root",
+            nope.to_str().unwrap(),
+            "--policy",
+            pol.to_str().unwrap(),
+        ]);
+        let o = guestprep(&args);
+        assert_fails(&o, 2, "no such directory");
+    }
+
+    // An empty root: no fragment anywhere. Not "compliant: 0 items".
+    let empty = tempfile::tempdir().unwrap();
+    let r = empty.path().to_str().unwrap();
+    for verb in [&["verify"][..], &["apply"], &["policy", "check"]] {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(["--root", r]);
+        let o = guestprep(&args);
+        assert_fails(&o, 2, "no policy: no fragment found in");
+        assert!(
+            stderr(&o).contains("usr/lib/guestprep/policy.d"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    // Not UTF-8: exit 2 with line and column, for apply too, and the root untouched.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, b"[chrony]\nservers = [\"t\xffx\"]\n").unwrap();
+    let root = example_root();
+    let before = snapshot(root.path());
+    for verb in ["policy", "apply"] {
+        let mut args = if verb == "policy" {
+            vec!["policy", "check"]
+        } else {
+            vec!["apply", "--root", root.path().to_str().unwrap()]
+        };
+        args.extend(["--policy", bad.to_str().unwrap()]);
+        let o = guestprep(&args);
+        assert_fails(&o, 2, "bad.toml:2:14: not UTF-8 (byte 0xff)");
+    }
+    assert_same(
+        &before,
+        &snapshot(root.path()),
+        "apply with a non-UTF-8 policy",
+    );
+
+    // A duplicate key names the key and both lines; an unterminated string is one error.
+    let dup = dir.path().join("dup.toml");
+    std::fs::write(&dup, "[sysctl]\n\"a.b\" = 1\nx = 2\n\"a.b\" = 3\n").unwrap();
+    let o = guestprep(&["policy", "check", "--policy", dup.to_str().unwrap()]);
+    assert_fails(
+        &o,
+        2,
+        "dup.toml:4:1: TOML syntax: duplicate key `a.b`: first defined at line 2",
+    );
+    let unterminated = dir.path().join("unterminated.toml");
+    std::fs::write(
+        &unterminated,
+        "[chrony]\nservers = [\"a]\npools = []\n[ssh]\nciphers = [\"x\"\n",
+    )
+    .unwrap();
+    let o = guestprep(&[
+        "policy",
+        "check",
+        "--policy",
+        unterminated.to_str().unwrap(),
+    ]);
+    assert_fails(&o, 2, "unterminated.toml:2:");
+    assert!(
+        stderr(&o).contains("invalid policy: 1 error\n"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -348,3 +348,166 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
         stdout(&v)
     );
 }
+
+/// A hostile guest's report, read through the real qemu-ga: its ids and messages cannot drive the
+/// operator's terminal (controls escaped in human output), and `--json` stays byte-exact.
+#[test]
+fn a_hostile_report_cannot_drive_the_operators_terminal() {
+    let root = example_root();
+    let v = guestprep(&[
+        "verify",
+        "--json",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    let mut r = json(&v);
+    r["generatedAt"] = guestprep::report::rfc3339(std::time::SystemTime::now()).into();
+    r["items"][0]["id"] = "sysctl:x\u{1b}]0;owned\u{7}\u{1b}[2J".into();
+    r["items"][0]["message"] = "bad\u{9b}31m\u{7f}".into();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let raw = serde_json::to_vec(&r).unwrap();
+    std::fs::write(file.path(), &raw).unwrap();
+    let ga = QemuGa::start(&[]);
+    let path = file.path().to_str().unwrap();
+    let o = qga(&ga.socket(), &["report", "--path", path]);
+    let out = stdout(&o);
+    assert!(out.contains("sysctl:x\\x1b]0;owned\\x07\\x1b[2J"), "{out}");
+    assert!(out.contains("bad\\x9b31m\\x7f"), "{out}");
+    assert!(
+        !out.chars().any(|c| c.is_control() && c != '\n'),
+        "a raw control reached the terminal: {out:?}"
+    );
+    let o = qga(&ga.socket(), &["--json", "report", "--path", path]);
+    assert_eq!(o.stdout.trim_ascii_end(), raw.as_slice(), "--json is exact");
+}
+
+/// A scripted hostile agent (the guest is untrusted): answers the sync, then `answer` decides
+/// each command's reply line; `None` floods the connection with an endless line.
+fn hostile_agent(
+    dir: &Path,
+    answer: impl Fn(&serde_json::Value) -> Option<String> + Send + 'static,
+) -> (PathBuf, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let sock = dir.join("hostile.qga");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let h = std::thread::spawn(move || {
+        let Ok((s, _)) = listener.accept() else {
+            return;
+        };
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if r.read_until(b'\n', &mut buf).unwrap_or(0) == 0 {
+                return;
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
+            let Ok(req) = serde_json::from_str::<serde_json::Value>(text) else {
+                continue;
+            };
+            if req["execute"] == "guest-sync-delimited" {
+                let id = &req["arguments"]["id"];
+                let mut line = vec![0xff];
+                line.extend(format!("{{\"return\": {id}}}\n").into_bytes());
+                let _ = w.write_all(&line);
+                continue;
+            }
+            match answer(&req) {
+                Some(line) => {
+                    if w.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let chunk = vec![b'a'; 1 << 20];
+                    while w.write_all(&chunk).is_ok() {}
+                    return;
+                }
+            }
+        }
+    });
+    (sock, h)
+}
+
+#[test]
+fn a_hostile_agent_cannot_crash_or_flood_the_host() {
+    use base64::Engine;
+    let root = example_root();
+    let v = guestprep(&[
+        "verify",
+        "--json",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+    ]);
+    let mut r = json(&v);
+    r["generatedAt"] = guestprep::report::rfc3339(std::time::SystemTime::now()).into();
+    let report = serde_json::to_vec(&r).unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let dir = tempfile::tempdir().unwrap();
+
+    // /proc/uptime says `-inf 0`: no abort, the uptime is ignored and the report is read.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let (sock, h) = hostile_agent(dir.path(), move |req| {
+        let cmd = req["execute"].as_str().unwrap_or("");
+        Some(match cmd {
+            "guest-file-open" => {
+                let id = if req["arguments"]["path"] == "/proc/uptime" {
+                    2
+                } else {
+                    1
+                };
+                format!("{{\"return\": {id}}}")
+            }
+            "guest-file-read" => {
+                let data: &[u8] = if req["arguments"]["handle"] == 2 {
+                    b"-inf 0\n"
+                } else {
+                    &report
+                };
+                format!(
+                    "{{\"return\": {{\"count\": {}, \"buf-b64\": \"{}\", \"eof\": true}}}}",
+                    data.len(),
+                    b64(data)
+                )
+            }
+            "guest-get-time" => format!("{{\"return\": {now_ns}}}"),
+            _ => "{\"return\": {}}".to_string(),
+        })
+    });
+    let o = qga(&sock, &["--timeout", "5", "report", "--max-age", "1h"]);
+    eprintln!("-inf uptime: exit {} {}", code(&o), stderr(&o));
+    assert_ne!(code(&o), 134, "aborted: {}", stderr(&o));
+    assert!(o.status.code().is_some(), "killed by a signal");
+    assert_eq!(code(&o), 1, "the report's own code: {}", stderr(&o));
+    h.join().unwrap();
+
+    // A clock out of any range: the report's age cannot be judged, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, h) = hostile_agent(dir.path(), |req| {
+        Some(match req["execute"].as_str().unwrap_or("") {
+            "guest-get-time" => "{\"return\": -1e300}".to_string(),
+            "guest-file-open" => "{\"return\": 1}".to_string(),
+            _ => "{\"return\": {\"count\": 0, \"buf-b64\": \"\", \"eof\": true}}".to_string(),
+        })
+    });
+    let o = qga(&sock, &["--timeout", "5", "report", "--max-age", "1h"]);
+    assert_ne!(code(&o), 134, "aborted: {}", stderr(&o));
+    assert!(o.status.code().is_some(), "killed by a signal");
+    h.join().unwrap();
+
+    // An endless line: a bounded read and a protocol error, not the host's memory.
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, h) = hostile_agent(dir.path(), |_| None);
+    let o = qga(&sock, &["--timeout", "30", "report"]);
+    assert_fails(&o, 5, "without ending its answer");
+    h.join().unwrap();
+}

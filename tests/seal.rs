@@ -217,7 +217,9 @@ fn seal_removes_the_list_keeps_the_rest_and_never_follows_a_symlink() {
     let m: serde_json::Value =
         serde_json::from_str(&content(r, "/var/lib/guestprep/seal.json")).unwrap();
     assert_eq!(m["sealId"].as_str().unwrap().len(), 32);
-    assert_eq!(m["templateMachineId"], "0123456789abcdef0123456789abcdef");
+    // Not the raw machine-id (machine-id(5): do not expose it) but guestprep's app-specific ID.
+    assert_eq!(m["templateMachineId"], "76b56bea78ec43faafb1c3ad97d5dd4b");
+    assert!(!content(r, "/var/lib/guestprep/seal.json").contains("0123456789abcdef"));
     assert_eq!(m["forced"], false);
     assert_eq!(m["guestprepVersion"], env!("CARGO_PKG_VERSION"));
     let removed: Vec<&str> = m["removed"]

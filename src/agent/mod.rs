@@ -228,7 +228,7 @@ async fn pending_tick(i: &mut Option<tokio::time::Interval>) {
 }
 
 async fn serve(target: Target) -> Result<ExitCode> {
-    let root = Root::new(&target.root)?;
+    let root = crate::open_root(&target.root)?;
     let sources = Sources::from_args(&target.policy.paths);
     let mut loaded = Arc::new(crate::load_policy(&sources, &root)?);
     let mut agent = loaded.policy.agent();

@@ -109,11 +109,22 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     };
     report.exit_code = code.code();
 
+    output::ignore_closed(print(args, &outcome.diffs, &outcome.changes, &report))?;
+    Ok(code)
+}
+
+/// The run's output: diffs, changes, the items and summary (or the JSON report).
+fn print(
+    args: &ApplyArgs,
+    diffs: &[String],
+    changes: &[crate::report::ChangeRecord],
+    report: &ComplianceReport,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let style = Style::stdout();
     if args.diff {
         // With --json the diffs go to stderr so stdout stays one JSON document.
-        for d in &outcome.diffs {
+        for d in diffs {
             if args.json {
                 eprint!("{d}");
             } else {
@@ -122,9 +133,9 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         }
     }
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
     } else {
-        for c in &outcome.changes {
+        for c in changes {
             let verb = if c.done {
                 "changed"
             } else if args.check {
@@ -134,10 +145,10 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             };
             writeln!(out, "{verb:<14} {}  {}", c.item, c.action)?;
         }
-        output::human(&mut out, &report, &style)?;
-        if outcome.changes.is_empty() {
+        output::human(&mut out, report, &style)?;
+        if changes.is_empty() {
             writeln!(out, "nothing to change")?;
         }
     }
-    Ok(code)
+    out.flush()
 }

@@ -4,7 +4,7 @@
 //! Owns the command's arguments, the checks of what came back (a report at all, from this boot,
 //! young enough), the messages and exit codes of each failure. The protocol is [`crate::qga`].
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,10 +111,25 @@ fn parse_span(s: &str) -> Result<Duration, String> {
     crate::policy::parse_timespan(s)
 }
 
-/// A failure of the qga command, with its exit code.
+/// A failure of the qga command, with its exit code. The message may carry the guest's words:
+/// its controls are escaped.
 fn fail(code: ExitCode, msg: impl std::fmt::Display) -> Result<ExitCode> {
-    eprintln!("guestprep qga: {msg}");
+    eprintln!(
+        "guestprep qga: {}",
+        output::escape_controls(&msg.to_string(), true)
+    );
     Ok(code)
+}
+
+/// A guest program's output on our stdout: exact bytes into a pipe or file (`qga exec -- cat`
+/// copies files), escaped on a terminal.
+fn pass_stdout(b: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if out.is_terminal() {
+        out.write_all(output::escape_bytes(b).as_bytes())
+    } else {
+        out.write_all(b)
+    }
 }
 
 fn agent_failure(e: QgaError) -> Result<ExitCode> {
@@ -226,8 +241,9 @@ fn exec(
         }
         Err(e) => return agent_failure(e).map(ExitCode::code),
     };
-    std::io::stdout().write_all(&res.stdout)?;
-    std::io::stderr().write_all(&res.stderr)?;
+    pass_stdout(&res.stdout)?;
+    // The guest's diagnostics are text for a person: always escaped.
+    eprint!("{}", output::escape_bytes(&res.stderr));
     if res.truncated {
         eprintln!("guestprep qga: warning: the guest agent truncated the output");
     }
@@ -248,7 +264,7 @@ fn exec(
 fn cat(agent: &mut Agent, path: &str) -> Result<ExitCode> {
     match agent.read_file(path, 64 << 20) {
         Ok(b) => {
-            std::io::stdout().write_all(&b)?;
+            pass_stdout(&b)?;
             Ok(ExitCode::Ok)
         }
         Err(e) if e.is_not_found() => fail(ExitCode::NotInGuest, format!("{path}: {e}")),
@@ -283,7 +299,7 @@ fn ping(agent: &mut Agent, json: bool) -> Result<ExitCode> {
     };
     println!(
         "guest agent answers: version {}; guest-file-read {} (for `report`), guest-exec {} (for `verify`)",
-        info["version"].as_str().unwrap_or("?"),
+        output::escape_controls(info["version"].as_str().unwrap_or("?"), false),
         enabled("guest-file-read"),
         enabled("guest-exec")
     );
@@ -372,6 +388,8 @@ fn report(
             .next()?
             .parse::<f64>()
             .ok()
+            // A guest's answer is data: only a finite, plausible uptime counts.
+            .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
     });
     if let (Some(now), Some(up)) = (now, uptime) {
         let boot = now - up;
@@ -384,7 +402,8 @@ fn report(
                      run since (in the guest: systemctl status guestprep.service)",
                     r.generated_at,
                     crate::report::rfc3339(
-                        std::time::UNIX_EPOCH + Duration::from_secs_f64(boot.max(0.0))
+                        std::time::UNIX_EPOCH
+                            + Duration::try_from_secs_f64(boot.max(0.0)).unwrap_or_default()
                     )
                 ),
             );
@@ -456,7 +475,7 @@ fn verify(
         }
         Err(e) => return agent_failure(e),
     };
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    let stderr = output::escape_bytes(&res.stderr);
     let code = match (res.exit_code, res.signal) {
         (Some(c), _) => c,
         (None, Some(sig)) => {

@@ -197,12 +197,12 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
         guestprep_version: env!("CARGO_PKG_VERSION").to_string(),
         policy_digest: loaded.digest(),
         template_hostname: report.host.hostname.clone().unwrap_or_default(),
-        template_machine_id: sys
-            .root
-            .read_string("/etc/machine-id")?
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        template_machine_id: seal::app_specific_machine_id(
+            sys.root
+                .read_string("/etc/machine-id")?
+                .unwrap_or_default()
+                .trim(),
+        ),
         operations: seal::ordered(&ops).into_iter().map(String::from).collect(),
         forced: !bad.is_empty(),
         removed: plan.steps.clone(),

@@ -42,12 +42,17 @@ pub fn report(target: &Target) -> Result<ComplianceReport> {
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let r = report(&args.target)?;
     let format = if args.json { Format::Json } else { args.format };
+    let text = match format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&r)?),
+        Format::Prometheus => crate::export::prometheus(&r),
+        Format::Junit => crate::export::junit(&r),
+        Format::Human => {
+            let mut b = Vec::new();
+            output::human(&mut b, &r, &Style::stdout())?;
+            String::from_utf8_lossy(&b).into_owned()
+        }
+    };
     let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
-        Format::Prometheus => write!(out, "{}", crate::export::prometheus(&r))?,
-        Format::Junit => write!(out, "{}", crate::export::junit(&r))?,
-        Format::Human => output::human(&mut out, &r, &Style::stdout())?,
-    }
+    output::ignore_closed(out.write_all(text.as_bytes()).and_then(|()| out.flush()))?;
     Ok(r.verify_exit())
 }

@@ -375,21 +375,75 @@ fn toml_files_sorted(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 pub enum LoadError {
     #[error(transparent)]
     Invalid(#[from] InvalidPolicy),
+    /// No fragment anywhere: the places searched.
+    #[error("no policy: no fragment found in {0}")]
+    NoPolicy(String),
     #[error(transparent)]
     Io(#[from] anyhow::Error),
 }
 
 /// Reads, merges and validates the policy. Every fragment is parsed and every error collected
-/// before returning.
+/// before returning. No fragment at all is a usage error naming where they were looked for: an
+/// empty policy would verify as "compliant, 0 items", which a CI job would believe.
 pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
     let files = discover(sources, root)?;
+    if files.is_empty() {
+        let searched = match sources {
+            Sources::Explicit(p) => p
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+            Sources::DropIns => [VENDOR_DIR, ADMIN_DIR, ADMIN_FILE]
+                .iter()
+                .map(|p| {
+                    root.path(p)
+                        .map_or(p.to_string(), |h| h.display().to_string())
+                })
+                .collect(),
+        };
+        return Err(LoadError::NoPolicy(searched.join(", ")));
+    }
     let mut texts = Vec::new();
+    let mut diags = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading policy fragment {}", f.display()))?;
-        texts.push((f.clone(), text));
+        let bytes =
+            std::fs::read(f).with_context(|| format!("reading policy fragment {}", f.display()))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => texts.push((f.clone(), text)),
+            Err(e) => diags.push(not_utf8(f, e.as_bytes(), e.utf8_error().valid_up_to())),
+        }
+    }
+    if !diags.is_empty() {
+        diags.sort();
+        return Err(InvalidPolicy(diags).into());
     }
     load_texts(&texts)
+}
+
+/// A fragment that is not UTF-8 (TOML is UTF-8): where the first bad byte is.
+fn not_utf8(file: &Path, bytes: &[u8], at: usize) -> Diagnostic {
+    let before = &bytes[..at];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Diagnostic::new(
+        Origin {
+            file: std::sync::Arc::new(file.to_path_buf()),
+            line,
+            column,
+        },
+        "",
+        format!(
+            "not UTF-8 (byte 0x{:02x}): a policy fragment is TOML, which is UTF-8",
+            bytes[at]
+        ),
+    )
 }
 
 /// Parses and validates in-memory fragments (file name, text), in order.

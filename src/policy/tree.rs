@@ -146,19 +146,26 @@ impl Locator {
     }
 }
 
-/// Parses one fragment. Syntax errors are returned as diagnostics (all of them the parser can
-/// recover from), never as a partial table.
+/// Parses one fragment. A syntax error stops the fragment: only the first is reported (the
+/// parser's later ones are mostly knock-on noise of the first), never a partial table. A
+/// duplicate key names the key and the line that defined it first.
 pub fn parse_fragment(file: &Path, text: &str) -> Result<Table, Vec<Diagnostic>> {
     let locator = Locator::new(file, text);
     let (doc, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(errors
-            .iter()
-            .map(|e| {
-                let origin = locator.origin(e.span().map_or(0, |s| s.start));
-                Diagnostic::new(origin, "", format!("TOML syntax: {}", e.message().trim()))
-            })
-            .collect());
+    if let Some(e) = errors
+        .iter()
+        .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start))
+    {
+        let span = e.span().unwrap_or(0..0);
+        let origin = locator.origin(span.start);
+        let msg = e.message().trim();
+        let msg = match duplicate_key(text, &span, origin.line) {
+            Some((key, first)) if msg.contains("duplicate key") => {
+                format!("TOML syntax: duplicate key `{key}`: first defined at line {first}")
+            }
+            _ => format!("TOML syntax: {msg}"),
+        };
+        return Err(vec![Diagnostic::new(origin, "", msg)]);
     }
     let mut diags = Vec::new();
     let table = convert_table(&locator, doc.get_ref(), &mut diags);
@@ -167,6 +174,38 @@ pub fn parse_fragment(file: &Path, text: &str) -> Result<Table, Vec<Diagnostic>>
     } else {
         Err(diags)
     }
+}
+
+/// The key a duplicate-key error points at, and the line where it was first defined (a
+/// `key =` line or a `[table]` header of that name, before the error's line).
+fn duplicate_key(
+    text: &str,
+    span: &std::ops::Range<usize>,
+    line: usize,
+) -> Option<(String, usize)> {
+    let raw = text.get(span.clone())?.trim();
+    let raw = raw.trim_start_matches('[').trim_end_matches(']').trim();
+    let key = raw
+        .split(|c: char| c == '=' || c.is_whitespace())
+        .next()?
+        .trim_matches('"')
+        .to_string();
+    if key.is_empty() {
+        return None;
+    }
+    let last = key.rsplit('.').next().unwrap_or(&key).to_string();
+    let first = text.lines().take(line.saturating_sub(1)).position(|l| {
+        let l = l.trim_start();
+        let header = l
+            .trim_start_matches('[')
+            .trim_end()
+            .trim_end_matches(']')
+            .trim();
+        let lhs = l.split('=').next().unwrap_or("").trim().trim_matches('"');
+        (l.starts_with('[') && (header == key || header.ends_with(&format!(".{last}"))))
+            || (l.contains('=') && (lhs == key || lhs == last))
+    })?;
+    Some((key, first + 1))
 }
 
 fn convert_table(loc: &Locator, table: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Table {

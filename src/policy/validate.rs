@@ -565,6 +565,15 @@ impl V {
                                 msg,
                             );
                         }
+                        if let Some(v) = &dversion
+                            && let Err(msg) = check_dkms_version(v)
+                        {
+                            self.err(
+                                &dt.get("version").expect("present").node.origin,
+                                &format!("{dp}.version"),
+                                msg,
+                            );
+                        }
                         match (module, dversion.or_else(|| version.clone())) {
                             (Some(module), Some(version)) => Some(DkmsSpec { module, version }),
                             _ => None,
@@ -1018,6 +1027,24 @@ impl V {
     }
 }
 
+/// A DKMS module version: it names directories (`/usr/src/MODULE-VERSION`, DKMS's tree), so one
+/// path component of the characters versions use, never `..` or an option.
+fn check_dkms_version(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && !s.contains("..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a DKMS module version (letters, digits and . _ + ~ -, one path component)"
+        ))
+    }
+}
+
 /// A drop-in's file name without `.conf`: one path component, no hidden file.
 fn check_dropin_name(s: &str) -> Result<(), String> {
     if s.is_empty() || s.starts_with('.') || s.len() > 200 {
@@ -1165,6 +1192,11 @@ pub fn check_sysctl_name(s: &str) -> Result<(), String> {
 
 /// A kernel module name.
 pub fn check_module(s: &str) -> Result<(), String> {
+    if s.starts_with('-') {
+        return Err(format!(
+            "`{s}` is not a kernel module name (it would reach modprobe as an option)"
+        ));
+    }
     if !s.is_empty()
         && s.len() <= 56
         && s.chars()
@@ -1289,8 +1321,19 @@ pub fn parse_timespan(s: &str) -> Result<std::time::Duration, String> {
         total += n * scale;
         rest = rest[unit_end..].trim_start();
     }
-    Ok(std::time::Duration::from_secs_f64(total))
+    // Checked: a span is added to clocks later, and a huge one would overflow them.
+    if !total.is_finite() || total > MAX_TIMESPAN_SECS {
+        return Err(format!(
+            "`{s}` is too long: a time span is at most {} days",
+            MAX_TIMESPAN_SECS / 86_400.0
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
+
+/// The longest time span accepted anywhere (ten years): far beyond any useful interval, far below
+/// what would overflow a clock when added to it.
+pub const MAX_TIMESPAN_SECS: f64 = 10.0 * 365.0 * 86_400.0;
 
 /// Formats a duration the way systemd writes time spans (`15min`, `1h 30min`, `200ms`).
 pub fn format_timespan(d: std::time::Duration) -> String {
@@ -1397,6 +1440,22 @@ mod tests {
         assert!(check_allow("10.0.0.0/33").is_err());
         assert!(check_host("time.cloudflare.com").is_ok());
         assert!(check_host("bad host").is_err());
+    }
+
+    #[test]
+    fn huge_or_odd_timespans_are_errors_not_panics() {
+        for s in [
+            "99999999999999999999999999999999d",
+            "1e400",
+            "3651d",
+            "1.2.3s",
+            ".",
+            "inf",
+            "NaN",
+        ] {
+            assert!(parse_timespan(s).is_err(), "{s}");
+        }
+        assert!(parse_timespan("3650d").is_ok());
     }
 
     #[test]

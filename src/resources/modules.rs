@@ -207,7 +207,7 @@ impl Resource for Load {
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if sys.is_live() && obs.actual["loaded"] == json!(false) {
             vec![Change::Run {
-                argv: vec!["modprobe".into(), self.name.clone()],
+                argv: vec!["modprobe".into(), "--".into(), self.name.clone()],
             }]
         } else {
             Vec::new()

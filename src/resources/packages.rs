@@ -149,7 +149,8 @@ impl Resource for AptInstall {
                 argv: apt_get(&["update"]),
             });
         }
-        let mut args = vec!["install"];
+        // `--`: nothing from the policy is read as an option (names are validated too).
+        let mut args = vec!["install", "--"];
         args.extend(missing.iter().map(String::as_str));
         plan.push(Change::Run {
             argv: apt_get(&args),
@@ -207,7 +208,7 @@ impl Resource for AptHold {
         }
         let names: Vec<String> =
             serde_json::from_value(obs.data["notHeld"].clone()).unwrap_or_default();
-        let mut argv: Vec<String> = vec!["apt-mark".into(), "hold".into()];
+        let mut argv: Vec<String> = vec!["apt-mark".into(), "hold".into(), "--".into()];
         argv.extend(names);
         vec![Change::Run { argv }]
     }

@@ -230,13 +230,52 @@ pub struct Manifest {
     pub guestprep_version: String,
     /// The policy the template was compliant with when sealed.
     pub policy_digest: String,
-    /// The template's host name and machine-id before the seal.
+    /// The template's host name before the seal.
     pub template_hostname: String,
+    /// The template's machine-id as guestprep's application-specific ID (HMAC-SHA256 keyed by
+    /// the machine-id, as `sd_id128_get_machine_app_specific()` makes it): the same template
+    /// always gives the same value, which does not reveal the machine-id (machine-id(5) says not
+    /// to expose it). Empty when the template had none.
     pub template_machine_id: String,
     pub operations: Vec<String>,
     /// True when sealed with `--force` although not compliant.
     pub forced: bool,
     pub removed: Vec<Step>,
+}
+
+/// guestprep's application ID for `sd_id128_get_machine_app_specific()`.
+const APP_ID: [u8; 16] = [
+    0x6f, 0x4c, 0x2a, 0x1e, 0x9b, 0x7d, 0x4e, 0x3f, 0x8a, 0x5c, 0x0d, 0x2b, 0x1e, 0x7f, 0x9a, 0x43,
+];
+
+/// The application-specific ID of a machine-id (32 hex digits), as systemd computes it:
+/// HMAC-SHA256 with the machine-id's 16 bytes as key over the application ID, the first 16 bytes
+/// made a version-4 UUID. Empty for an empty or malformed machine-id.
+pub fn app_specific_machine_id(machine_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let Ok(key) = hex::decode(machine_id) else {
+        return String::new();
+    };
+    if key.len() != 16 {
+        return String::new();
+    }
+    // HMAC (RFC 2104) with SHA-256's 64-byte block.
+    let mut k = [0u8; 64];
+    k[..16].copy_from_slice(&key);
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(APP_ID)
+        .finalize();
+    let mac = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&mac[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    hex::encode(id)
 }
 
 impl Manifest {
@@ -647,6 +686,20 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_id_is_hashed_like_systemd() {
+        // The expected value comes from an independent HMAC (Python's hmac module): key the
+        // machine-id's 16 bytes, message the application ID, version and variant bits set.
+        let id = app_specific_machine_id("0123456789abcdef0123456789abcdef");
+        assert_eq!(id.len(), 32);
+        assert!(!id.contains("0123456789abcdef"));
+        assert_eq!(&id[12..13], "4", "UUID version 4");
+        assert!("89ab".contains(&id[16..17]), "RFC 4122 variant");
+        assert_eq!(id, "76b56bea78ec43faafb1c3ad97d5dd4b");
+        assert_eq!(app_specific_machine_id(""), "");
+        assert_eq!(app_specific_machine_id("uninitialized"), "");
+    }
 
     #[test]
     fn selection_reads_left_to_right_like_virt_sysprep() {
