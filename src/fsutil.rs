@@ -8,16 +8,20 @@
 //! `GUESTPREP_FAILPOINT=N` makes the process kill itself (SIGKILL) at the N-th step of any write:
 //! the crash tests use it to stop `apply` at every point. It is read once and costs nothing unset.
 
-use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::root::Root;
+use crate::root::{Node, Root, SymlinkAtOwnedPath, node_at};
 
 pub const TMP_MARK: &str = ".guestprep-tmp.";
 
@@ -33,34 +37,40 @@ pub enum Written {
 
 /// Writes `content` to `abs` in `root` atomically. `mode` overrides the mode; otherwise an
 /// existing file keeps its mode, a new one gets 0644. An existing file keeps its owner and group.
+///
+/// Every step goes through the parent directory's descriptor, opened inside the root (a symlink
+/// on the way resolves inside it): the temp file is created with `O_NOFOLLOW | O_EXCL`, renamed
+/// with `renameat`. A symlink at `abs` itself is a [`SymlinkAtOwnedPath`] error: guestprep never
+/// writes through a link.
 pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -> Result<Written> {
-    let target = root.resolve(abs)?;
-    let dir = target
-        .parent()
-        .context("target has no parent directory")?
-        .to_path_buf();
-    let name = target
-        .file_name()
-        .context("target has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    create_dirs(&dir)?;
-    let old = match std::fs::metadata(&target) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("inspecting {}", target.display())),
+    let (dir, name) = root
+        .parent_of(abs, true)?
+        .with_context(|| format!("no directory for {abs}"))?;
+    let old = match node_at(&dir, &name)? {
+        Node::Missing => None,
+        Node::File { mode, uid, gid } => Some((mode, uid, gid)),
+        Node::Symlink(target) => {
+            return Err(SymlinkAtOwnedPath {
+                path: abs.to_string(),
+                target,
+            }
+            .into());
+        }
+        _ => bail!("{abs} exists but is not a regular file"),
     };
-    let final_mode =
-        mode.unwrap_or_else(|| old.as_ref().map_or(DEFAULT_MODE, |m| m.mode() & 0o7777));
-    let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let final_mode = mode.unwrap_or_else(|| old.map_or(DEFAULT_MODE, |(m, _, _)| m));
+    let tmp = format!(".{name}{TMP_MARK}{}", std::process::id());
+    let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     failpoint();
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating temp file {}", tmp.display()))?;
+    let fd = nix::fcntl::openat(
+        &dir,
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("creating a temp file beside {abs}"))?;
+    let mut f = File::from(fd);
     let result = (|| -> Result<()> {
         failpoint();
         // Write in two halves so a crash test can stop between them.
@@ -69,27 +79,29 @@ pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -
         failpoint();
         f.write_all(&content[half..])?;
         failpoint();
-        if let Some(m) = &old {
-            nix::unistd::fchown(&f, Some(m.uid().into()), Some(m.gid().into()))
-                .context("keeping owner")?;
+        if let Some((_, uid, gid)) = old {
+            nix::unistd::fchown(&f, Some(uid.into()), Some(gid.into())).context("keeping owner")?;
         }
         f.set_permissions(std::fs::Permissions::from_mode(final_mode))?;
         f.sync_all()?;
         failpoint();
         Ok(())
     })()
-    .with_context(|| format!("writing {}", tmp.display()));
+    .with_context(|| format!("writing {abs}"));
     drop(f);
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
-    std::fs::rename(&tmp, &target).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("renaming {} to {}", tmp.display(), target.display())
-    })?;
+    if let Err(e) = nix::fcntl::renameat(&dir, tmp.as_str(), &dir, name.as_str()) {
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(std::io::Error::from(e))
+            .with_context(|| format!("renaming the temp file to {abs}"));
+    }
     failpoint();
-    sync_dir(&dir)?;
+    nix::unistd::fsync(&dir)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("syncing the directory of {abs}"))?;
     Ok(if old.is_some() {
         Written::Replaced
     } else {
@@ -97,61 +109,87 @@ pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -
     })
 }
 
-/// Removes a file atomically (unlink + directory fsync). Missing is fine.
+/// Creates the symlink `abs -> target` atomically (made under a temp name, renamed over), through
+/// the parent's descriptor. An existing identical link is left alone (`false`); anything at `abs`
+/// that is not a symlink is refused.
+pub fn symlink_atomic(root: &Root, abs: &str, target: &str) -> Result<bool> {
+    let (dir, name) = root
+        .parent_of(abs, true)?
+        .with_context(|| format!("no directory for {abs}"))?;
+    match node_at(&dir, &name)? {
+        Node::Symlink(t) if t == Path::new(target) => return Ok(false),
+        Node::Symlink(_) | Node::Missing => {}
+        _ => bail!("{abs} exists and is not a symlink: refusing to replace it"),
+    }
+    let tmp = format!(".{name}{TMP_MARK}{}", std::process::id());
+    let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    failpoint();
+    nix::unistd::symlinkat(target, &dir, tmp.as_str())
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("creating a symlink beside {abs}"))?;
+    failpoint();
+    if let Err(e) = nix::fcntl::renameat(&dir, tmp.as_str(), &dir, name.as_str()) {
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(std::io::Error::from(e))
+            .with_context(|| format!("renaming a symlink to {abs}"));
+    }
+    failpoint();
+    let _ = nix::unistd::fsync(&dir);
+    Ok(true)
+}
+
+/// Removes the file at `abs` (unlink + directory fsync) through its parent's descriptor: a
+/// symlink is removed itself, never its target. Missing is fine.
 pub fn remove(root: &Root, abs: &str) -> Result<bool> {
-    let target = root.resolve(abs)?;
-    match std::fs::remove_file(&target) {
+    let Some((dir, name)) = root.parent_of(abs, false)? else {
+        return Ok(false);
+    };
+    match node_at(&dir, &name)? {
+        Node::Missing => return Ok(false),
+        Node::Dir => bail!("{abs} is a directory: not removing it"),
+        _ => {}
+    }
+    match unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
         Ok(()) => {
-            if let Some(dir) = target.parent() {
-                sync_dir(dir)?;
-            }
+            nix::unistd::fsync(&dir)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("syncing the directory of {abs}"))?;
             Ok(true)
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", target.display())),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(std::io::Error::from(e)).with_context(|| format!("removing {abs}")),
     }
 }
 
-/// Removes temp files a crashed run left beside `abs`. Returns what it removed.
+/// Removes temp files a crashed run left beside `abs`. Returns what it removed (as paths of the
+/// managed system).
 pub fn clean_stale_temps(root: &Root, abs: &str) -> Result<Vec<PathBuf>> {
-    let target = root.resolve(abs)?;
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+    let Some((dir, name)) = root.parent_of(abs, false)? else {
         return Ok(Vec::new());
     };
-    let prefix = format!(".{}{TMP_MARK}", name.to_string_lossy());
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
+    let prefix = format!(".{name}{TMP_MARK}");
+    let listing = nix::dir::Dir::from_fd(
+        nix::unistd::dup(&dir)
+            .map_err(std::io::Error::from)
+            .context("duplicating a directory descriptor")?,
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("listing the directory of {abs}"))?;
+    let stale: Vec<String> = listing
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let parent = Path::new(abs).parent().unwrap_or(Path::new("/"));
     let mut removed = Vec::new();
-    for ent in rd {
-        let ent = ent.with_context(|| format!("listing {}", dir.display()))?;
-        if ent.file_name().to_string_lossy().starts_with(&prefix) {
-            std::fs::remove_file(ent.path())
-                .with_context(|| format!("removing stale temp file {}", ent.path().display()))?;
-            removed.push(ent.path());
-        }
+    for n in stale {
+        unlinkat(&dir, n.as_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("removing stale temp file {n} beside {abs}"))?;
+        removed.push(parent.join(n));
     }
     Ok(removed)
-}
-
-fn create_dirs(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating directory {}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 static FAILPOINT: OnceLock<Option<u64>> = OnceLock::new();

@@ -1,4 +1,6 @@
-//! One `apply` at a time per root: an exclusive `flock` on `ROOT/run/guestprep/apply.lock`.
+//! One `apply` at a time per root: an exclusive `flock` on `/run/guestprep/apply.lock` on the
+//! running system, and on the root directory itself for an offline image (an offline run writes
+//! nothing into the image but what the policy asks: no lock file, no host PID in a sealed image).
 //!
 //! A second apply waits (saying so, and for whom) up to a timeout, then fails clearly. The lock
 //! goes with the process, so a killed apply never leaves a stale lock behind.
@@ -19,25 +21,36 @@ pub struct ApplyLock {
 }
 
 pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
-    let path = root.resolve(LOCK_FILE)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let (path, mut file) = if root.is_live() {
+        let path = root.resolve(LOCK_FILE)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        (path, file)
+    } else {
+        let path = root.dir().to_path_buf();
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("opening {} to lock it", path.display()))?;
+        (path, file)
+    };
+    let live = root.is_live();
     let start = Instant::now();
     let mut said = false;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
-                lock.set_len(0).ok();
-                lock.rewind().ok();
-                let _ = writeln!(lock, "{}", std::process::id());
+                if live {
+                    lock.set_len(0).ok();
+                    lock.rewind().ok();
+                    let _ = writeln!(lock, "{}", std::process::id());
+                }
                 return Ok(ApplyLock { _lock: lock });
             }
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -66,6 +79,9 @@ pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
 }
 
 fn holder(f: &mut std::fs::File) -> String {
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return " (on the same image)".to_string();
+    }
     let mut s = String::new();
     let _ = f.rewind();
     let _ = f.read_to_string(&mut s);

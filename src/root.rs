@@ -29,6 +29,33 @@ pub struct Root {
     fd: Arc<OwnedFd>,
 }
 
+/// What is at a path, its last component not followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Missing,
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Dir,
+    Symlink(PathBuf),
+    /// A device, socket or fifo.
+    Other,
+}
+
+/// A path guestprep owns is a symlink: it never writes through one (the link could point at any
+/// other file of the image, or be made to). Typed, so a resource can report it as such.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} is a symlink (to {}): guestprep writes only regular files at the paths it owns, never through a link; remove the link",
+    target.display()
+)]
+pub struct SymlinkAtOwnedPath {
+    pub path: String,
+    pub target: PathBuf,
+}
+
 /// What `openat2` in the root gave.
 enum Opened {
     Fd(OwnedFd),
@@ -276,6 +303,184 @@ impl Root {
         self.resolve(abs).map(|p| p.exists()).unwrap_or(false)
     }
 
+    /// Opens the directory `abs` inside the root (the kernel confines the resolution: a symlink
+    /// anywhere on the way resolves inside the root). With `create`, missing directories are made
+    /// one component at a time with `mkdirat` on their parent's descriptor (0755), so nothing is
+    /// created through a link. `None` when it is missing and not created.
+    pub fn open_dir(&self, abs: &str, create: bool) -> Result<Option<OwnedFd>> {
+        let rel = relative(abs)?;
+        match self.open_in(abs, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
+            Opened::Fd(fd) => return Ok(Some(fd)),
+            Opened::Missing if !create => return Ok(None),
+            Opened::Missing => {}
+            Opened::Unsupported => {
+                // No openat2: the userspace chase, then an open that does not follow the last
+                // component (the chase resolved every link).
+                let p = self.resolve(abs)?;
+                if create {
+                    std::fs::create_dir_all(&p)
+                        .with_context(|| format!("creating directory {}", p.display()))?;
+                }
+                return match nix::fcntl::open(
+                    &p,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                ) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::ENOENT) => Ok(None),
+                    Err(e) => Err(std::io::Error::from(e))
+                        .with_context(|| format!("opening directory {}", p.display())),
+                };
+            }
+        }
+        // Create what is missing, from the top.
+        let mut done = PathBuf::from("/");
+        let mut parent: OwnedFd = match self.open_in("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
+            Opened::Fd(fd) => fd,
+            _ => bail!("cannot open the root directory {}", self.dir.display()),
+        };
+        for c in rel.components() {
+            let Component::Normal(name) = c else { continue };
+            done.push(name);
+            let here = done.to_string_lossy().into_owned();
+            parent = match self.open_in(&here, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
+                Opened::Fd(fd) => fd,
+                // A dangling symlink: create where it leads, inside the root (as systemd's chase
+                // does with CHASE_MKDIR_0755).
+                _ if matches!(node_at(&parent, &name.to_string_lossy())?, Node::Symlink(_)) => {
+                    let target = self.resolve(&here)?;
+                    let inside = target
+                        .strip_prefix(&self.dir)
+                        .with_context(|| format!("{here} leads outside {}", self.dir.display()))?;
+                    let abs = format!("/{}", inside.display());
+                    if abs == here || depth_of(&abs) > MAX_SYMLINKS {
+                        bail!(
+                            "{here} in {} is not a directory guestprep can use",
+                            self.dir.display()
+                        );
+                    }
+                    self.open_dir(&abs, true)?
+                        .with_context(|| format!("creating {abs} in {}", self.dir.display()))?
+                }
+                _ => {
+                    match nix::sys::stat::mkdirat(
+                        &parent,
+                        name,
+                        nix::sys::stat::Mode::from_bits_truncate(0o755),
+                    ) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(std::io::Error::from(e)).with_context(|| {
+                                format!("creating directory {here} in {}", self.dir.display())
+                            });
+                        }
+                    }
+                    let _ = nix::unistd::fsync(&parent);
+                    match self.open_in(&here, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
+                        Opened::Fd(fd) => fd,
+                        _ => bail!(
+                            "{here} in {} is not a directory guestprep can use",
+                            self.dir.display()
+                        ),
+                    }
+                }
+            };
+        }
+        Ok(Some(parent))
+    }
+
+    /// The directory holding `abs`, opened (and created with `create`), and the final name.
+    pub fn parent_of(&self, abs: &str, create: bool) -> Result<Option<(OwnedFd, String)>> {
+        let rel = relative(abs)?;
+        let name = rel
+            .file_name()
+            .with_context(|| format!("{abs} has no file name"))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = Path::new(abs)
+            .parent()
+            .map_or("/".to_string(), |p| p.to_string_lossy().into_owned());
+        Ok(self.open_dir(&parent, create)?.map(|fd| (fd, name)))
+    }
+
+    /// What is at `abs`, its parents resolved inside the root, its last component not followed.
+    pub fn lstat(&self, abs: &str) -> Result<Node> {
+        let Some((dir, name)) = self.parent_of(abs, false)? else {
+            return Ok(Node::Missing);
+        };
+        node_at(&dir, &name).with_context(|| format!("inspecting {abs} in {}", self.dir.display()))
+    }
+
+    /// The target of the symlink at `abs`; `None` when it is not a symlink.
+    pub fn read_link(&self, abs: &str) -> Result<Option<PathBuf>> {
+        Ok(match self.lstat(abs)? {
+            Node::Symlink(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// What `abs` is once every symlink (its last component too) is followed inside the root.
+    pub fn stat(&self, abs: &str) -> Result<Node> {
+        match self.open_in(abs, OFlag::O_PATH)? {
+            Opened::Fd(fd) => {
+                let st = nix::sys::stat::fstat(&fd)
+                    .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
+                Ok(node_of(&st, None))
+            }
+            Opened::Missing => Ok(Node::Missing),
+            Opened::Unsupported => {
+                let p = self.resolve(abs)?;
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_dir() => Ok(Node::Dir),
+                    Ok(m) if m.is_file() => {
+                        use std::os::unix::fs::MetadataExt;
+                        Ok(Node::File {
+                            mode: m.mode() & 0o7777,
+                            uid: m.uid(),
+                            gid: m.gid(),
+                        })
+                    }
+                    Ok(_) => Ok(Node::Other),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(Node::Missing),
+                    Err(e) => Err(e).with_context(|| format!("inspecting {}", p.display())),
+                }
+            }
+        }
+    }
+
+    /// Reads the regular file at `abs` without following a symlink at its last component (a
+    /// symlink is a [`SymlinkAtOwnedPath`] error); `None` if it does not exist.
+    pub fn read_owned(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        let Some((dir, name)) = self.parent_of(abs, false)? else {
+            return Ok(None);
+        };
+        match nix::fcntl::openat(
+            &dir,
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let mut f = std::fs::File::from(fd);
+                if !f.metadata()?.is_file() {
+                    bail!("{abs} exists but is not a regular file");
+                }
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)
+                    .with_context(|| format!("reading {abs} in {}", self.dir.display()))?;
+                Ok(Some(buf))
+            }
+            Err(Errno::ENOENT) => Ok(None),
+            Err(Errno::ELOOP) => Err(SymlinkAtOwnedPath {
+                path: abs.to_string(),
+                target: self.read_link(abs)?.unwrap_or_default(),
+            }
+            .into()),
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("reading {abs} in {}", self.dir.display())),
+        }
+    }
+
     /// Describes the root for messages: `/` or `offline root /mnt/image`.
     pub fn describe(&self) -> String {
         if self.live {
@@ -284,6 +489,50 @@ impl Root {
             format!("offline root {}", self.dir.display())
         }
     }
+}
+
+/// What `name` in `dir` is, not following it.
+pub fn node_at(dir: &OwnedFd, name: &str) -> Result<Node> {
+    match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let target = if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFLNK {
+                Some(PathBuf::from(
+                    nix::fcntl::readlinkat(dir, name).context("reading a symlink")?,
+                ))
+            } else {
+                None
+            };
+            Ok(node_of(&st, target))
+        }
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(Node::Missing),
+        Err(e) => Err(std::io::Error::from(e).into()),
+    }
+}
+
+mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFDIR: u32 = 0o040000;
+}
+
+fn node_of(st: &nix::sys::stat::FileStat, link: Option<PathBuf>) -> Node {
+    #[allow(clippy::unnecessary_cast)]
+    let mode = st.st_mode as u32;
+    match mode & libc_mode::S_IFMT {
+        libc_mode::S_IFLNK => Node::Symlink(link.unwrap_or_default()),
+        libc_mode::S_IFREG => Node::File {
+            mode: mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        },
+        libc_mode::S_IFDIR => Node::Dir,
+        _ => Node::Other,
+    }
+}
+
+fn depth_of(abs: &str) -> usize {
+    abs.split('/').filter(|c| !c.is_empty()).count()
 }
 
 fn relative(abs: &str) -> Result<&Path> {

@@ -229,6 +229,10 @@ async fn pending_tick(i: &mut Option<tokio::time::Interval>) {
 
 async fn serve(target: Target) -> Result<ExitCode> {
     let root = crate::open_root(&target.root)?;
+    // The daemon's own runtime directory, made before anything is watched: its appearing later
+    // (with the first report) would itself look like a change.
+    root.open_dir("/run/guestprep", true)
+        .context("creating the report's directory /run/guestprep")?;
     let sources = Sources::from_args(&target.policy.paths);
     let mut loaded = Arc::new(crate::load_policy(&sources, &root)?);
     let mut agent = loaded.policy.agent();

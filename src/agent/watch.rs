@@ -48,13 +48,22 @@ pub fn specs(root: &Root, files: &[String], dirs: &[String]) -> BTreeMap<PathBuf
         }
     };
     for f in files.iter().filter(|f| !live_only(f)) {
-        let Ok(host) = root.path(f) else { continue };
+        // The file's directory as resolved inside the root: a symlinked directory in an image is
+        // watched where it leads in the image, never on the host.
+        let Some((parent, name)) = f.rsplit_once('/') else {
+            continue;
+        };
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let Ok(dir) = root.resolve(parent) else {
+            continue;
+        };
+        let host = dir.join(name);
         if let (Some(dir), Some(name)) = (host.parent(), host.file_name()) {
             add(dir.to_path_buf(), Some(name.to_os_string()));
         }
     }
     for d in dirs.iter().filter(|d| !live_only(d)) {
-        if let Ok(host) = root.path(d) {
+        if let Ok(host) = root.resolve(d) {
             add(host, None);
         }
     }

@@ -312,31 +312,71 @@ impl Sources {
     }
 }
 
-/// Lists the fragment files in application order.
-pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<PathBuf>> {
+/// One policy fragment: where it is shown as coming from, and how to read it.
+#[derive(Clone, Debug)]
+pub struct Fragment {
+    /// The host path, for messages and `policySources`.
+    pub shown: PathBuf,
+    /// A drop-in of the root: read through the root (confined), by this absolute path.
+    pub in_root: Option<String>,
+}
+
+impl Fragment {
+    fn read(&self, root: &Root) -> Result<Vec<u8>> {
+        match &self.in_root {
+            Some(abs) => root
+                .read(abs)?
+                .with_context(|| format!("policy fragment {} disappeared", self.shown.display())),
+            None => std::fs::read(&self.shown)
+                .with_context(|| format!("reading policy fragment {}", self.shown.display())),
+        }
+    }
+}
+
+/// Lists the fragment files in application order. The root's drop-in directories are listed and
+/// read through the root, like every other file of an image: a symlink there resolves inside it.
+pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<Fragment>> {
     match sources {
         Sources::Explicit(paths) => {
             let mut out = Vec::new();
             for p in paths {
                 let meta =
                     std::fs::metadata(p).with_context(|| format!("policy {}", p.display()))?;
-                if meta.is_dir() {
-                    out.extend(toml_files_sorted(p)?.into_values());
+                let files = if meta.is_dir() {
+                    toml_files_sorted(p)?.into_values().collect()
                 } else {
-                    out.push(p.clone());
-                }
+                    vec![p.clone()]
+                };
+                out.extend(files.into_iter().map(|shown| Fragment {
+                    shown,
+                    in_root: None,
+                }));
             }
             Ok(out)
         }
         Sources::DropIns => {
-            let vendor = toml_files_sorted(&root.path(VENDOR_DIR)?)?;
-            let admin = toml_files_sorted(&root.path(ADMIN_DIR)?)?;
-            let mut merged = vendor;
-            merged.extend(admin); // same name: /etc wins
-            let mut out: Vec<PathBuf> = merged.into_values().filter(|p| !is_masked(p)).collect();
-            let file = root.path(ADMIN_FILE)?;
-            if file.exists() {
-                out.push(file);
+            // Same name: /etc wins over the vendor's.
+            let mut merged: BTreeMap<String, String> = BTreeMap::new();
+            for dir in [VENDOR_DIR, ADMIN_DIR] {
+                for name in root.list_dir(dir)? {
+                    if name.ends_with(".toml") && !name.starts_with('.') {
+                        merged.insert(name.clone(), format!("{dir}/{name}"));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for abs in merged.into_values().chain([ADMIN_FILE.to_string()]) {
+                if abs != ADMIN_FILE && is_masked(root, &abs)? {
+                    continue;
+                }
+                if abs == ADMIN_FILE && !matches!(root.stat(&abs)?, crate::root::Node::File { .. })
+                {
+                    continue;
+                }
+                out.push(Fragment {
+                    shown: root.path(&abs)?,
+                    in_root: Some(abs),
+                });
             }
             Ok(out)
         }
@@ -344,11 +384,14 @@ pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<PathBuf>> {
 }
 
 /// A drop-in that is a symlink to /dev/null or an empty file cancels the vendor one.
-fn is_masked(p: &Path) -> bool {
-    if std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null")) {
-        return true;
+fn is_masked(root: &Root, abs: &str) -> Result<bool> {
+    if root
+        .read_link(abs)?
+        .is_some_and(|t| t == Path::new("/dev/null"))
+    {
+        return Ok(true);
     }
-    std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false)
+    Ok(root.read(abs)?.is_none_or(|b| b.is_empty()))
 }
 
 fn toml_files_sorted(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
@@ -406,11 +449,13 @@ pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
     let mut texts = Vec::new();
     let mut diags = Vec::new();
     for f in &files {
-        let bytes =
-            std::fs::read(f).with_context(|| format!("reading policy fragment {}", f.display()))?;
-        match String::from_utf8(bytes) {
-            Ok(text) => texts.push((f.clone(), text)),
-            Err(e) => diags.push(not_utf8(f, e.as_bytes(), e.utf8_error().valid_up_to())),
+        match String::from_utf8(f.read(root)?) {
+            Ok(text) => texts.push((f.shown.clone(), text)),
+            Err(e) => diags.push(not_utf8(
+                &f.shown,
+                e.as_bytes(),
+                e.utf8_error().valid_up_to(),
+            )),
         }
     }
     if !diags.is_empty() {

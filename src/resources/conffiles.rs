@@ -22,8 +22,11 @@ pub fn dropins(sys: &System, dirs: &[&str], suffix: &str) -> Result<Vec<String>>
     }
     let mut out = Vec::new();
     for path in by_name.into_values() {
-        let host = sys.root.path(&path)?;
-        if std::fs::read_link(&host).is_ok_and(|t| t == std::path::Path::new("/dev/null")) {
+        if sys
+            .root
+            .read_link(&path)?
+            .is_some_and(|t| t == std::path::Path::new("/dev/null"))
+        {
             continue;
         }
         out.push(path);

@@ -5,15 +5,13 @@
 //! (or a removal), and, when a validator is given, checking the new file on a live system and
 //! rolling back to the old one if the validator rejects it.
 
-use std::os::unix::fs::MetadataExt;
-
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{self, Change, Observation, Resource, System};
-use crate::fsutil;
 use crate::report::Status;
+use crate::root::{Node, SymlinkAtOwnedPath};
 
 /// The first line of every file guestprep generates.
 pub const HEADER: &str = "# Managed by guestprep: local edits are overwritten. Change the policy instead\n# (`guestprep policy show` lists where each value comes from).\n";
@@ -68,22 +66,42 @@ impl Resource for FileResource {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let host = sys.root.resolve(&self.path)?;
-        let meta = match std::fs::metadata(&host) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("inspecting {}", host.display())),
-        };
-        if meta.as_ref().is_some_and(|m| !m.is_file()) {
-            return Err(anyhow!("{} exists but is not a regular file", self.path));
-        }
-        let current = match &meta {
-            Some(_) => {
-                Some(std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?)
+        // The last component is never followed: a symlink at a path guestprep owns is reported,
+        // not written through (it could point at sshd_config, or at a vendor file).
+        let (current, mode) = match sys.root.lstat(&self.path)? {
+            Node::Missing => (None, None),
+            Node::File { mode, .. } => (sys.root.read_owned(&self.path)?, Some(mode)),
+            Node::Symlink(target) => {
+                let link = json!({"exists": true, "symlink": target});
+                let Some(_) = &self.content else {
+                    // Left from an earlier policy: removing it unlinks the link, not its target.
+                    let mut obs = Observation::new(
+                        Status::Drift,
+                        json!({"exists": false}),
+                        link,
+                        format!(
+                            "a symlink (to {}) is left at a path guestprep owned; to be removed (the link, not its target)",
+                            target.display()
+                        ),
+                    );
+                    obs.current = Some(Vec::new());
+                    return Ok(obs);
+                };
+                return Ok(Observation::new(
+                    Status::Error,
+                    json!({"exists": true, "sha256": sha(self.content.as_deref().unwrap_or_default())}),
+                    link,
+                    format!(
+                        "{}",
+                        SymlinkAtOwnedPath {
+                            path: self.path.clone(),
+                            target
+                        }
+                    ),
+                ));
             }
-            None => None,
+            _ => return Err(anyhow!("{} exists but is not a regular file", self.path)),
         };
-        let mode = meta.as_ref().map(|m| m.mode() & 0o7777);
         let actual = match (&current, mode) {
             (Some(c), Some(m)) => {
                 json!({"exists": true, "sha256": sha(c), "mode": format!("{m:04o}")})
@@ -145,6 +163,11 @@ impl Resource for FileResource {
     }
 
     fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
+        // The mode the file has now: a rollback puts it back as it was.
+        let old_mode = match sys.root.lstat(&self.path)? {
+            Node::File { mode, .. } => Some(mode),
+            _ => None,
+        };
         for c in plan {
             c.execute(sys)?;
         }
@@ -155,22 +178,31 @@ impl Resource for FileResource {
             return Ok(Vec::new());
         }
         if let Err(e) = engine::run(argv) {
-            // Put the old file back so the service keeps a configuration it accepts.
+            // Put the old file back so the service keeps a configuration it accepts: the same
+            // kind of change, through the same path, with the old content and mode.
+            let mut undone = Vec::new();
             for c in plan {
-                if let Change::Write { old, mode, .. } = c {
-                    match old {
-                        Some(old) => {
-                            fsutil::write_atomic(&sys.root, &self.path, old, *mode)?;
-                        }
-                        None => {
-                            fsutil::remove(&sys.root, &self.path)?;
-                        }
-                    }
+                if let Change::Write { old, content, .. } = c {
+                    let undo = match old {
+                        Some(old) => Change::Write {
+                            path: self.path.clone(),
+                            content: old.clone(),
+                            mode: old_mode,
+                            old: Some(content.clone()),
+                        },
+                        None => Change::Remove {
+                            path: self.path.clone(),
+                            old: content.clone(),
+                        },
+                    };
+                    undo.execute(sys)?;
+                    undone.push(undo.describe());
                 }
             }
             return Err(e.context(format!(
-                "{} rejected by validation; previous version restored",
-                self.path
+                "{} rejected by validation; previous version restored ({})",
+                self.path,
+                undone.join(", ")
             )));
         }
         Ok(vec![format!(

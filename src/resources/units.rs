@@ -214,8 +214,8 @@ impl Resource for UnitItem {
         let expected = self.expected(sys.is_live());
         // systemd refuses to mask over a real unit file: say so before asking it.
         let etc = format!("/etc/systemd/system/{}", self.name);
-        let host = sys.root.path(&etc)?;
-        if self.want == Want::Masked && std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_file())
+        if self.want == Want::Masked
+            && matches!(sys.root.lstat(&etc)?, crate::root::Node::File { .. })
         {
             return Ok(Observation::new(
                 Status::Error,

@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{FileChange, UnitManager, UnitState};
-use crate::root::Root;
+use crate::root::{Node, Root};
 
 const ETC: &str = "/etc/systemd/system";
 
@@ -109,8 +109,17 @@ impl OfflineUnits {
     }
 
     fn is_masked_link(&self, abs: &str) -> Result<bool> {
-        let host = self.root.path(abs)?;
-        Ok(std::fs::read_link(&host).is_ok_and(|t| t == Path::new("/dev/null")))
+        Ok(self
+            .root
+            .read_link(abs)?
+            .is_some_and(|t| t == Path::new("/dev/null")))
+    }
+
+    fn is_link_to(&self, abs: &str, target: &str) -> Result<bool> {
+        Ok(self
+            .root
+            .read_link(abs)?
+            .is_some_and(|t| t == Path::new(target)))
     }
 
     /// Where systemd would find the unit file (the template for an instance), following an
@@ -121,15 +130,16 @@ impl OfflineUnits {
         for n in &names {
             for dir in SEARCH {
                 // /lib is /usr/lib on a merged-/usr system: systemd reports the /usr path.
-                if *dir == "/lib/systemd/system" && self.root.path("/lib")?.is_symlink() {
+                if *dir == "/lib/systemd/system"
+                    && matches!(self.root.lstat("/lib")?, Node::Symlink(_))
+                {
                     continue;
                 }
                 let abs = format!("{dir}/{n}");
-                let host = self.root.path(&abs)?;
-                if std::fs::symlink_metadata(&host).is_err() || self.is_masked_link(&abs)? {
+                if self.root.lstat(&abs)? == Node::Missing || self.is_masked_link(&abs)? {
                     continue;
                 }
-                if self.root.resolve(&abs)?.is_file() {
+                if matches!(self.root.stat(&abs)?, Node::File { .. }) {
                     return Ok(Some(abs));
                 }
             }
@@ -142,36 +152,19 @@ impl OfflineUnits {
         Ok(parse_install(&text))
     }
 
-    /// Creates `abs -> target` atomically; an existing identical link is left alone.
+    /// Creates `abs -> target` atomically; an existing identical link is left alone. Through the
+    /// parent's descriptor inside the root: an image whose /etc/systemd is a symlink to a host
+    /// path cannot make this write on the host.
     fn symlink(&self, abs: &str, target: &str) -> Result<Option<FileChange>> {
-        let host = self.root.path(abs)?;
-        if std::fs::read_link(&host).is_ok_and(|t| t == Path::new(target)) {
+        if self.is_link_to(abs, target)? {
             return Ok(None);
         }
-        if let Ok(m) = std::fs::symlink_metadata(&host)
-            && !m.file_type().is_symlink()
-        {
-            bail!("{abs} exists and is not a symlink: refusing to replace it");
-        }
-        let dir = host.parent().context("no parent")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for stale in crate::fsutil::clean_stale_temps(&self.root, abs)? {
             tracing::warn!(file = %stale.display(), "removed temp symlink left by an interrupted run");
         }
-        let tmp = dir.join(format!(
-            ".{}.guestprep-tmp.{}",
-            host.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        crate::fsutil::failpoint();
-        std::os::unix::fs::symlink(target, &tmp)
-            .with_context(|| format!("creating symlink {}", tmp.display()))?;
-        crate::fsutil::failpoint();
-        std::fs::rename(&tmp, &host)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), host.display()))?;
-        crate::fsutil::failpoint();
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        if !crate::fsutil::symlink_atomic(&self.root, abs, target)? {
+            return Ok(None);
+        }
         Ok(Some(FileChange {
             kind: "symlink".into(),
             path: abs.to_string(),
@@ -180,19 +173,15 @@ impl OfflineUnits {
     }
 
     fn unlink(&self, abs: &str) -> Result<Option<FileChange>> {
-        let host = self.root.path(abs)?;
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() => {
-                std::fs::remove_file(&host)
-                    .with_context(|| format!("removing {}", host.display()))?;
-                Ok(Some(FileChange {
-                    kind: "unlink".into(),
-                    path: abs.to_string(),
-                    dest: String::new(),
-                }))
-            }
-            _ => Ok(None),
+        if !matches!(self.root.lstat(abs)?, Node::Symlink(_)) {
+            return Ok(None);
         }
+        crate::fsutil::remove(&self.root, abs)?;
+        Ok(Some(FileChange {
+            kind: "unlink".into(),
+            path: abs.to_string(),
+            dest: String::new(),
+        }))
     }
 
     /// Every symlink under /etc/systemd/system (one level of `.wants/` etc. directories) named
@@ -201,11 +190,8 @@ impl OfflineUnits {
         let mut out = Vec::new();
         for entry in self.root.list_dir(ETC)? {
             let abs = format!("{ETC}/{entry}");
-            let host = self.root.path(&abs)?;
-            let Ok(m) = std::fs::symlink_metadata(&host) else {
-                continue;
-            };
-            if m.is_dir()
+            let node = self.root.lstat(&abs)?;
+            if node == Node::Dir
                 && (entry.ends_with(".wants")
                     || entry.ends_with(".requires")
                     || entry.ends_with(".upholds"))
@@ -213,16 +199,16 @@ impl OfflineUnits {
                 for sub in self.root.list_dir(&abs)? {
                     if sub == name {
                         let p = format!("{abs}/{sub}");
-                        if self.root.path(&p)?.is_symlink() {
+                        if matches!(self.root.lstat(&p)?, Node::Symlink(_)) {
                             out.push(p);
                         }
                     }
                 }
-            } else if m.file_type().is_symlink() && entry != name {
-                let t = std::fs::read_link(&host)?;
-                if target.is_some_and(|tg| t == Path::new(tg)) {
-                    out.push(abs);
-                }
+            } else if let Node::Symlink(t) = &node
+                && entry != name
+                && target.is_some_and(|tg| t == Path::new(tg))
+            {
+                out.push(abs);
             }
         }
         Ok(out)
@@ -269,7 +255,7 @@ impl OfflineUnits {
             let inst = self.install_of(p)?;
             for a in &inst.alias {
                 let abs = format!("{ETC}/{a}");
-                if std::fs::read_link(self.root.path(&abs)?).is_ok_and(|t| t == Path::new(p)) {
+                if self.is_link_to(&abs, p)? {
                     changes.extend(self.unlink(&abs)?);
                 }
             }
@@ -295,7 +281,7 @@ impl UnitManager for OfflineUnits {
                 Some(path) => {
                     let inst = self.install_of(&path)?;
                     if path.starts_with(ETC)
-                        && self.root.path(&path)?.is_symlink()
+                        && matches!(self.root.lstat(&path)?, Node::Symlink(_))
                         && !path.ends_with(&format!("/{name}"))
                     {
                         "alias".to_string()
@@ -303,9 +289,7 @@ impl UnitManager for OfflineUnits {
                         "static".to_string()
                     } else if !self.links_to(name, Some(&path))?.is_empty() {
                         for link in inst.links(name) {
-                            if !std::fs::read_link(self.root.path(&link)?)
-                                .is_ok_and(|t| t == Path::new(&path))
-                            {
+                            if !self.is_link_to(&link, &path)? {
                                 missing_links.push(link);
                             }
                         }
