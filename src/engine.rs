@@ -322,13 +322,13 @@ impl Change {
                 retries,
                 base_delay,
             } => {
-                let spec = crate::packages::download::Spec {
-                    url: url.clone(),
-                    sha256: Some(sha256.clone()),
-                    dest: sys.root.resolve(path)?,
-                    retries: *retries,
-                    base_delay: *base_delay,
-                };
+                let spec = crate::packages::download::Spec::new(
+                    url,
+                    Some(sha256.clone()),
+                    sys.root.resolve(path)?,
+                    *retries,
+                    *base_delay,
+                );
                 let f = crate::packages::download::fetch(&spec)?;
                 return Ok(vec![if f.from_cache {
                     format!("{path}: cached copy has the right sha256, not downloaded")

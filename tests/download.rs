@@ -15,13 +15,13 @@ fn payload() -> Vec<u8> {
 }
 
 fn spec(url: String, dest: &std::path::Path, retries: u32) -> Spec {
-    Spec {
-        url,
-        sha256: Some(hex::encode(Sha256::digest(payload()))),
-        dest: dest.join("pkg.deb"),
+    Spec::new(
+        &url,
+        Some(hex::encode(Sha256::digest(payload()))),
+        dest.join("pkg.deb"),
         retries,
-        base_delay: Duration::from_millis(50),
-    }
+        Duration::from_millis(50),
+    )
 }
 
 fn only_final_file(dir: &std::path::Path) -> Vec<String> {
@@ -135,4 +135,154 @@ fn a_checksum_mismatch_deletes_the_file_names_both_hashes_and_is_not_retried() {
     );
     assert_eq!(srv.requests("/wrong/f.deb").len(), 1);
     assert!(only_final_file(dir.path()).is_empty());
+}
+
+#[test]
+fn busy_answers_are_retried_and_retry_after_is_honoured_within_its_cap() {
+    let srv = Server::start();
+    srv.add("g.deb", payload());
+    let dir = tempfile::tempdir().unwrap();
+    // 429 with Retry-After: 1 (seconds): the second request comes a second later, not 50 ms.
+    let f = fetch(&spec(srv.url("/busy/429/1/1/g.deb"), dir.path(), 3)).unwrap();
+    assert_eq!(f.attempts, 2);
+    let t = srv.requests("/busy/429/1/1/g.deb");
+    assert!(t[1] - t[0] >= Duration::from_secs(1), "{:?}", t[1] - t[0]);
+    // 408 is retried too.
+    let dir = tempfile::tempdir().unwrap();
+    let f = fetch(&spec(srv.url("/busy/408/-/2/g.deb"), dir.path(), 3)).unwrap();
+    assert_eq!(f.attempts, 3);
+    // A Retry-After of an hour is capped by max_delay.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(srv.url("/busy/503/3600/1/g.deb"), dir.path(), 3);
+    s.max_delay = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let f = fetch(&s).unwrap();
+    assert_eq!(f.attempts, 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the waits in all by max_total: it gives up instead of sleeping on.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(srv.url("/busy/429/1/9/g.deb"), dir.path(), 8);
+    s.max_total = Duration::from_millis(1500);
+    let err = fetch(&s).unwrap_err();
+    match err.downcast_ref::<DownloadError>() {
+        Some(DownloadError::Exhausted { attempts, last, .. }) => {
+            assert_eq!(*attempts, 2, "{last}");
+            assert!(last.contains("429"), "{last}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `guestprep prefetch`: one line per failed attempt with the real cause; the file named from the
+/// URL's path (not its query); an existing file never overwritten; the snippet is valid TOML.
+#[test]
+fn prefetch_names_causes_keeps_files_and_prints_valid_toml() {
+    let bin = env!("CARGO_BIN_EXE_guestprep");
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = std::process::Command::new(bin)
+        .args(["prefetch", "--retries", "2", "--retry-delay", "0.05"])
+        .arg(format!("http://127.0.0.1:{port}/x.deb"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let attempts: Vec<&str> = err.lines().filter(|l| l.contains("attempt ")).collect();
+    assert_eq!(attempts.len(), 3, "{err}");
+    assert!(
+        attempts.iter().all(|l| l.contains("Connection refused")),
+        "the cause is named: {err}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+
+    let srv = Server::start();
+    srv.add("h.deb", payload());
+    let keep = tempfile::tempdir().unwrap();
+    let url = srv.url("/ok/h.deb?token=a'b\\c");
+    let run = || {
+        std::process::Command::new(bin)
+            .args(["prefetch", "--keep-in", keep.path().to_str().unwrap(), &url])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(only_final_file(keep.path()), ["h.deb"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let snippet: String = out
+        .lines()
+        .skip_while(|l| !l.starts_with('['))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let doc: toml::Table = toml::from_str(&snippet).unwrap_or_else(|e| panic!("{e}: {snippet}"));
+    let deb = &doc["packages"]["deb"][0];
+    assert_eq!(deb["url"].as_str(), Some(url.as_str()));
+    assert_eq!(
+        deb["sha256"].as_str(),
+        Some(hex::encode(Sha256::digest(payload())).as_str())
+    );
+    // Again: the kept file is not overwritten.
+    std::fs::write(keep.path().join("h.deb"), b"mine").unwrap();
+    let o = run();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not overwriting"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(keep.path().join("h.deb")).unwrap(), b"mine");
+}
+
+/// A minimal root has no CA store: an `http://` download (its sha256 protects it) still works,
+/// an `https://` one says which package to install. The store is hidden in a mount namespace.
+#[test]
+fn http_needs_no_ca_store_and_https_without_one_names_the_package() {
+    let bin = env!("CARGO_BIN_EXE_guestprep");
+    let srv = Server::start();
+    srv.add("i.deb", payload());
+    let script = r#"for d in /etc/ssl /usr/share/ca-certificates /usr/lib/ssl; do
+  [ -d "$d" ] && mount -t tmpfs none "$d"
+done
+"$1" prefetch --retries 0 "$2"; echo "http $?"
+"$1" prefetch --retries 0 "$3"; echo "https $?"
+"#;
+    let o = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            bin,
+        ])
+        .arg(srv.url("/ok/i.deb"))
+        .arg(srv.url("/ok/i.deb").replace("http://", "https://"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("http 0"), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "sha256 {}",
+            hex::encode(Sha256::digest(payload()))
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("https 0"), "{out}");
+    assert!(err.contains("install the ca-certificates package"), "{err}");
 }

@@ -7,6 +7,7 @@ mod common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::*;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Ciphers without aes128-ctr (which sshd's defaults accept).
@@ -281,4 +282,49 @@ fn services_follow_their_configuration() {
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p2]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     assert_eq!(show(&c, "NeedDaemonReload", "chrony.service"), "no");
+
+    // `sshd -t` rejects the new drop-in (a clone's first boot before its host keys exist): the
+    // old file comes back, with its content and its mode, and sshd is not reloaded.
+    let dropin = c.root().join("etc/ssh/sshd_config.d/05-guestprep.conf");
+    let old = std::fs::read(&dropin).unwrap();
+    std::fs::set_permissions(&dropin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = c.exec(&[
+        "sh",
+        "-c",
+        "mkdir /root/keys && mv /etc/ssh/ssh_host_* /root/keys/",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let t = c.exec(&["/usr/sbin/sshd", "-t"]);
+    eprintln!(
+        "sshd -t without host keys: exit {} {}",
+        code(&t),
+        stderr(&t).trim()
+    );
+    assert_ne!(code(&t), 0, "precondition: sshd -t fails without host keys");
+    let other = SSH.replace(
+        r#"ciphers = ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]"#,
+        r#"ciphers = ["aes256-gcm@openssh.com"]"#,
+    );
+    let p3 = write_policy(c.root(), "p3.toml", &other);
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &p3]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let i = item(&json(&o), "file:/etc/ssh/sshd_config.d/05-guestprep.conf").clone();
+    assert_eq!(i["status"], "error", "{i}");
+    assert!(
+        i["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by validation; previous version restored"),
+        "{i}"
+    );
+    assert_eq!(
+        std::fs::read(&dropin).unwrap(),
+        old,
+        "the old content is back"
+    );
+    let mode = std::fs::metadata(&dropin).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the old mode is back");
+    assert_eq!(main_pid(&c, "ssh.service"), sshd_pid, "sshd untouched");
+    let o = c.exec(&["sh", "-c", "mv /root/keys/* /etc/ssh/"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
 }

@@ -1,7 +1,10 @@
 //! Downloading a release `.deb`: streamed to a temp file beside the cache entry, sha256 computed on
-//! the fly, renamed into place only when the hash matches. Connection errors, bodies cut short and
-//! 5xx answers are retried with exponential backoff; 4xx answers and a checksum mismatch are not
-//! (retrying cannot fix them). A cached file with the right hash is not downloaded again.
+//! the fly, renamed into place only when the hash matches. Connection errors, bodies cut short,
+//! 5xx, 408 and 429 answers are retried with exponential backoff and jitter, honouring the
+//! server's `Retry-After`, each delay capped and all of them together too; other 4xx answers and a
+//! checksum mismatch are not (retrying cannot fix them). A cached file with the right hash is not
+//! downloaded again. One line per attempt, with the underlying cause. Plain `http://` needs no CA
+//! store; `https://` without one is a clear error naming the package to install.
 
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
@@ -44,6 +47,35 @@ pub struct Spec {
     pub retries: u32,
     /// First backoff delay; doubled after each retry.
     pub base_delay: Duration,
+    /// The longest single wait (a `Retry-After` too).
+    pub max_delay: Duration,
+    /// The most time spent waiting between attempts, in all.
+    pub max_total: Duration,
+}
+
+/// Defaults for [`Spec::max_delay`] and [`Spec::max_total`].
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+pub const MAX_TOTAL: Duration = Duration::from_secs(600);
+
+impl Spec {
+    /// A spec with the default caps.
+    pub fn new(
+        url: &str,
+        sha256: Option<String>,
+        dest: PathBuf,
+        retries: u32,
+        base: Duration,
+    ) -> Self {
+        Spec {
+            url: url.to_string(),
+            sha256,
+            dest,
+            retries,
+            base_delay: base,
+            max_delay: MAX_DELAY,
+            max_total: MAX_TOTAL,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,18 +106,77 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 enum Attempt {
     Done(String, u64),
-    Retry(String),
+    /// Why, and how long the server asked us to wait (`Retry-After`).
+    Retry(String, Option<Duration>),
     Fatal(anyhow::Error),
+}
+
+/// An error with every cause in its chain: reqwest's own message hides the one that matters
+/// ("Connection refused", "dns error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+    let w: Vec<&str> = v.split_whitespace().collect();
+    if w.len() != 6 || w[5] != "GMT" {
+        return None;
+    }
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == w[2])?
+        + 1;
+    let stamp = format!("{}-{month:02}-{:0>2}T{}Z", w[3], w[1], w[4]);
+    let at = crate::report::parse_rfc3339(&stamp)?;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
+}
+
+/// A small jitter factor in [0, 1) without a random crate: the clock's nanoseconds and our PID.
+fn jitter() -> f64 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut x = u64::from(n) ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (x % 1_000_000) as f64 / 1_000_000.0
 }
 
 fn attempt(client: &reqwest::blocking::Client, url: &str, part: &Path, progress: bool) -> Attempt {
     let mut resp = match client.get(url).send() {
         Ok(r) => r,
-        Err(e) => return Attempt::Retry(format!("{e:#}")),
+        Err(e) => return Attempt::Retry(chain(&e), None),
     };
     let status = resp.status();
-    if status.is_server_error() {
-        return Attempt::Retry(format!("server answered {status}"));
+    let asked = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+    // 408 Request Timeout and 429 Too Many Requests go away with time, like a 5xx.
+    if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        return Attempt::Retry(format!("server answered {status}"), asked);
     }
     if !status.is_success() {
         return Attempt::Fatal(
@@ -113,7 +204,12 @@ fn attempt(client: &reqwest::blocking::Client, url: &str, part: &Path, progress:
         let n = match resp.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => return Attempt::Retry(format!("connection lost after {got} bytes: {e}")),
+            Err(e) => {
+                return Attempt::Retry(
+                    format!("connection lost after {got} bytes: {}", chain(&e)),
+                    None,
+                );
+            }
         };
         h.update(&buf[..n]);
         if let Err(e) = out.write_all(&buf[..n]) {
@@ -141,7 +237,7 @@ fn attempt(client: &reqwest::blocking::Client, url: &str, part: &Path, progress:
     if let Some(t) = total
         && got != t
     {
-        return Attempt::Retry(format!("body cut short: {got} of {t} bytes"));
+        return Attempt::Retry(format!("body cut short: {got} of {t} bytes"), None);
     }
     if let Err(e) = out.sync_all() {
         return Attempt::Fatal(
@@ -171,21 +267,14 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let part = spec.dest.with_extension("part");
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(1800))
-        .user_agent(concat!("guestprep/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("creating the HTTP client")?;
+    let client = client(&spec.url)?;
     let progress = std::io::stderr().is_terminal();
     let attempts = spec.retries + 1;
     let mut last = String::new();
+    let mut waited = Duration::ZERO;
+    // A progress bar on a terminal; plain lines otherwise (journald, CI, cloud-init logs).
+    eprintln!("guestprep: downloading {}", spec.url);
     for n in 1..=attempts {
-        // A progress bar on a terminal; plain lines otherwise (journald, CI, cloud-init logs).
-        eprintln!(
-            "guestprep: downloading {} (attempt {n}/{attempts})",
-            spec.url
-        );
         match attempt(&client, &spec.url, &part, progress) {
             Attempt::Done(actual, bytes) => {
                 if let Some(want) = &spec.sha256
@@ -221,19 +310,44 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
                 let _ = std::fs::remove_file(&part);
                 return Err(e);
             }
-            Attempt::Retry(why) => {
+            Attempt::Retry(why, asked) => {
                 let _ = std::fs::remove_file(&part);
                 last = why;
-                if n < attempts {
-                    let delay = spec.base_delay * 2u32.saturating_pow(n - 1);
-                    tracing::warn!(url = %spec.url, attempt = n, "download failed: {last}; retrying in {:.2}s", delay.as_secs_f64());
-                    eprintln!(
-                        "guestprep: download of {} failed (attempt {n}/{attempts}): {last}; retrying in {:.2}s",
-                        spec.url,
-                        delay.as_secs_f64()
-                    );
-                    std::thread::sleep(delay);
+                if n == attempts {
+                    eprintln!("guestprep: attempt {n}/{attempts} failed: {last}");
+                    break;
                 }
+                // Exponential backoff with up to 50% jitter, or what the server asked for,
+                // capped each time and in all.
+                let backoff = spec
+                    .base_delay
+                    .saturating_mul(2u32.saturating_pow(n - 1))
+                    .mul_f64(1.0 + jitter() / 2.0);
+                let delay = asked.unwrap_or(backoff).min(spec.max_delay);
+                if waited + delay > spec.max_total {
+                    eprintln!(
+                        "guestprep: attempt {n}/{attempts} failed: {last}; not retrying: waiting {:.1}s more would exceed {}s in all",
+                        delay.as_secs_f64(),
+                        spec.max_total.as_secs()
+                    );
+                    return Err(DownloadError::Exhausted {
+                        url: spec.url.clone(),
+                        attempts: n,
+                        last,
+                    }
+                    .into());
+                }
+                eprintln!(
+                    "guestprep: attempt {n}/{attempts} failed: {last}; retrying in {:.2}s{}",
+                    delay.as_secs_f64(),
+                    if asked.is_some() {
+                        " (Retry-After)"
+                    } else {
+                        ""
+                    }
+                );
+                std::thread::sleep(delay);
+                waited += delay;
             }
         }
     }
@@ -243,4 +357,58 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
         last,
     }
     .into())
+}
+
+/// The HTTP client. `http://` never needs a CA store; `https://` without one is an error that
+/// names what to install (rustls finds no system certificates on a minimal root).
+fn client(url: &str) -> Result<reqwest::blocking::Client> {
+    let builder = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(1800))
+        .user_agent(concat!("guestprep/", env!("CARGO_PKG_VERSION")));
+    let https = url.starts_with("https://");
+    let builder = if https {
+        builder
+    } else {
+        builder.tls_certs_only(Vec::<reqwest::Certificate>::new())
+    };
+    builder.build().map_err(|e| {
+        let why = chain(&e);
+        if https {
+            anyhow::anyhow!(
+                "cannot download {url}: no TLS certificate store ({why}); install the ca-certificates package, or serve the .deb over http:// (its sha256 still protects it)"
+            )
+        } else {
+            anyhow::anyhow!("creating the HTTP client: {why}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // 1994-11-06T08:49:37Z
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("99999999999999999999999", now), None);
+    }
+
+    #[test]
+    fn jitter_is_a_fraction() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
 }

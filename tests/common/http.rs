@@ -1,7 +1,8 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for download tests, with misbehaviours chosen by path:
 //! `/ok/F` serves F; `/flaky/N/F` answers 500 to the first N requests, then serves F;
 //! `/fail/F` always 500; `/missing/F` 404; `/cut/F` promises the whole length and closes halfway;
-//! `/wrong/F` serves other bytes. Every request is logged with its time.
+//! `/wrong/F` serves other bytes; `/busy/CODE/RETRY_AFTER/N/F` answers 408, 429 or 503 first.
+//! Every request is logged with its time.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -66,7 +67,9 @@ impl Server {
                 break;
             }
         }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        // Files are found by path; the query is ignored (but logged).
+        let path = target.split('?').next().unwrap_or("/").to_string();
         let n_before = self.requests(&path).len();
         self.log
             .lock()
@@ -74,6 +77,18 @@ impl Server {
             .push((path.clone(), Instant::now()));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let file = |name: &str| self.files.lock().unwrap().get(name).cloned();
+        let respond_with = |conn: &mut TcpStream,
+                            status: &str,
+                            extra: &str,
+                            body: &[u8],
+                            claimed: usize| {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {claimed}\r\n{extra}Connection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(body);
+            let _ = conn.flush();
+        };
         let respond = |conn: &mut TcpStream, status: &str, body: &[u8], claimed: usize| {
             let _ = write!(
                 conn,
@@ -95,6 +110,25 @@ impl Server {
                 }
             }
             ["fail", _] => respond(&mut conn, "500 Internal Server Error", b"boom", 4),
+            // `/busy/CODE/RETRY_AFTER/N/F`: CODE (with `Retry-After: RETRY_AFTER` unless `-`) to
+            // the first N requests, then F.
+            ["busy", status, after, n, f] => {
+                if n_before < n.parse().unwrap_or(0) {
+                    let extra = if *after == "-" {
+                        String::new()
+                    } else {
+                        format!("Retry-After: {after}\r\n")
+                    };
+                    let line = match *status {
+                        "408" => "408 Request Timeout",
+                        "429" => "429 Too Many Requests",
+                        _ => "503 Service Unavailable",
+                    };
+                    respond_with(&mut conn, line, &extra, b"busy", 4);
+                } else if let Some(b) = file(f) {
+                    respond(&mut conn, "200 OK", &b, b.len());
+                }
+            }
             ["cut", f] => {
                 if let Some(b) = file(f) {
                     respond(&mut conn, "200 OK", &b[..b.len() / 2], b.len());
