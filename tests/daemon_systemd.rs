@@ -162,6 +162,24 @@ fn daemon_as_a_sandboxed_notify_service_with_dbus_signals_and_qemu_ga() {
     c.exec(&["systemctl", "start", "cron.service"]);
     wait_report(&c, |r| r["compliant"] == true, "compliant after start");
 
+    // The system bus restarts under the daemon: it subscribes again, and a unit masked afterwards
+    // still reaches the report through the signals (the timer is 15 min away).
+    let o = c.exec(&["systemctl", "restart", "dbus.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_secs(2));
+    let o = c.exec(&["systemctl", "mask", "cron.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let took = wait_report(
+        &c,
+        |r| unit_status(r, "cron.service") == "drift",
+        "cron masked after dbus restarted",
+    );
+    eprintln!("mask after a dbus restart reported after {took:?}");
+    let log = stdout(&c.exec(&["journalctl", "-u", "guestprep", "--no-pager", "-o", "cat"]));
+    assert!(log.contains("connection was lost"), "{log}");
+    c.exec(&["systemctl", "unmask", "cron.service"]);
+    wait_report(&c, |r| r["compliant"] == true, "compliant after unmask");
+
     // A real qemu-ga in the guest; this host reads through it, as Proxmox would.
     let o = c.exec(&[
         "systemd-run",

@@ -248,6 +248,8 @@ async fn serve(target: Target) -> Result<ExitCode> {
     let mut last_status = String::new();
     let mut first = true;
     let mut subscribe = true;
+    // Set while subscribing to systemd's signals failed (the bus restarting): when to try again.
+    let mut resubscribe_in: Option<Duration> = None;
     tracing::info!(
         root = %root.describe(),
         "guestprep daemon {}: report at {REPORT_PATH}, re-verifying on changes and every {}{}",
@@ -303,14 +305,28 @@ async fn serve(target: Target) -> Result<ExitCode> {
             let names = unit_names(&loaded);
             if root.is_live() && !names.is_empty() && root.exists("/run/systemd/system") {
                 match units::watch(&names, tx.clone()).await {
-                    Ok(s) => unit_signals = Some(s),
-                    Err(e) => tracing::warn!(
-                        "not watching systemd's signals ({e:#}); units are re-checked every {}",
-                        policy::format_timespan(agent.interval)
-                    ),
+                    Ok(s) => {
+                        if resubscribe_in.is_some() {
+                            tracing::info!("watching systemd's signals again");
+                        }
+                        unit_signals = Some(s);
+                        resubscribe_in = None;
+                    }
+                    Err(e) => {
+                        // The bus may be restarting: try again, sooner than the timer.
+                        let next = resubscribe_in.map_or(Duration::from_secs(1), |d| {
+                            (d * 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+                        });
+                        tracing::warn!(
+                            "not watching systemd's signals ({e:#}); trying again in {}s",
+                            next.as_secs()
+                        );
+                        resubscribe_in = Some(next);
+                    }
                 }
             }
         }
+        let resubscribe_at = resubscribe_in.map(|d| tokio::time::Instant::now() + d);
 
         let deadline = tokio::time::Instant::now() + agent.interval;
         let debounce;
@@ -328,7 +344,20 @@ async fn serve(target: Target) -> Result<ExitCode> {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
-                Some(m) = rx.recv() => break (m, true),
+                Some(m) = rx.recv() => {
+                    if m == units::LOST {
+                        // Changes while the bus was away were missed: subscribe and re-verify.
+                        tracing::warn!("{m}; subscribing again");
+                        unit_signals = None;
+                        subscribe = true;
+                        resubscribe_in = Some(Duration::ZERO);
+                    }
+                    break (m, true)
+                }
+                _ = sleep_until_some(resubscribe_at) => {
+                    subscribe = true;
+                    break ("subscribing to systemd's signals again".to_string(), false);
+                }
                 _ = hup.recv() => {
                     notify::notify_or_log(&notify::reloading());
                     match crate::load_policy(&sources, &root) {
@@ -362,6 +391,14 @@ async fn serve(target: Target) -> Result<ExitCode> {
         }
         // `unit_signals` lives across rounds: dropping it (on reload) stops its forwarding tasks.
         let _ = &unit_signals;
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

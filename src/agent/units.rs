@@ -12,6 +12,10 @@ use zbus::fdo::PropertiesProxy;
 
 use crate::systemd::dbus::{ManagerProxy, system_bus_address};
 
+/// What a forwarding task sends when its signal stream ended without being stopped: the bus went
+/// away (dbus restarted). The daemon subscribes again.
+pub const LOST: &str = "systemd: the system bus connection was lost";
+
 /// Unit properties whose change can change a unit item's verdict.
 const WATCHED: &[&str] = &["ActiveState", "SubState", "LoadState", "UnitFileState"];
 
@@ -45,9 +49,10 @@ pub async fn watch(units: &[String], tx: UnboundedSender<String>) -> Result<Unit
     tasks.push(tokio::spawn(async move {
         while files.next().await.is_some() {
             if t.send("systemd: unit files changed".to_string()).is_err() {
-                break;
+                return;
             }
         }
+        let _ = t.send(LOST.to_string());
     }));
     for name in units {
         let path = m
@@ -77,9 +82,10 @@ pub async fn watch(units: &[String], tx: UnboundedSender<String>) -> Result<Unit
                     continue;
                 }
                 if t.send(format!("systemd: {name} changed")).is_err() {
-                    break;
+                    return;
                 }
             }
+            let _ = t.send(LOST.to_string());
         }));
     }
     Ok(UnitSignals { tasks, _conn: conn })
