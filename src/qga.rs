@@ -187,22 +187,8 @@ impl Agent {
         let deadline = Instant::now() + self.timeout;
         loop {
             let line = self.read_until(b'\n', command, deadline)?;
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
-            if text.is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(text)
-                .map_err(|e| QgaError::Protocol(format!("{command}: not JSON ({e}): {text}")))?;
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                return Err(QgaError::Command {
-                    command: command.to_string(),
-                    class: e["class"].as_str().unwrap_or("").to_string(),
-                    desc: e["desc"].as_str().unwrap_or("").to_string(),
-                });
+            if let Some(v) = parse_answer(&line, command)? {
+                return Ok(v);
             }
             // An event or anything else: not our answer.
         }
@@ -305,7 +291,41 @@ impl Agent {
     }
 }
 
-fn decode(b: &str) -> Result<Vec<u8>, QgaError> {
+/// One answer line from an agent: `Some(return value)`, an error the agent reported, or `None`
+/// for a line that is not an answer (an event, a blank). Never panics, whatever the guest sends.
+pub fn parse_answer(line: &[u8], command: &str) -> Result<Option<Value>, QgaError> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| QgaError::Protocol(format!("{command}: not JSON ({e}): {text}")))?;
+    if let Some(r) = v.get("return") {
+        return Ok(Some(r.clone()));
+    }
+    if let Some(e) = v.get("error") {
+        return Err(QgaError::Command {
+            command: command.to_string(),
+            class: e["class"].as_str().unwrap_or("").to_string(),
+            desc: e["desc"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    Ok(None)
+}
+
+/// A guest's `/proc/uptime`: its first number, when finite and plausible (the guest is data).
+pub fn parse_uptime(b: &[u8]) -> Option<f64> {
+    String::from_utf8_lossy(b)
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
+}
+
+/// A `guest-file-read` or `guest-exec-status` payload, decoded.
+pub fn decode(b: &str) -> Result<Vec<u8>, QgaError> {
     base64::engine::general_purpose::STANDARD
         .decode(b)
         .map_err(|e| QgaError::Protocol(format!("bad base64 from the agent: {e}")))

@@ -1,15 +1,13 @@
 //! `guestprep policy check|show`: validate the policy, or print the effective merged policy with
 //! the file, line and column each value came from.
 
-use std::fmt::Write as _;
-
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::Target;
 use crate::exit::ExitCode;
-use crate::policy::tree::{Node, Table, Value};
+use crate::policy::tree::{Table, Value};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -65,7 +63,7 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
                 for s in &loaded.sources {
                     println!("# from {}", s.display());
                 }
-                print!("{}", render_table(&loaded.tree));
+                print!("{}", loaded.tree.render());
             }
             Ok(ExitCode::Ok)
         }
@@ -86,76 +84,4 @@ fn collect_origins(t: &Table, path: &str, out: &mut serde_json::Map<String, serd
             }
         }
     }
-}
-
-fn key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        k.to_string()
-    } else {
-        serde_json::to_string(k).expect("string")
-    }
-}
-
-fn inline(n: &Node) -> String {
-    match &n.value {
-        Value::String(s) => {
-            if s.contains('\n') {
-                format!("'''\n{s}'''")
-            } else {
-                serde_json::to_string(s).expect("string")
-            }
-        }
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Bool(b) => b.to_string(),
-        Value::Datetime(d) => d.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(inline).collect::<Vec<_>>().join(", ")),
-        Value::Table(t) => format!(
-            "{{ {} }}",
-            t.entries
-                .iter()
-                .map(|(k, e)| format!("{} = {}", key(k), inline(&e.node)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-fn render_table(root: &Table) -> String {
-    let mut s = String::new();
-    for (name, e) in &root.entries {
-        match &e.node.value {
-            Value::Table(t) => {
-                let _ = writeln!(s, "\n[{}]", key(name));
-                for (k, e) in &t.entries {
-                    let _ = writeln!(s, "{} = {}  # {}", key(k), inline(&e.node), e.node.origin);
-                }
-            }
-            Value::Array(a)
-                if a.iter().all(|n| matches!(n.value, Value::Table(_))) && !a.is_empty() =>
-            {
-                for n in a {
-                    let _ = writeln!(s, "\n[[{}]]  # {}", key(name), n.origin);
-                    if let Value::Table(t) = &n.value {
-                        for (k, e) in &t.entries {
-                            let _ = writeln!(s, "{} = {}", key(k), inline(&e.node));
-                        }
-                    }
-                }
-            }
-            _ => {
-                let _ = writeln!(
-                    s,
-                    "{} = {}  # {}",
-                    key(name),
-                    inline(&e.node),
-                    e.node.origin
-                );
-            }
-        }
-    }
-    s
 }

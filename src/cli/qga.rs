@@ -382,15 +382,10 @@ fn report(
     };
     // Staleness by the guest's own clock: no trust in the host's clock being in step.
     let now = agent.guest_time().ok();
-    let uptime = agent.read_file("/proc/uptime", 4096).ok().and_then(|b| {
-        String::from_utf8_lossy(&b)
-            .split_whitespace()
-            .next()?
-            .parse::<f64>()
-            .ok()
-            // A guest's answer is data: only a finite, plausible uptime counts.
-            .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
-    });
+    let uptime = agent
+        .read_file("/proc/uptime", 4096)
+        .ok()
+        .and_then(|b| crate::qga::parse_uptime(&b));
     if let (Some(now), Some(up)) = (now, uptime) {
         let boot = now - up;
         // generatedAt has whole seconds: allow one.

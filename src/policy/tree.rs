@@ -109,6 +109,94 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The table as TOML, each value followed by a comment naming where it came from (`policy
+    /// show`). Values are written by the toml crate, so any string round-trips: parsing the
+    /// output gives the same policy (a property the fuzz target checks).
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for (name, e) in &self.entries {
+            match &e.node.value {
+                Value::Table(t) => {
+                    let _ = writeln!(s, "\n[{}]", toml_key(name));
+                    for (k, e) in &t.entries {
+                        let _ = writeln!(
+                            s,
+                            "{} = {}  # {}",
+                            toml_key(k),
+                            to_toml(&e.node),
+                            comment(&e.node.origin)
+                        );
+                    }
+                }
+                Value::Array(a)
+                    if !a.is_empty() && a.iter().all(|n| matches!(n.value, Value::Table(_))) =>
+                {
+                    for n in a {
+                        let _ = writeln!(s, "\n[[{}]]  # {}", toml_key(name), comment(&n.origin));
+                        if let Value::Table(t) = &n.value {
+                            for (k, e) in &t.entries {
+                                let _ = writeln!(s, "{} = {}", toml_key(k), to_toml(&e.node));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        "{} = {}  # {}",
+                        toml_key(name),
+                        to_toml(&e.node),
+                        comment(&e.node.origin)
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+/// An origin as a comment: one line, whatever the file name holds.
+fn comment(o: &Origin) -> String {
+    o.to_string().replace(['\n', '\r'], " ")
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        toml::Value::String(k.to_string()).to_string()
+    }
+}
+
+fn to_value(n: &Node) -> toml::Value {
+    match &n.value {
+        Value::String(s) => toml::Value::String(s.clone()),
+        Value::Integer(i) => toml::Value::Integer(*i),
+        Value::Float(f) => toml::Value::Float(*f),
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Datetime(d) => d
+            .parse::<toml::value::Datetime>()
+            .map_or_else(|_| toml::Value::String(d.clone()), toml::Value::Datetime),
+        Value::Array(a) => toml::Value::Array(a.iter().map(to_value).collect()),
+        Value::Table(t) => toml::Value::Table(
+            t.entries
+                .iter()
+                .map(|(k, e)| (k.clone(), to_value(&e.node)))
+                .collect(),
+        ),
+    }
+}
+
+/// One value as inline TOML.
+fn to_toml(n: &Node) -> String {
+    to_value(n).to_string()
+}
+
 /// Maps byte offsets of one file to line and column.
 struct Locator {
     file: Arc<PathBuf>,
