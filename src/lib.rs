@@ -1,6 +1,7 @@
 //! guestprep: converge, verify and seal Proxmox VM templates from a declarative TOML policy.
 //!
-//! The library holds everything; `main.rs` only parses arguments and maps errors to exit codes.
+//! The library holds everything; `main.rs` only parses arguments and calls [`cli::run`]. `cli/`
+//! sits on top: nothing else imports it.
 //! Data flows one way: [`policy`] (fragments → validated `Policy`) → [`resources`] (the ordered
 //! items of that policy) → [`engine`] (check/plan/apply over a [`root::Root`]) → [`report`].
 
@@ -13,6 +14,7 @@ pub mod fsutil;
 pub mod lock;
 pub mod output;
 pub mod packages;
+pub mod paths;
 pub mod policy;
 pub mod qga;
 pub mod report;
@@ -24,14 +26,15 @@ pub mod systemd;
 use anyhow::Result;
 
 use crate::engine::System;
-use crate::exit::{ExitCode, UsageError};
+use crate::exit::UsageError;
 use crate::policy::{LoadError, Loaded, Sources};
 use crate::root::Root;
 
-/// Opens the root and loads the whole policy (validated) for a command.
-pub fn open(target: &cli::Target) -> Result<(System, Loaded)> {
-    let root = open_root(&target.root)?;
-    let sources = Sources::from_args(&target.policy.paths);
+/// Opens the root directory and loads the whole policy (validated) from `policy` (files or
+/// directories; none: the root's drop-in directories).
+pub fn open(root_dir: &std::path::Path, policy: &[std::path::PathBuf]) -> Result<(System, Loaded)> {
+    let root = open_root(root_dir)?;
+    let sources = Sources::from_args(policy);
     let loaded = load_policy(&sources, &root)?;
     Ok((System::new(root), loaded))
 }
@@ -79,49 +82,4 @@ pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
 
 pub fn sources_strings(l: &Loaded) -> Vec<String> {
     l.sources.iter().map(|p| p.display().to_string()).collect()
-}
-
-/// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
-pub fn run(cli: cli::Cli) -> i32 {
-    use cli::Command;
-    let code = |r: Result<ExitCode>| r.map(ExitCode::code);
-    let (result, failure) = match &cli.command {
-        Command::Apply(a) => (code(cli::apply::run(a)), ExitCode::ApplyFailed),
-        Command::Verify(a) => (code(cli::verify::run(a)), ExitCode::CheckFailed),
-        Command::Policy(p) => (code(cli::policy::run(p)), ExitCode::Usage),
-        Command::Schema => (code(cli::schema::run()), ExitCode::Usage),
-        Command::Prefetch(a) => (code(cli::prefetch::run(a)), ExitCode::ApplyFailed),
-        // `qga exec` passes the guest program's own code through: already a number.
-        Command::Qga(a) => (cli::qga::run(a), ExitCode::AgentUnavailable),
-        Command::Daemon(a) => (code(agent::run(&a.target)), ExitCode::CheckFailed),
-        Command::Seal(a) => (code(cli::seal::run(a)), ExitCode::ApplyFailed),
-        Command::Completions(a) => (code(cli::generate::completions(a)), ExitCode::Usage),
-        Command::Man(a) => (code(cli::generate::man(a)), ExitCode::Usage),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            if let Some(inv) = e.downcast_ref::<policy::InvalidPolicy>() {
-                eprintln!("{inv}");
-                eprintln!("nothing was changed");
-                return ExitCode::Usage.code();
-            }
-            if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("guestprep: error: {u}");
-                eprintln!("nothing was changed");
-                return ExitCode::Usage.code();
-            }
-            eprintln!("guestprep: error: {e:#}");
-            let code = if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-            }) && matches!(cli.command, Command::Policy(_))
-            {
-                ExitCode::Usage
-            } else {
-                failure
-            };
-            code.code()
-        }
-    }
 }

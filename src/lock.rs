@@ -14,7 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::root::Root;
 
-pub const LOCK_FILE: &str = "/run/guestprep/apply.lock";
+pub const LOCK_FILE: &str = crate::paths::APPLY_LOCK;
 
 pub struct ApplyLock {
     _lock: Flock<std::fs::File>,

@@ -32,5 +32,5 @@ fn main() {
     } else {
         builder.init();
     }
-    std::process::exit(guestprep::run(cli));
+    std::process::exit(guestprep::cli::run(cli));
 }

@@ -21,7 +21,6 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::cli::Target;
 use crate::engine::{self, ApplyOptions, Resource, System};
 use crate::exit::ExitCode;
 use crate::fsutil;
@@ -31,11 +30,11 @@ use crate::root::Root;
 
 /// Where the daemon keeps the report (in the root): read by the host with the guest agent's
 /// file-read. Fixed; a public contract.
-pub const REPORT_PATH: &str = "/run/guestprep/report.json";
+pub const REPORT_PATH: &str = crate::paths::REPORT;
 /// Written by `guestprep apply` after it changed something. Live values it set (sysctl, loaded
 /// modules, started units) have no inotify events; the daemon watches this file instead, so its
 /// report follows an apply at once rather than at the next timer round.
-pub const APPLIED_STAMP: &str = "/run/guestprep/applied";
+pub const APPLIED_STAMP: &str = crate::paths::APPLIED_STAMP;
 
 /// One verification (and, in enforce mode, repair) pass.
 pub struct Round {
@@ -210,12 +209,12 @@ fn unit_names(l: &Loaded) -> Vec<String> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(target: &Target) -> Result<ExitCode> {
+pub fn run(root: &Path, policy: &[PathBuf]) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(serve(target.clone()))
+    rt.block_on(serve(root.to_path_buf(), policy.to_vec()))
 }
 
 async fn pending_tick(i: &mut Option<tokio::time::Interval>) {
@@ -227,13 +226,13 @@ async fn pending_tick(i: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn serve(target: Target) -> Result<ExitCode> {
-    let root = crate::open_root(&target.root)?;
+async fn serve(root_dir: PathBuf, policy: Vec<PathBuf>) -> Result<ExitCode> {
+    let root = crate::open_root(&root_dir)?;
     // The daemon's own runtime directory, made before anything is watched: its appearing later
     // (with the first report) would itself look like a change.
     root.open_dir("/run/guestprep", true)
         .context("creating the report's directory /run/guestprep")?;
-    let sources = Sources::from_args(&target.policy.paths);
+    let sources = Sources::from_args(&policy);
     let mut loaded = Arc::new(crate::load_policy(&sources, &root)?);
     let mut agent = loaded.policy.agent();
     let mut watcher = watch::Watcher::new()?;

@@ -37,7 +37,7 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let started = Instant::now();
     // Validate the whole policy before taking the lock or touching anything.
-    let (mut sys, loaded) = crate::open(&args.target)?;
+    let (mut sys, loaded) = args.target.open()?;
     if args.chroot {
         if sys.is_live() {
             anyhow::bail!("--chroot needs an offline --root DIR");
@@ -58,7 +58,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     };
     if !args.check {
         // A run killed while writing the daemon's stamp left a temp file beside it.
-        let _ = crate::fsutil::clean_stale_temps(&sys.root, crate::agent::APPLIED_STAMP);
+        let _ = crate::fsutil::clean_stale_temps(&sys.root, crate::paths::APPLIED_STAMP);
     }
     let outcome = engine::apply(
         &sys,
@@ -80,7 +80,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         );
         if let Err(e) = crate::fsutil::write_atomic(
             &sys.root,
-            crate::agent::APPLIED_STAMP,
+            crate::paths::APPLIED_STAMP,
             stamp.as_bytes(),
             Some(0o644),
         ) {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::exit::{EXIT_CODES_HELP, ExitCode, UsageError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,4 +95,58 @@ pub enum Format {
     Prometheus,
     /// JUnit XML, one test case per item, for CI systems.
     Junit,
+}
+
+impl Target {
+    /// Opens the root and loads its policy: [`crate::open`].
+    pub fn open(&self) -> anyhow::Result<(crate::engine::System, crate::policy::Loaded)> {
+        crate::open(&self.root, &self.policy.paths)
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
+pub fn run(cli: Cli) -> i32 {
+    let code = |r: anyhow::Result<ExitCode>| r.map(ExitCode::code);
+    let (result, failure) = match &cli.command {
+        Command::Apply(a) => (code(apply::run(a)), ExitCode::ApplyFailed),
+        Command::Verify(a) => (code(verify::run(a)), ExitCode::CheckFailed),
+        Command::Policy(p) => (code(policy::run(p)), ExitCode::Usage),
+        Command::Schema => (code(schema::run()), ExitCode::Usage),
+        Command::Prefetch(a) => (code(prefetch::run(a)), ExitCode::ApplyFailed),
+        // `qga exec` passes the guest program's own code through: already a number.
+        Command::Qga(a) => (qga::run(a), ExitCode::AgentUnavailable),
+        Command::Daemon(a) => (
+            code(crate::agent::run(&a.target.root, &a.target.policy.paths)),
+            ExitCode::CheckFailed,
+        ),
+        Command::Seal(a) => (code(seal::run(a)), ExitCode::ApplyFailed),
+        Command::Completions(a) => (code(generate::completions(a)), ExitCode::Usage),
+        Command::Man(a) => (code(generate::man(a)), ExitCode::Usage),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(inv) = e.downcast_ref::<crate::policy::InvalidPolicy>() {
+                eprintln!("{inv}");
+                eprintln!("nothing was changed");
+                return ExitCode::Usage.code();
+            }
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("guestprep: error: {u}");
+                eprintln!("nothing was changed");
+                return ExitCode::Usage.code();
+            }
+            eprintln!("guestprep: error: {e:#}");
+            let code = if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            }) && matches!(cli.command, Command::Policy(_))
+            {
+                ExitCode::Usage
+            } else {
+                failure
+            };
+            code.code()
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub struct ShowArgs {
 pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check(a) => {
-            let (_, loaded) = crate::open(&a.target)?;
+            let (_, loaded) = a.target.open()?;
             for s in &loaded.sources {
                 println!("ok: {}", s.display());
             }
@@ -47,7 +47,7 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         PolicyCommand::Show(a) => {
-            let (_, loaded) = crate::open(&a.target)?;
+            let (_, loaded) = a.target.open()?;
             if a.json {
                 let mut origins = serde_json::Map::new();
                 collect_origins(&loaded.tree, "", &mut origins);

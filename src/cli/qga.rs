@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::agent::REPORT_PATH;
 use crate::exit::ExitCode;
 use crate::output::{self, Style};
+use crate::paths::REPORT as REPORT_PATH;
 use crate::qga::{Agent, QgaError};
 use crate::report::{ComplianceReport, parse_rfc3339};
 

@@ -59,7 +59,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     // Validate everything before looking at the system: policy, operations, settings.
-    let (sys, loaded) = crate::open(&args.target)?;
+    let (sys, loaded) = args.target.open()?;
     let conf = loaded.policy.seal.clone().unwrap_or_default();
     let spec = match &args.operations {
         Some(s) => seal::split_spec(s),

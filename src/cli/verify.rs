@@ -27,7 +27,7 @@ pub struct VerifyArgs {
 /// Loads the policy and checks the system: the report of `verify`.
 pub fn report(target: &Target) -> Result<ComplianceReport> {
     let started = Instant::now();
-    let (sys, loaded) = crate::open(target)?;
+    let (sys, loaded) = target.open()?;
     let resources = crate::resources::build(&loaded.policy, &sys.root);
     let items = engine::verify(&sys, &resources);
     Ok(ComplianceReport::new(

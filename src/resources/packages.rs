@@ -19,7 +19,7 @@ use crate::report::Status;
 use crate::root::Root;
 
 /// Where downloaded `.deb`s are kept.
-pub const CACHE_DIR: &str = "/var/cache/guestprep";
+pub const CACHE_DIR: &str = crate::paths::CACHE_DIR;
 
 const APT_ENV: &[&str] = &[
     "env",

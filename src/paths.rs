@@ -1,0 +1,14 @@
+//! The well-known paths of the managed system that several parts share (the daemon's report and
+//! apply's stamp, the apply lock, the seal manifest, the download cache), in one place low in the
+//! tree, so no part imports another for a constant.
+
+/// The daemon's compliance report (read by the host through the guest agent).
+pub const REPORT: &str = "/run/guestprep/report.json";
+/// Touched by `apply` after it changed something: the daemon watches it.
+pub const APPLIED_STAMP: &str = "/run/guestprep/applied";
+/// The apply lock on a running system (offline, the image's root directory is locked instead).
+pub const APPLY_LOCK: &str = "/run/guestprep/apply.lock";
+/// The seal manifest.
+pub const SEAL_MANIFEST: &str = "/var/lib/guestprep/seal.json";
+/// Downloaded release `.deb`s.
+pub const CACHE_DIR: &str = "/var/cache/guestprep";

@@ -1,0 +1,80 @@
+//! Carrying a plan out: each step re-checks what it acts on, so nothing is followed even if the
+//! tree changed since planning.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::plan::{Action, Plan};
+use crate::root::Root;
+
+/// Carries out a plan. Each step re-checks what it acts on (no symlink above it; a truncated file
+/// still a regular file) so nothing is followed even if the tree changed since planning.
+pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
+    for s in &plan.steps {
+        let host = root.path(&s.path)?;
+        let parent = Path::new(&s.path)
+            .parent()
+            .and_then(Path::to_str)
+            .unwrap_or("/");
+        if root.resolve(parent)? != root.path(parent)? {
+            bail!("{}: a directory above it became a symlink; stopped", s.path);
+        }
+        let gone = |e: &std::io::Error| e.kind() == ErrorKind::NotFound;
+        match s.action {
+            Action::Remove => match std::fs::remove_file(&host) {
+                Err(e) if !gone(&e) => {
+                    return Err(e).with_context(|| format!("removing {}", s.path));
+                }
+                _ => {}
+            },
+            Action::RemoveTree => match std::fs::remove_dir_all(&host) {
+                Err(e) if !gone(&e) => {
+                    return Err(e).with_context(|| format!("removing {}", s.path));
+                }
+                _ => {}
+            },
+            Action::Truncate => {
+                truncate(&host).with_context(|| format!("truncating {}", s.path))?
+            }
+            Action::Uninitialize => {
+                crate::fsutil::write_atomic(root, &s.path, b"uninitialized\n", Some(0o444))?;
+            }
+        }
+    }
+    // The directories touched, synced: the seal survives the power-off that follows.
+    let dirs: BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| Path::new(&s.path).parent().and_then(Path::to_str))
+        .collect();
+    for d in dirs {
+        if let Ok(f) = std::fs::File::open(root.path(d)?) {
+            let _ = f.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a regular file to zero bytes in place (one ftruncate: atomic), never through a symlink.
+fn truncate(host: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(host)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let m = f.metadata()?;
+    if !m.is_file() {
+        bail!("not a regular file any more");
+    }
+    f.set_len(0)?;
+    f.sync_all()?;
+    Ok(())
+}

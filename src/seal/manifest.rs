@@ -1,0 +1,91 @@
+//! The seal manifest (`/var/lib/guestprep/seal.json`) every report of the template and its
+//! clones carries, and the ids in it.
+
+use anyhow::{Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::MANIFEST;
+use super::plan::Step;
+use crate::root::Root;
+
+/// The seal manifest, `/var/lib/guestprep/seal.json`, also the report's `seal` field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Random, one per seal: the template a clone came from.
+    pub seal_id: String,
+    pub sealed_at: String,
+    pub guestprep_version: String,
+    /// The policy the template was compliant with when sealed.
+    pub policy_digest: String,
+    /// The template's host name before the seal.
+    pub template_hostname: String,
+    /// The template's machine-id as guestprep's application-specific ID (HMAC-SHA256 keyed by
+    /// the machine-id, as `sd_id128_get_machine_app_specific()` makes it): the same template
+    /// always gives the same value, which does not reveal the machine-id (machine-id(5) says not
+    /// to expose it). Empty when the template had none.
+    pub template_machine_id: String,
+    pub operations: Vec<String>,
+    /// True when sealed with `--force` although not compliant.
+    pub forced: bool,
+    pub removed: Vec<Step>,
+}
+
+/// guestprep's application ID for `sd_id128_get_machine_app_specific()`.
+const APP_ID: [u8; 16] = [
+    0x6f, 0x4c, 0x2a, 0x1e, 0x9b, 0x7d, 0x4e, 0x3f, 0x8a, 0x5c, 0x0d, 0x2b, 0x1e, 0x7f, 0x9a, 0x43,
+];
+
+/// The application-specific ID of a machine-id (32 hex digits), as systemd computes it:
+/// HMAC-SHA256 with the machine-id's 16 bytes as key over the application ID, the first 16 bytes
+/// made a version-4 UUID. Empty for an empty or malformed machine-id.
+pub fn app_specific_machine_id(machine_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let Ok(key) = hex::decode(machine_id) else {
+        return String::new();
+    };
+    if key.len() != 16 {
+        return String::new();
+    }
+    // HMAC (RFC 2104) with SHA-256's 64-byte block.
+    let mut k = [0u8; 64];
+    k[..16].copy_from_slice(&key);
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(APP_ID)
+        .finalize();
+    let mac = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&mac[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    hex::encode(id)
+}
+
+impl Manifest {
+    pub fn load(root: &Root) -> Option<Manifest> {
+        let text = root.read(MANIFEST).ok()??;
+        match serde_json::from_slice(&text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("{MANIFEST} is not a seal manifest: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// A random id for a seal (128 bits from the kernel, hex).
+pub fn new_seal_id() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(hex::encode(b))
+}

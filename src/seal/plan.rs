@@ -1,0 +1,366 @@
+//! The planner: every path each operation would touch and its size, found without following a
+//! symlink; what is left alone and why. Nothing is changed here.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::ErrorKind;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ops::OPERATIONS;
+use crate::root::Root;
+
+/// What is done to one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A file or a symlink, unlinked.
+    Remove,
+    /// A directory and everything in it (none of it a package's directory).
+    RemoveTree,
+    /// A regular file cut to zero bytes (owner and mode kept).
+    Truncate,
+    /// /etc/machine-id set to `uninitialized`.
+    Uninitialize,
+}
+
+/// One path of the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    pub operation: String,
+    pub path: String,
+    pub action: Action,
+    /// Bytes freed (for a tree, its regular files').
+    pub bytes: u64,
+}
+
+/// Everything one seal would do, and what it leaves alone.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Paths left alone, and why (a symlinked directory above them, a package's directory).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// `[seal]` settings the operations need.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub user_ssh_keys: Vec<String>,
+    pub uninitialized_machine_id: bool,
+    pub prometheus_textfile: Option<String>,
+}
+
+/// The directories dpkg's file lists name: never removed, only emptied.
+fn package_dirs(root: &Root) -> HashSet<String> {
+    let mut dirs = HashSet::new();
+    for name in root.list_dir("/var/lib/dpkg/info").unwrap_or_default() {
+        if !name.ends_with(".list") {
+            continue;
+        }
+        if let Ok(Some(text)) = root.read_string(&format!("/var/lib/dpkg/info/{name}")) {
+            dirs.extend(text.lines().map(|l| l.trim_end_matches('/').to_string()));
+        }
+    }
+    dirs
+}
+
+/// The planner: finds the paths of each operation.
+struct Planner<'a> {
+    root: &'a Root,
+    owned: HashSet<String>,
+    plan: Plan,
+    op: &'static str,
+}
+
+impl Planner<'_> {
+    /// Whether no directory above `abs` is a symlink (so acting on `abs` stays where it says).
+    fn parents_plain(&self, abs: &str) -> Result<bool> {
+        let parent = Path::new(abs).parent().unwrap_or(Path::new("/"));
+        let parent = parent.to_str().unwrap_or("/");
+        Ok(self.root.resolve(parent)? == self.root.path(parent)?)
+    }
+
+    fn lstat(&self, abs: &str) -> Result<Option<std::fs::Metadata>> {
+        match std::fs::symlink_metadata(self.root.path(abs)?) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("inspecting {abs}")),
+        }
+    }
+
+    fn step(&mut self, abs: &str, action: Action, bytes: u64) {
+        self.plan.steps.push(Step {
+            operation: self.op.to_string(),
+            path: abs.to_string(),
+            action,
+            bytes,
+        });
+    }
+
+    fn skip(&mut self, abs: &str, why: &str) {
+        self.plan.skipped.push((abs.to_string(), why.to_string()));
+    }
+
+    /// Removes `abs` whatever it is: a file or symlink is unlinked, a directory removed whole
+    /// (or, if a package owns it, emptied).
+    fn remove(&mut self, abs: &str) -> Result<()> {
+        if !self.parents_plain(abs)? {
+            self.skip(abs, "a directory above it is a symlink");
+            return Ok(());
+        }
+        let Some(m) = self.lstat(abs)? else {
+            return Ok(());
+        };
+        if m.is_dir() {
+            if self.owned.contains(abs) {
+                return self.empty(abs);
+            }
+            let bytes = self.tree_bytes(abs)?;
+            self.step(abs, Action::RemoveTree, bytes);
+        } else {
+            let bytes = if m.is_file() { m.len() } else { 0 };
+            self.step(abs, Action::Remove, bytes);
+        }
+        Ok(())
+    }
+
+    /// Removes what is in a directory, keeping the directory.
+    fn empty(&mut self, dir: &str) -> Result<()> {
+        self.children(dir, |p, child| p.remove(child))
+    }
+
+    /// Calls `f` on each entry of `dir` (if `dir` is a real directory, not a symlink to one).
+    fn children(
+        &mut self,
+        dir: &str,
+        mut f: impl FnMut(&mut Self, &str) -> Result<()>,
+    ) -> Result<()> {
+        if !self.parents_plain(&format!("{}/x", dir.trim_end_matches('/')))? {
+            self.skip(dir, "it or a directory above it is a symlink");
+            return Ok(());
+        }
+        if !self.lstat(dir)?.is_some_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        for name in self.root.list_dir(dir)? {
+            f(self, &format!("{}/{name}", dir.trim_end_matches('/')))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of `dir` whose names `keep` accepts.
+    fn remove_matching(&mut self, dir: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
+        self.children(dir, |p, child| {
+            let name = child.rsplit('/').next().unwrap_or("");
+            if keep(name) { p.remove(child) } else { Ok(()) }
+        })
+    }
+
+    /// Truncates a regular file that is not already empty.
+    fn truncate(&mut self, abs: &str) -> Result<()> {
+        if !self.parents_plain(abs)? {
+            self.skip(abs, "a directory above it is a symlink");
+            return Ok(());
+        }
+        match self.lstat(abs)? {
+            Some(m) if m.is_file() && m.len() > 0 => self.step(abs, Action::Truncate, m.len()),
+            Some(m) if m.file_type().is_symlink() => {
+                self.skip(abs, "a symlink: not followed, not truncated")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn tree_bytes(&self, abs: &str) -> Result<u64> {
+        let mut total = 0;
+        let mut todo = vec![self.root.path(abs)?];
+        while let Some(p) = todo.pop() {
+            let m = std::fs::symlink_metadata(&p)
+                .with_context(|| format!("inspecting {}", p.display()))?;
+            if m.is_dir() {
+                for e in
+                    std::fs::read_dir(&p).with_context(|| format!("listing {}", p.display()))?
+                {
+                    todo.push(e?.path());
+                }
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+        Ok(total)
+    }
+
+    /// /var/log, recursively: journal files and rotated logs removed, other files truncated.
+    fn logs(&mut self, dir: &str) -> Result<()> {
+        self.children(dir, |p, child| {
+            let Some(m) = p.lstat(child)? else {
+                return Ok(());
+            };
+            let name = child.rsplit('/').next().unwrap_or("");
+            if m.is_dir() {
+                p.logs(child)
+            } else if rotated(name) || name.ends_with(".journal") || name.ends_with(".journal~") {
+                p.remove(child)
+            } else if m.file_type().is_symlink() {
+                p.skip(child, "a symlink: not followed, not truncated");
+                Ok(())
+            } else {
+                p.truncate(child)
+            }
+        })
+    }
+
+    /// Home directories from /etc/passwd (and /root), for users with a real one.
+    fn homes(&self, only: Option<&[String]>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let passwd = self.root.read_string("/etc/passwd").ok().flatten();
+        for line in passwd.as_deref().unwrap_or("").lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 || !f[5].starts_with('/') || f[5] == "/" {
+                continue;
+            }
+            if only.is_some_and(|users| !users.iter().any(|u| u == f[0])) {
+                continue;
+            }
+            out.push((f[0].to_string(), f[5].trim_end_matches('/').to_string()));
+        }
+        if only.is_none() && !out.iter().any(|(_, h)| h == "/root") {
+            out.push(("root".into(), "/root".into()));
+        }
+        out
+    }
+}
+
+/// `syslog.1`, `dpkg.log.2.gz`, `messages-20260101`, `auth.log.old`: rotated copies.
+pub(super) fn rotated(name: &str) -> bool {
+    let ext = name.rsplit('.').next().unwrap_or("");
+    ["gz", "xz", "bz2", "zst", "old"].contains(&ext)
+        || (name.contains('.') && !ext.is_empty() && ext.chars().all(|c| c.is_ascii_digit()))
+        || name
+            .rsplit_once('-')
+            .is_some_and(|(_, d)| d.len() == 8 && d.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Plans the chosen operations: every path and size, nothing changed.
+pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<Plan> {
+    if ops.contains("user-ssh-keys") && s.user_ssh_keys.is_empty() {
+        bail!(
+            "the user-ssh-keys operation removes the authorized_keys of named users only: name them in [seal] user_ssh_keys"
+        );
+    }
+    let mut p = Planner {
+        root,
+        owned: package_dirs(root),
+        plan: Plan::default(),
+        op: "",
+    };
+    for op in OPERATIONS.iter().filter(|o| ops.contains(o.name)) {
+        p.op = op.name;
+        match op.name {
+            "ssh-hostkeys" => p.remove_matching("/etc/ssh", |n| n.starts_with("ssh_host_"))?,
+            "machine-id" => {
+                if s.uninitialized_machine_id {
+                    let cur = root.read_string("/etc/machine-id")?.unwrap_or_default();
+                    if cur != "uninitialized\n" && p.parents_plain("/etc/machine-id")? {
+                        p.step("/etc/machine-id", Action::Uninitialize, cur.len() as u64);
+                    }
+                } else {
+                    p.truncate("/etc/machine-id")?;
+                }
+                // Debian links it to /etc/machine-id: only a copy of its own is removed.
+                if p.lstat("/var/lib/dbus/machine-id")?
+                    .is_some_and(|m| m.is_file())
+                {
+                    p.remove("/var/lib/dbus/machine-id")?;
+                }
+            }
+            "cloud-init" => {
+                p.empty("/var/lib/cloud")?;
+                for f in ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log"] {
+                    p.remove(f)?;
+                }
+                p.remove("/etc/netplan/50-cloud-init.yaml")?;
+                p.remove_matching("/etc/network/interfaces.d", |n| {
+                    n.starts_with("50-cloud-init")
+                })?;
+                p.remove_matching("/etc/systemd/network", |n| n.starts_with("10-cloud-init-"))?;
+                p.remove_matching("/etc/NetworkManager/system-connections", |n| {
+                    n.starts_with("cloud-init-")
+                })?;
+            }
+            "logfiles" => p.logs("/var/log")?,
+            "bash-history" => {
+                for (_, home) in p.homes(None) {
+                    p.remove(&format!("{home}/.bash_history"))?;
+                }
+            }
+            "tmp-files" => {
+                let live = root.is_live();
+                for dir in ["/tmp", "/var/tmp"] {
+                    p.remove_matching(dir, |n| !(live && n.starts_with("systemd-private-")))?;
+                }
+            }
+            "package-manager-cache" => {
+                p.remove_matching("/var/cache/apt/archives", |n| n.ends_with(".deb"))?;
+                p.empty("/var/cache/apt/archives/partial")?;
+                p.remove_matching("/var/cache/apt", |n| n.ends_with(".bin"))?;
+            }
+            "package-manager-lists" => {
+                p.remove_matching("/var/lib/apt/lists", |n| n != "lock" && n != "partial")?;
+                p.empty("/var/lib/apt/lists/partial")?;
+            }
+            "dhcp-client-state" => {
+                p.remove_matching("/var/lib/dhcp", |n| n.contains(".lease"))?;
+                p.remove_matching("/var/lib/dhclient", |n| n.contains(".lease"))?;
+                p.remove_matching("/var/lib/dhcpcd", |n| n.contains(".lease"))?;
+                p.remove_matching("/var/lib/NetworkManager", |n| n.contains(".lease"))?;
+            }
+            "random-seed" => {
+                p.remove("/var/lib/systemd/random-seed")?;
+                p.remove("/var/lib/urandom/random-seed")?;
+            }
+            "crash-data" => {
+                p.empty("/var/crash")?;
+                p.empty("/var/lib/systemd/coredump")?;
+            }
+            "guestprep-state" => {
+                p.remove(crate::paths::REPORT)?;
+                p.remove(crate::paths::APPLIED_STAMP)?;
+                if let Some(t) = &s.prometheus_textfile {
+                    p.remove(t)?;
+                }
+            }
+            "net-hostname" => p.truncate("/etc/hostname")?,
+            "user-ssh-keys" => {
+                for u in &s.user_ssh_keys {
+                    if p.homes(Some(std::slice::from_ref(u))).is_empty() {
+                        bail!(
+                            "[seal] user_ssh_keys names `{u}`, who has no home directory in /etc/passwd"
+                        );
+                    }
+                }
+                for (_, home) in p.homes(Some(&s.user_ssh_keys)) {
+                    p.remove(&format!("{home}/.ssh/authorized_keys"))?;
+                    p.remove(&format!("{home}/.ssh/authorized_keys2"))?;
+                }
+            }
+            other => unreachable!("operation {other} has no planner"),
+        }
+    }
+    Ok(p.plan)
+}
+
+/// Human size: `2.6 kB`, `14 MB`.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1000 => format!("{b} B"),
+        b if b < 1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b if b < 1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b => format!("{:.1} GB", b as f64 / 1e9),
+    }
+}
