@@ -314,13 +314,13 @@ pub fn parse_answer(line: &[u8], command: &str) -> Result<Option<Value>, QgaErro
     Ok(None)
 }
 
-/// A guest's `/proc/uptime`: its first number, when finite and plausible (the guest is data).
+/// `/proc/uptime` (procfs-core's parser): its first number, when finite and plausible (a guest's
+/// answer is data).
 pub fn parse_uptime(b: &[u8]) -> Option<f64> {
-    String::from_utf8_lossy(b)
-        .split_whitespace()
-        .next()?
-        .parse::<f64>()
+    use procfs_core::FromRead;
+    procfs_core::Uptime::from_read(b)
         .ok()
+        .map(|u| u.uptime)
         .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
 }
 
@@ -329,4 +329,48 @@ pub fn decode(b: &str) -> Result<Vec<u8>, QgaError> {
     base64::engine::general_purpose::STANDARD
         .decode(b)
         .map_err(|e| QgaError::Protocol(format!("bad base64 from the agent: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_is_a_plausible_number_or_nothing() {
+        assert_eq!(parse_uptime(b"5012.30 9000.10\n"), Some(5012.3));
+        for bad in [
+            &b"-inf 0\n"[..],
+            b"nan 0",
+            b"inf 0",
+            b"-1 0",
+            b"1e300 0",
+            b"",
+            b"x y",
+        ] {
+            assert_eq!(
+                parse_uptime(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn answers_are_parsed_without_trusting_them() {
+        assert_eq!(
+            parse_answer(b"{\"return\": 5}\n", "x").unwrap(),
+            Some(serde_json::json!(5))
+        );
+        assert_eq!(parse_answer(b"\xff\n", "x").unwrap(), None);
+        assert_eq!(parse_answer(b"{\"event\": \"x\"}", "x").unwrap(), None);
+        assert!(matches!(
+            parse_answer(b"{\"error\": {\"class\": \"C\", \"desc\": 7}}", "x"),
+            Err(QgaError::Command { .. })
+        ));
+        assert!(matches!(
+            parse_answer(b"{not json", "x"),
+            Err(QgaError::Protocol(_))
+        ));
+    }
 }

@@ -242,7 +242,7 @@ pub fn host_facts(root: &Root) -> Host {
             .read_string("/proc/uptime")
             .ok()
             .flatten()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            .and_then(|s| crate::qga::parse_uptime(s.as_bytes()));
         (
             uts.as_ref()
                 .map(|u| u.nodename().to_string_lossy().into_owned()),

@@ -174,7 +174,13 @@ impl Resource for Cmdline {
             ));
         }
         let cmdline = sys.read_string("/proc/cmdline")?.unwrap_or_default();
-        let have: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
+        // procfs-core's parser splits on spaces only: the trailing newline is trimmed first.
+        let have: Vec<String> = {
+            use procfs_core::FromRead;
+            procfs_core::KernelCmdline::from_read(cmdline.trim().as_bytes())
+                .map(|k| k.0)
+                .unwrap_or_default()
+        };
         let miss = missing(&self.args, &have);
         let actual = json!({"running": cmdline.trim(), "missing": miss});
         if miss.is_empty() {

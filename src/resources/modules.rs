@@ -131,12 +131,13 @@ fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
 /// Whether a module is loaded (or built in) in the running kernel.
 fn loaded(sys: &System, name: &str) -> Result<bool> {
     let c = canon(name);
-    if let Some(mods) = sys.read_string("/proc/modules")?
-        && mods
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(c.as_str()))
-    {
-        return Ok(true);
+    if let Some(mods) = sys.read_string("/proc/modules")? {
+        use procfs_core::FromBufRead;
+        let loaded = procfs_core::KernelModules::from_buf_read(mods.as_bytes())
+            .map_err(|e| anyhow::anyhow!("/proc/modules: {e}"))?;
+        if loaded.0.contains_key(c.as_str()) {
+            return Ok(true);
+        }
     }
     // A module built into the kernel has no /proc/modules line: /sys/module/NAME without
     // `initstate` (sysfs shows built-ins that have parameters or a version).

@@ -120,6 +120,8 @@ impl Resource for LiveSwap {
                 format!("swap in use not checked: {why}"),
             ));
         }
+        // procfs-core (the design card's procfs, I/O-free) has no /proc/swaps parser: its first
+        // column after the header line is all this needs.
         let swaps = sys.read_string("/proc/swaps")?.unwrap_or_default();
         let active: Vec<&str> = swaps
             .lines()
