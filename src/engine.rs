@@ -27,6 +27,8 @@ pub struct System {
     pub root: Root,
     /// Offline root: run package commands inside it with chroot (`apply --chroot`).
     pub chroot: bool,
+    /// Try again what failed before although nothing it depends on changed (a DKMS build).
+    pub retry_failed: bool,
     units: OnceCell<Result<Box<dyn UnitManager>, String>>,
     /// Files and directory listings read during one pass of checks: several items read the same
     /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
@@ -39,6 +41,7 @@ impl System {
         System {
             root,
             chroot: false,
+            retry_failed: false,
             units: OnceCell::new(),
             reads: RefCell::default(),
             dirs: RefCell::default(),

@@ -10,5 +10,8 @@ pub const APPLIED_STAMP: &str = "/run/guestprep/applied";
 pub const APPLY_LOCK: &str = "/run/guestprep/apply.lock";
 /// The seal manifest.
 pub const SEAL_MANIFEST: &str = "/var/lib/guestprep/seal.json";
+/// Records of DKMS builds that failed (`MODULE_VERSION_KERNEL.json`): not redone while nothing
+/// they depend on changed.
+pub const DKMS_FAILED_DIR: &str = "/var/lib/guestprep/dkms-failed";
 /// Downloaded release `.deb`s.
 pub const CACHE_DIR: &str = "/var/cache/guestprep";

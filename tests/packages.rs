@@ -7,7 +7,7 @@
 
 mod common;
 use common::container::{Container, rootfs_tar, unpack};
-use common::debs::hello_deb;
+use common::debs::{broken_deb, hello_deb};
 use common::http::Server;
 use common::*;
 
@@ -203,6 +203,111 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
             .collect();
         assert!(left.is_empty(), "{case}: left in the cache: {left:?}");
     }
+    // A module that does not compile (as a release on a kernel it does not support): guestprep's
+    // verdict agrees with a build done independently, carries the compiler's first errors, is the
+    // same in verify and apply, and the build is not redone until asked.
+    let broken = broken_deb(
+        debs.path(),
+        "guestprep-broken-dkms",
+        "guestprep-broken",
+        "1.0",
+    );
+    srv.add("broken.deb", broken.clone());
+    std::fs::write(
+        c.root().join("root/broken.toml"),
+        format!(
+            "[packages]\n{}",
+            deb_entry(
+                "guestprep-broken-dkms",
+                "guestprep-broken",
+                &srv.url("/ok/broken.deb"),
+                &sha(&broken)
+            )
+        ),
+    )
+    .unwrap();
+    let id = format!("dkms:guestprep-broken/1.0/{kver}");
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/broken.toml",
+    ]);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let it = item(&json(&o), &id).clone();
+    let msg = it["message"].as_str().unwrap().to_string();
+    let independent = c.exec(&[
+        "make",
+        "-C",
+        &format!("/usr/lib/modules/{kver}/build"),
+        "M=/usr/src/guestprep-broken-1.0",
+        "modules",
+    ]);
+    let built = independent.status.success();
+    eprintln!(
+        "independent build of the broken module: {}; guestprep: {} ({msg})",
+        if built { "builds" } else { "fails" },
+        it["status"]
+    );
+    assert!(!built, "the broken module built: {}", stdout(&independent));
+    assert_eq!(it["status"], "error", "{it}");
+    assert!(
+        msg.contains("guestprep_hello.c:") && msg.contains("guestprep_symbol_no_kernel_has"),
+        "the first compiler error is in the message: {msg}"
+    );
+    assert!(
+        stderr(&independent).contains("guestprep_symbol_no_kernel_has"),
+        "{}",
+        stderr(&independent)
+    );
+    // verify says the same; a second apply does not build again.
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--json",
+        "--policy",
+        "/root/broken.toml",
+    ]);
+    assert_eq!(item(&json(&o), &id)["status"], "error");
+    assert_eq!(code(&o), 5, "{}", stdout(&o));
+    let t = std::time::Instant::now();
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/broken.toml",
+    ]);
+    let rep = json(&o);
+    let again = item(&rep, &id)["message"].as_str().unwrap().to_string();
+    assert!(again.contains("--retry-failed"), "{again}");
+    assert!(
+        !rep["apply"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"].as_str().unwrap().contains("dkms install")),
+        "a failed build was redone: {rep}"
+    );
+    eprintln!("apply after a failed build: {:?}, no rebuild", t.elapsed());
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--retry-failed",
+        "--policy",
+        "/root/broken.toml",
+    ]);
+    assert!(
+        json(&o)["apply"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"].as_str().unwrap().contains("dkms install")),
+        "--retry-failed builds again: {}",
+        stdout(&o)
+    );
 }
 
 /// Offline, without --chroot: package items are checked and reported, not changed.

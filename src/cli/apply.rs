@@ -29,6 +29,10 @@ pub struct ApplyArgs {
     /// The caller mounts what they need (/proc, /sys, /dev) first, as for any chroot.
     #[arg(long)]
     pub chroot: bool,
+    /// Build again a DKMS module whose build failed before, although its package, the kernel and
+    /// its headers are unchanged (by default a failed build is not redone on every apply).
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Seconds to wait for another apply on the same root to finish.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub lock_timeout: u64,
@@ -38,6 +42,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let started = Instant::now();
     // Validate the whole policy before taking the lock or touching anything.
     let (mut sys, loaded) = args.target.open()?;
+    sys.retry_failed = args.retry_failed;
     if args.chroot {
         if sys.is_live() {
             anyhow::bail!("--chroot needs an offline --root DIR");

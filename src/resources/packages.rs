@@ -342,9 +342,125 @@ impl Resource for DebPackage {
 
 /// Proof that DKMS built a module for one kernel: the module is installed in DKMS's tree and
 /// its `.ko` files are under `/usr/lib/modules/KVER/updates/`.
+///
+/// A build that failed is recorded (the first compiler errors from DKMS's make.log, and a
+/// fingerprint of what the build depended on: dkms.conf, the kernel, its headers); while the
+/// fingerprint is the same, the item is `error` with those errors and what to do, in `verify` and
+/// `apply` alike, and the build is not redone (`apply --retry-failed` does).
 pub struct DkmsBuilt {
     pub dkms: DkmsSpec,
     pub kernel: String,
+}
+
+/// A failed DKMS build, as recorded under [`crate::paths::DKMS_FAILED_DIR`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailedBuild {
+    fingerprint: String,
+    at: String,
+    errors: Vec<String>,
+    log: String,
+}
+
+/// The first compiler errors of a make log (`file:line:col: error: …`, and make's own `***`
+/// lines when there are none), at most `n`, paths shortened to the part after the source tree.
+pub fn first_errors(log: &str, n: usize) -> Vec<String> {
+    let short = |l: &str| {
+        let l = l.trim();
+        match l.find("/build/") {
+            Some(i) if l[..i].starts_with('/') => l[i + "/build/".len()..].to_string(),
+            _ => l.to_string(),
+        }
+    };
+    let mut out: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(": error:") || l.contains(": fatal error:"))
+        .map(short)
+        .collect();
+    if out.is_empty() {
+        out = log
+            .lines()
+            .filter(|l| l.contains("***") || l.contains("Error "))
+            .map(short)
+            .collect();
+    }
+    out.dedup();
+    out.truncate(n);
+    out
+}
+
+impl DkmsBuilt {
+    fn record_path(&self) -> String {
+        format!(
+            "{}/{}_{}_{}.json",
+            crate::paths::DKMS_FAILED_DIR,
+            self.dkms.module,
+            self.dkms.version,
+            self.kernel
+        )
+    }
+
+    fn make_log(&self) -> String {
+        format!(
+            "/var/lib/dkms/{}/{}/build/make.log",
+            self.dkms.module, self.dkms.version
+        )
+    }
+
+    /// What a build depends on: the module's dkms.conf, the kernel, its headers (their Makefile
+    /// and config change with a new headers package).
+    fn fingerprint(&self, sys: &System, conf: &str) -> Result<String> {
+        let mut h = sha2::Sha256::new();
+        use sha2::Digest;
+        h.update(conf.as_bytes());
+        h.update(self.kernel.as_bytes());
+        for f in [
+            "build/Makefile",
+            "build/.config",
+            "build/include/generated/utsrelease.h",
+        ] {
+            let p = format!("/usr/lib/modules/{}/{f}", self.kernel);
+            if let Some(t) = sys.root.modified(&p)? {
+                h.update(format!("{p} {t:?}").as_bytes());
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    fn failed_before(&self, sys: &System, conf: &str) -> Result<Option<FailedBuild>> {
+        let Some(text) = sys.root.read(&self.record_path())? else {
+            return Ok(None);
+        };
+        let Ok(rec) = serde_json::from_slice::<FailedBuild>(&text) else {
+            return Ok(None);
+        };
+        Ok((rec.fingerprint == self.fingerprint(sys, conf)?).then_some(rec))
+    }
+
+    fn failure_message(&self, errors: &[String], log: &str, before: Option<&str>) -> String {
+        let (m, v, k) = (&self.dkms.module, &self.dkms.version, &self.kernel);
+        let mut s = match before {
+            Some(at) => format!("the DKMS build of {m} {v} for kernel {k} failed at {at}"),
+            None => format!("the DKMS build of {m} {v} for kernel {k} failed"),
+        };
+        if errors.is_empty() {
+            s.push_str(&format!(" (see {log})"));
+        } else {
+            s.push_str(&format!(": {} (all of it in {log})", errors.join(" | ")));
+        }
+        s.push_str(
+            ". This release does not build on this kernel: choose a release that supports it (its \
+             dkms.conf BUILD_EXCLUSIVE_KERNEL says what it claims; only a build proves it), pin a kernel \
+             the release supports, or serve a patched build of the .deb with its own sha256",
+        );
+        if before.is_some() {
+            s.push_str(
+                "; not built again while the package, the kernel and its headers are unchanged: \
+                 `guestprep apply --retry-failed` tries anyway",
+            );
+        }
+        s
+    }
 }
 
 fn find_ko(sys: &System, dir: &str, name: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
@@ -432,9 +548,23 @@ impl Resource for DkmsBuilt {
             }
             installed.extend(found);
         }
-        let actual = json!({"source": true, "builtInTree": built, "installedKo": installed});
-        if missing.is_empty() {
+        let mut actual = json!({"source": true, "builtInTree": built, "installedKo": installed});
+        // Both: DKMS built this module/version for this kernel (its tree), and the .ko is where
+        // modprobe finds it. A .ko of the same name from another package does not count.
+        if missing.is_empty() && !built.is_empty() {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        if built.is_empty()
+            && !sys.retry_failed
+            && let Some(rec) = self.failed_before(sys, &conf_text)?
+        {
+            actual["failedBuild"] = json!({"at": rec.at, "errors": rec.errors, "log": rec.log});
+            return Ok(Observation::new(
+                Status::Error,
+                expected,
+                actual,
+                self.failure_message(&rec.errors, &rec.log, Some(&rec.at)),
+            ));
         }
         let msg = if built.is_empty() {
             format!("not built for {k}")
@@ -470,6 +600,52 @@ impl Resource for DkmsBuilt {
             ],
         }]
     }
+
+    /// Runs the build; a failure is recorded with its first errors (and a success clears an old
+    /// record), so the next run neither redoes it blindly nor says less.
+    fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
+        let record = self.record_path();
+        let mut details = Vec::new();
+        for c in plan {
+            match c.execute(sys) {
+                Ok(d) => details.extend(d),
+                Err(e) => {
+                    let log = self.make_log();
+                    let errors = sys
+                        .root
+                        .read_string(&log)?
+                        .map(|t| first_errors(&t, 5))
+                        .unwrap_or_default();
+                    let conf = sys
+                        .root
+                        .read_string(&format!(
+                            "/usr/src/{}-{}/dkms.conf",
+                            self.dkms.module, self.dkms.version
+                        ))?
+                        .unwrap_or_default();
+                    let rec = FailedBuild {
+                        fingerprint: self.fingerprint(sys, &conf)?,
+                        at: crate::report::rfc3339(std::time::SystemTime::now()),
+                        errors: errors.clone(),
+                        log: log.clone(),
+                    };
+                    if let Err(w) = crate::fsutil::write_atomic(
+                        &sys.root,
+                        &record,
+                        &serde_json::to_vec_pretty(&rec)?,
+                        Some(0o644),
+                    ) {
+                        tracing::warn!("could not record the failed build: {w:#}");
+                    }
+                    return Err(e.context(self.failure_message(&errors, &log, None)));
+                }
+            }
+        }
+        if sys.root.lstat(&record)? != crate::root::Node::Missing {
+            crate::fsutil::remove(&sys.root, &record)?;
+        }
+        Ok(details)
+    }
 }
 
 /// The file name a URL's path ends with (no query, no fragment, percent-decoding left alone);
@@ -503,4 +679,43 @@ pub fn prefetch(
     let f = download::fetch(&spec)?;
     let info = deb::read(&f.path).ok();
     Ok((f, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_errors_of_a_kernel_build() {
+        let log = "\
+DKMS (dkms-3.2.0) make.log for i915-sriov-dkms/2025.07.22 for kernel 6.12.117+deb13-amd64 (x86_64)
+make -C /lib/modules/6.12.117+deb13-amd64/build M=/var/lib/dkms/i915-sriov-dkms/2025.07.22/build modules
+  CC [M]  /var/lib/dkms/i915-sriov-dkms/2025.07.22/build/drivers/gpu/drm/i915/i915_gem.o
+/var/lib/dkms/i915-sriov-dkms/2025.07.22/build/drivers/gpu/drm/i915/i915_buddy.c:12:30: error: invalid use of undefined type 'struct drm_buddy_block'
+   12 |         return block->header;
+/var/lib/dkms/i915-sriov-dkms/2025.07.22/build/drivers/gpu/drm/i915/i915_buddy.c:12:30: error: invalid use of undefined type 'struct drm_buddy_block'
+/var/lib/dkms/i915-sriov-dkms/2025.07.22/build/drivers/gpu/drm/i915/i915_fbdev.c:40:9: error: too few arguments to function 'drm_fb_helper_init'
+make[2]: *** [scripts/Makefile.build:229: drivers/gpu/drm/i915/i915_buddy.o] Error 1
+";
+        assert_eq!(
+            first_errors(log, 5),
+            [
+                "drivers/gpu/drm/i915/i915_buddy.c:12:30: error: invalid use of undefined type 'struct drm_buddy_block'",
+                "drivers/gpu/drm/i915/i915_fbdev.c:40:9: error: too few arguments to function 'drm_fb_helper_init'",
+            ]
+        );
+        assert_eq!(
+            first_errors("make: *** No rule to make target 'x'.  Stop.\n", 5),
+            ["make: *** No rule to make target 'x'.  Stop."]
+        );
+        assert_eq!(first_errors("", 5), Vec::<String>::new());
+    }
+
+    #[test]
+    fn file_names_from_urls() {
+        assert_eq!(file_name_of("https://h/a/b.deb?token=x#f"), "b.deb");
+        assert_eq!(file_name_of("https://h/"), "download.deb");
+        assert_eq!(file_name_of("https://h"), "download.deb");
+        assert_eq!(file_name_of("https://h/a/..?x"), "download.deb");
+    }
 }

@@ -16,9 +16,26 @@ pub fn hello_deb(
     version: &str,
     exclusive: Option<&str>,
 ) -> Vec<u8> {
+    build(out, name, module, version, exclusive, false)
+}
+
+/// The same package with a module that does not compile.
+pub fn broken_deb(out: &Path, name: &str, module: &str, version: &str) -> Vec<u8> {
+    build(out, name, module, version, None, true)
+}
+
+fn build(
+    out: &Path,
+    name: &str,
+    module: &str,
+    version: &str,
+    exclusive: Option<&str>,
+    broken: bool,
+) -> Vec<u8> {
     let st = Command::new(repo().join("tests/fixtures/hello-dkms/mkdeb.sh"))
         .arg(out)
         .args([name, module, version, exclusive.unwrap_or("")])
+        .args(broken.then_some("broken"))
         .output()
         .unwrap();
     assert!(
