@@ -304,6 +304,12 @@ impl Change {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             Change::Run { argv } => {
+                if (sys.is_live() || sys.chroot) && crate::packages::dpkglock::needs_lock(argv) {
+                    crate::packages::dpkglock::wait_free(
+                        &sys.root,
+                        crate::packages::dpkglock::TIMEOUT,
+                    )?;
+                }
                 if sys.is_live() {
                     run(argv)?;
                 } else if sys.chroot {
@@ -379,14 +385,65 @@ impl Change {
     }
 }
 
-/// Runs a program; a failure carries the tail of its stderr.
+/// Runs a program; a failure carries the tail of its stderr. Long work shows it is alive: on a
+/// terminal a progress line (the command, the time so far), off a terminal (cloud-init's output
+/// log, journald) a heartbeat line every 15 s (`GUESTPREP_HEARTBEAT_SECS`). A DKMS build of a
+/// real driver takes minutes inside one `apt-get` or `dkms` call.
 pub fn run(argv: &[String]) -> Result<String> {
-    let out = Command::new(&argv[0])
+    use std::io::{IsTerminal, Read};
+    let mut child = Command::new(&argv[0])
         .args(&argv[1..])
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", argv[0]))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    };
+    let out_t = drain(Box::new(child.stdout.take().expect("piped")));
+    let err_t = drain(Box::new(child.stderr.take().expect("piped")));
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let every = std::env::var("GUESTPREP_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .map_or(Duration::from_secs(15), Duration::from_secs);
+    let shown = argv
+        .iter()
+        .skip_while(|a| *a == "env" || a.contains('='))
+        .take(4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut next_beat = every;
+    let mut progress = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().context("waiting for a command")? {
+            break st;
+        }
+        let t = started.elapsed();
+        if tty && t >= Duration::from_secs(2) {
+            eprint!("\r  {shown}: {}s   ", t.as_secs());
+            progress = true;
+        } else if !tty && t >= next_beat {
+            eprintln!("guestprep: still running `{shown}` ({}s)", t.as_secs());
+            next_beat += every;
+        }
+        std::thread::sleep(Duration::from_millis(if tty { 250 } else { 100 }));
+    };
+    if progress {
+        eprintln!();
+    }
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    if !status.success() {
+        let err = String::from_utf8_lossy(&stderr);
         let tail: Vec<&str> = err
             .lines()
             .rev()
@@ -398,11 +455,11 @@ pub fn run(argv: &[String]) -> Result<String> {
         bail!(
             "`{}` failed ({}): {}",
             argv.join(" "),
-            out.status,
+            status,
             tail.join(" | ")
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Every kind of thing guestprep manages goes through these four steps.

@@ -81,9 +81,23 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
     let o = c.exec(&["guestprep", "verify", "--json", "--policy", "/root/p.toml"]);
     assert_eq!(code(&o), 1);
     let t = std::time::Instant::now();
-    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/p.toml"]);
+    let o = c.exec_env(
+        &[("GUESTPREP_HEARTBEAT_SECS", "2")],
+        &["guestprep", "apply", "--json", "--policy", "/root/p.toml"],
+    );
     eprintln!("first install took {:?}", t.elapsed());
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // Off a terminal, long commands show they are alive (cloud-init's output log, journald).
+    let beats = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with("guestprep: still running `"))
+        .count();
+    eprintln!("{beats} heartbeat lines during the first install");
+    assert!(beats >= 1, "no heartbeat: {}", stderr(&o));
+    assert!(
+        !stderr(&o).contains('\r'),
+        "no progress line off a terminal"
+    );
     let rep = json(&o);
     assert_eq!(
         srv.requests("/flaky/1/hello.deb").len(),
@@ -308,6 +322,56 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         "--retry-failed builds again: {}",
         stdout(&o)
     );
+    // First-boot contention: another package manager holds dpkg's lock (fcntl, as apt takes it)
+    // for 20 s; apply waits, says for whom, and then installs. It never breaks the lock.
+    let late = hello_deb(
+        debs.path(),
+        "guestprep-late-dkms",
+        "guestprep-late",
+        "1.0",
+        None,
+    );
+    srv.add("late.deb", late.clone());
+    std::fs::write(
+        c.root().join("root/late.toml"),
+        format!(
+            "[[packages.deb]]\nname = \"guestprep-late-dkms\"\nversion = \"1.0\"\nurl = \"{}\"\nsha256 = \"{}\"\n",
+            srv.url("/ok/late.deb"),
+            sha(&late)
+        ),
+    )
+    .unwrap();
+    let o = c.exec(&[
+        "systemd-run",
+        "--unit=dpkg-lock-holder",
+        "perl",
+        "-e",
+        r#"use Fcntl; open(my $f, "+<", "/var/lib/dpkg/lock-frontend") or die "open: $!"; my $l = pack("s s x4 q q i x4", F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLK, $l) or die "lock: $!"; sleep 20"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        c.systemctl("is-active", "dpkg-lock-holder.service"),
+        "active",
+        "the lock holder runs: {}",
+        stdout(&c.exec(&["journalctl", "-u", "dpkg-lock-holder", "--no-pager"]))
+    );
+    let t = std::time::Instant::now();
+    let o = c.exec(&["guestprep", "apply", "--policy", "/root/late.toml"]);
+    let waited = t.elapsed();
+    let err = stderr(&o);
+    eprintln!(
+        "apply with dpkg's lock held for 20 s: exit {} after {waited:?}",
+        code(&o)
+    );
+    assert_eq!(code(&o), 0, "{}{err}", stdout(&o));
+    assert!(
+        err.contains("waiting for dpkg's lock /var/lib/dpkg/lock-frontend, held by perl (PID"),
+        "{err}"
+    );
+    assert!(waited >= std::time::Duration::from_secs(15), "{waited:?}");
+    let st = c.exec(&["dpkg-query", "-W", "-f=${Status}", "guestprep-late-dkms"]);
+    assert!(stdout(&st).ends_with("ok installed"), "{}", stdout(&st));
 }
 
 /// Offline, without --chroot: package items are checked and reported, not changed.

@@ -8,3 +8,4 @@ pub mod deb;
 pub mod dkmsconf;
 pub mod download;
 pub mod dpkg;
+pub mod dpkglock;

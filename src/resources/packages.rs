@@ -444,10 +444,10 @@ impl DkmsBuilt {
             None => format!("the DKMS build of {m} {v} for kernel {k} failed"),
         };
         if errors.is_empty() {
-            s.push_str(&format!(" (see {log})"));
-        } else {
-            s.push_str(&format!(": {} (all of it in {log})", errors.join(" | ")));
+            // Not a compile failure (an install conflict, say): the command's own words follow.
+            return s;
         }
+        s.push_str(&format!(": {} (all of it in {log})", errors.join(" | ")));
         s.push_str(
             ". This release does not build on this kernel: choose a release that supports it (its \
              dkms.conf BUILD_EXCLUSIVE_KERNEL says what it claims; only a build proves it), pin a kernel \
@@ -629,6 +629,11 @@ impl Resource for DkmsBuilt {
                         errors: errors.clone(),
                         log: log.clone(),
                     };
+                    // Only a build that failed to compile is recorded: nothing but a change of
+                    // its inputs makes it build.
+                    if errors.is_empty() {
+                        return Err(e.context(self.failure_message(&errors, &log, None)));
+                    }
                     if let Err(w) = crate::fsutil::write_atomic(
                         &sys.root,
                         &record,
