@@ -21,8 +21,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(600);
 pub fn needs_lock(argv: &[String]) -> bool {
     let prog = argv
         .iter()
-        .skip_while(|a| *a == "env" || a.contains('='))
-        .next()
+        .find(|a| *a != "env" && !a.contains('='))
         .map(|p| p.rsplit('/').next().unwrap_or(p));
     matches!(prog, Some("apt-get" | "apt" | "apt-mark" | "dpkg"))
 }
