@@ -98,6 +98,12 @@ fn stateful_root(outside: &Path) -> tempfile::TempDir {
         put(r, p, c);
     }
     put(r, "/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    // journald names its directory after the machine-id.
+    put(
+        r,
+        "/var/log/journal/0123456789abcdef0123456789abcdef/system.journal",
+        "journal\n",
+    );
     put(
         r,
         "/etc/passwd",
@@ -231,6 +237,10 @@ fn seal_removes_the_list_keeps_the_rest_and_never_follows_a_symlink() {
     assert!(
         removed.contains(&"/etc/ssh/ssh_host_rsa_key"),
         "{removed:?}"
+    );
+    assert!(
+        removed.contains(&"/var/log/journal/<machine-id>/system.journal"),
+        "the machine-id in a path is named by role: {removed:?}"
     );
     let v = on_root("verify", r, &["--json"]);
     assert_eq!(code(&v), 0, "{}", stdout(&v));

@@ -191,21 +191,23 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
             return Ok(ExitCode::ApplyFailed);
         }
     };
+    let machine_id = sys
+        .root
+        .read_string("/etc/machine-id")?
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let manifest = Manifest {
         seal_id: seal::new_seal_id()?,
         sealed_at: crate::report::rfc3339(std::time::SystemTime::now()),
         guestprep_version: env!("CARGO_PKG_VERSION").to_string(),
         policy_digest: loaded.digest(),
         template_hostname: report.host.hostname.clone().unwrap_or_default(),
-        template_machine_id: seal::app_specific_machine_id(
-            sys.root
-                .read_string("/etc/machine-id")?
-                .unwrap_or_default()
-                .trim(),
-        ),
+        template_machine_id: seal::app_specific_machine_id(&machine_id),
         operations: seal::ordered(&ops).into_iter().map(String::from).collect(),
         forced: !bad.is_empty(),
-        removed: plan.steps.clone(),
+        // journald's directory is named after the machine-id: the manifest names it by role.
+        removed: seal::redact_machine_id(&plan.steps, &machine_id),
     };
     if let Err(e) = seal::execute(&sys.root, &plan) {
         eprintln!("guestprep seal: {e:#}; the seal is incomplete (no manifest written)");

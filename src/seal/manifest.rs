@@ -32,6 +32,21 @@ pub struct Manifest {
     pub removed: Vec<Step>,
 }
 
+/// The plan's steps with the raw machine-id in a path (journald's `/var/log/journal/ID/`) shown
+/// as `<machine-id>`: the manifest is read from the host and by every clone.
+pub fn redact_machine_id(steps: &[Step], machine_id: &str) -> Vec<Step> {
+    steps
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if machine_id.len() >= 16 {
+                s.path = s.path.replace(machine_id, "<machine-id>");
+            }
+            s
+        })
+        .collect()
+}
+
 /// guestprep's application ID for `sd_id128_get_machine_app_specific()`.
 const APP_ID: [u8; 16] = [
     0x6f, 0x4c, 0x2a, 0x1e, 0x9b, 0x7d, 0x4e, 0x3f, 0x8a, 0x5c, 0x0d, 0x2b, 0x1e, 0x7f, 0x9a, 0x43,

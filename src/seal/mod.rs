@@ -13,7 +13,7 @@ mod ops;
 mod plan;
 
 pub use execute::execute;
-pub use manifest::{Manifest, app_specific_machine_id, new_seal_id};
+pub use manifest::{Manifest, app_specific_machine_id, new_seal_id, redact_machine_id};
 pub use ops::{OPERATIONS, Operation, check_spec, operations_help, ordered, select, split_spec};
 pub use plan::{Action, Plan, Settings, Step, plan, size};
 

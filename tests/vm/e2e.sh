@@ -433,7 +433,8 @@ app_id=$(python3 -c 'import hmac,hashlib,sys
 d=bytearray(hmac.new(bytes.fromhex(sys.argv[1]),bytes.fromhex("6f4c2a1e9b7d4e3f8a5c0d2b1e7f9a43"),hashlib.sha256).digest()[:16])
 d[6]=(d[6]&0x0f)|0x40; d[8]=(d[8]&0x3f)|0x80; print(d.hex())' "$template_id")
 [ "$(jq -r .templateMachineId "$work/out")" = "$app_id" ] || fail "the manifest names another machine-id"
-grep -q "$template_id" "$work/out" && fail "the manifest exposes the machine-id"
+[ -n "$template_id" ] || fail "the template has no machine-id"
+if grep -q "$template_id" "$work/out"; then fail "the manifest exposes the machine-id"; fi
 log "sealed: seal $seal_id, $(jq '.removed | length' "$work/out") paths"
 gx sh -c '! ls /etc/ssh/ssh_host_* 2>/dev/null'
 [ -z "$(qga cat /etc/machine-id)" ] || fail "/etc/machine-id is not empty after seal"
