@@ -372,6 +372,60 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
     assert!(waited >= std::time::Duration::from_secs(15), "{waited:?}");
     let st = c.exec(&["dpkg-query", "-W", "-f=${Status}", "guestprep-late-dkms"]);
     assert!(stdout(&st).ends_with("ok installed"), "{}", stdout(&st));
+    // `guestprep dkms try`: the same answers as the real installs above, nothing installed.
+    for (file, bytes) in [
+        ("good.deb", &good),
+        ("broken.deb", &broken),
+        ("excl.deb", &excl),
+    ] {
+        std::fs::write(c.root().join("root").join(file), bytes).unwrap();
+    }
+    let status_before = stdout(&c.exec(&["dkms", "status"]));
+    let updates_before = snapshot(&c.root().join(format!("usr/lib/modules/{kver}/updates")));
+    let try_ = |file: &str| c.exec(&["guestprep", "dkms", "try", &format!("/root/{file}")]);
+    let o = try_("good.deb");
+    eprintln!("dkms try good.deb: {}", stdout(&o).trim());
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("{kver}: builds (")),
+        "{}",
+        stdout(&o)
+    );
+    let o = try_("broken.deb");
+    eprintln!("dkms try broken.deb: {}", stdout(&o).trim());
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("{kver}: fails ("))
+            && stdout(&o).contains("guestprep_symbol_no_kernel_has"),
+        "agrees with the independent build: {}",
+        stdout(&o)
+    );
+    let o = try_("excl.deb");
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("refused") && stdout(&o).contains("^99\\."),
+        "{}",
+        stdout(&o)
+    );
+    let o = c.exec(&[
+        "guestprep",
+        "dkms",
+        "try",
+        "/root/good.deb",
+        "--kernel",
+        "0.0-none",
+    ]);
+    assert_fails(&o, 2, "has no headers here");
+    assert_eq!(
+        stdout(&c.exec(&["dkms", "status"])),
+        status_before,
+        "dkms try installed something"
+    );
+    assert_same(
+        &updates_before,
+        &snapshot(&c.root().join(format!("usr/lib/modules/{kver}/updates"))),
+        "dkms try touched the installed modules",
+    );
 }
 
 /// Offline, without --chroot: package items are checked and reported, not changed.

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod daemon;
+pub mod dkms;
 pub mod generate;
 pub mod policy;
 pub mod prefetch;
@@ -59,6 +60,11 @@ pub enum Command {
     /// machine-id, cloud-init state, logs…), by named operations; refuses unless compliant.
     #[command(after_help = crate::seal::operations_help())]
     Seal(seal::SealArgs),
+    /// Will a DKMS package build here? `dkms try FILE.deb|URL`: its module built for each
+    /// installed kernel with headers in a throwaway tree; nothing installed. Exit 0 only if it
+    /// builds for every kernel asked (1 otherwise).
+    #[command(subcommand)]
+    Dkms(dkms::DkmsCommand),
     /// Print a completion script for a shell (the Debian package installs bash, zsh and fish's).
     Completions(generate::CompletionsArgs),
     /// Write the manual pages (guestprep.8, guestprep-SUBCOMMAND.8) into a directory.
@@ -120,6 +126,7 @@ pub fn run(cli: Cli) -> i32 {
             ExitCode::CheckFailed,
         ),
         Command::Seal(a) => (code(seal::run(a)), ExitCode::ApplyFailed),
+        Command::Dkms(a) => (code(dkms::run(a)), ExitCode::ApplyFailed),
         Command::Completions(a) => (code(generate::completions(a)), ExitCode::Usage),
         Command::Man(a) => (code(generate::man(a)), ExitCode::Usage),
     };

@@ -6,6 +6,7 @@
 
 pub mod deb;
 pub mod dkmsconf;
+pub mod dkmstry;
 pub mod download;
 pub mod dpkg;
 pub mod dpkglock;

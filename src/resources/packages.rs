@@ -452,9 +452,9 @@ impl DkmsBuilt {
         }
         s.push_str(&format!(": {} (all of it in {log})", errors.join(" | ")));
         s.push_str(
-            ". This release does not build on this kernel: choose a release that supports it (its \
-             dkms.conf BUILD_EXCLUSIVE_KERNEL says what it claims; only a build proves it), pin a kernel \
-             the release supports, or serve a patched build of the .deb with its own sha256",
+            ". This release does not build on this kernel: choose a release that does (`guestprep dkms \
+             try FILE.deb|URL` builds one in a throwaway tree and says, per kernel), a kernel the \
+             release builds on, or serve a patched build of the .deb with its own sha256",
         );
         if before.is_some() {
             s.push_str(
