@@ -414,9 +414,8 @@ pub fn run(argv: &[String]) -> Result<String> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v > 0)
         .map_or(Duration::from_secs(15), Duration::from_secs);
-    let shown = argv
+    let shown = command_of(argv)
         .iter()
-        .skip_while(|a| *a == "env" || a.contains('='))
         .take(4)
         .cloned()
         .collect::<Vec<_>>()
@@ -460,6 +459,15 @@ pub fn run(argv: &[String]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// The command line after any `env VAR=…` prefix: the program really run and its arguments.
+pub fn command_of(argv: &[String]) -> &[String] {
+    let skip = argv
+        .iter()
+        .take_while(|a| *a == "env" || a.contains('='))
+        .count();
+    &argv[skip..]
 }
 
 /// Every kind of thing guestprep manages goes through these four steps.

@@ -349,21 +349,19 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     );
 }
 
+/// A report of the example root, made now (as a running daemon's would be).
+fn fresh_report() -> serde_json::Value {
+    let root = example_root();
+    let mut r = json(&on_root("verify", root.path(), &["--json"]));
+    r["generatedAt"] = guestprep::report::rfc3339(std::time::SystemTime::now()).into();
+    r
+}
+
 /// A hostile guest's report, read through the real qemu-ga: its ids and messages cannot drive the
 /// operator's terminal (controls escaped in human output), and `--json` stays byte-exact.
 #[test]
 fn a_hostile_report_cannot_drive_the_operators_terminal() {
-    let root = example_root();
-    let v = guestprep(&[
-        "verify",
-        "--json",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        policies().to_str().unwrap(),
-    ]);
-    let mut r = json(&v);
-    r["generatedAt"] = guestprep::report::rfc3339(std::time::SystemTime::now()).into();
+    let mut r = fresh_report();
     r["items"][0]["id"] = "sysctl:x\u{1b}]0;owned\u{7}\u{1b}[2J".into();
     r["items"][0]["message"] = "bad\u{9b}31m\u{7f}".into();
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -436,17 +434,7 @@ fn hostile_agent(
 #[test]
 fn a_hostile_agent_cannot_crash_or_flood_the_host() {
     use base64::Engine;
-    let root = example_root();
-    let v = guestprep(&[
-        "verify",
-        "--json",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--policy",
-        policies().to_str().unwrap(),
-    ]);
-    let mut r = json(&v);
-    r["generatedAt"] = guestprep::report::rfc3339(std::time::SystemTime::now()).into();
+    let r = fresh_report();
     let report = serde_json::to_vec(&r).unwrap();
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let dir = tempfile::tempdir().unwrap();

@@ -128,6 +128,17 @@ struct V {
     diags: Vec<Diagnostic>,
 }
 
+/// Where the string `value` was written in the array `e` (the array itself if not found).
+fn element_origin(e: &Entry, value: &str) -> Origin {
+    match &e.node.value {
+        Value::Array(a) => a
+            .iter()
+            .find(|x| matches!(&x.value, Value::String(s) if s == value))
+            .map_or(e.node.origin.clone(), |x| x.origin.clone()),
+        _ => e.node.origin.clone(),
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -643,13 +654,7 @@ impl V {
                     continue;
                 };
                 let e = t.get(list).expect("present");
-                let origin = match &e.node.value {
-                    Value::Array(a) => a
-                        .iter()
-                        .find(|x| matches!(&x.value, Value::String(s) if s == n))
-                        .map_or(e.node.origin.clone(), |x| x.origin.clone()),
-                    _ => e.node.origin.clone(),
-                };
+                let origin = element_origin(e, n);
                 self.err(
                     &origin,
                     &format!("units.{list}[{i}]"),
@@ -721,18 +726,12 @@ impl V {
             return Now::All(false);
         }
         let names = self.list(t, "units", "now", crate::systemd::check_unit_name);
-        let Value::Array(nodes) = &e.node.value else {
-            return Now::All(false);
-        };
         for (i, n) in names.iter().enumerate() {
             let acted_on = [&u.mask, &u.enable, &u.disable]
                 .iter()
                 .any(|l| l.contains(n));
             if !acted_on {
-                let origin = nodes
-                    .iter()
-                    .find(|x| matches!(&x.value, Value::String(s) if s == n))
-                    .map_or(e.node.origin.clone(), |x| x.origin.clone());
+                let origin = element_origin(e, n);
                 self.err(
                     &origin,
                     &format!("units.now[{i}]"),
