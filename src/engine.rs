@@ -34,6 +34,10 @@ pub struct System {
     /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
     reads: RefCell<HashMap<String, Option<String>>>,
     dirs: RefCell<HashMap<String, Vec<String>>>,
+    /// Changes started and changes that succeeded since the engine last reset them: how far an
+    /// item's apply got (a resource may also fail between two changes, as a preflight does).
+    started: std::cell::Cell<usize>,
+    executed: std::cell::Cell<usize>,
 }
 
 impl System {
@@ -45,6 +49,8 @@ impl System {
             units: OnceCell::new(),
             reads: RefCell::default(),
             dirs: RefCell::default(),
+            started: std::cell::Cell::new(0),
+            executed: std::cell::Cell::new(0),
         }
     }
 
@@ -276,9 +282,13 @@ impl Change {
     /// Carries the change out and returns what was done in detail (the symlinks systemd created
     /// or removed, a job's result). Live-only changes refuse an offline root.
     pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
+        sys.started.set(sys.started.get() + 1);
         let r = self.execute_inner(sys);
         // Whatever was read before may have changed now.
         sys.invalidate();
+        if r.is_ok() {
+            sys.executed.set(sys.executed.get() + 1);
+        }
         r
     }
 
@@ -595,6 +605,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                     item: r.id(),
                     action: c.describe(),
                     done: false,
+                    not_run: false,
                     details: Vec::new(),
                 });
             }
@@ -602,13 +613,22 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
             continue;
         }
         tracing::info!(item = %r.id(), "converging: {}", plan.iter().map(Change::describe).collect::<Vec<_>>().join("; "));
+        sys.started.set(0);
+        sys.executed.set(0);
         let result = r.apply(sys, &plan);
-        for c in &plan {
+        // On failure, the changes before the one that failed were done; those after it (or
+        // after a failure between two changes) never ran.
+        let (done, started) = match &result {
+            Ok(_) => (plan.len(), plan.len()),
+            Err(_) => (sys.executed.get(), sys.started.get()),
+        };
+        for (i, c) in plan.iter().enumerate() {
             out.diffs.extend(c.diff());
             out.changes.push(ChangeRecord {
                 item: r.id(),
                 action: c.describe(),
-                done: result.is_ok(),
+                done: i < done,
+                not_run: i >= started,
                 details: Vec::new(),
             });
         }

@@ -6,6 +6,7 @@
 //! items of that policy) → [`engine`] (check/plan/apply over a [`root::Root`]) → [`report`].
 
 pub mod agent;
+pub mod boot;
 pub mod cli;
 pub mod engine;
 pub mod exit;

@@ -118,6 +118,9 @@ pub struct ChangeRecord {
     pub action: String,
     /// False with `--check`: planned, not done.
     pub done: bool,
+    /// True when an earlier change of the same item failed, so this one was not attempted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_run: bool,
     /// What was done in detail, on the last change of an item: the symlinks systemd created or
     /// removed, a job's result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

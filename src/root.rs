@@ -191,27 +191,32 @@ impl Root {
         Ok(self.dir.join(done))
     }
 
-    /// Reads a file of the managed system; `None` if it does not exist.
-    pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+    /// Opens a file of the managed system for reading; `None` if it does not exist.
+    pub fn open(&self, abs: &str) -> Result<Option<std::fs::File>> {
         if !self.live {
             match self.open_in(abs, OFlag::O_RDONLY)? {
-                Opened::Fd(fd) => {
-                    let mut buf = Vec::new();
-                    std::fs::File::from(fd)
-                        .read_to_end(&mut buf)
-                        .with_context(|| format!("reading {abs} in {}", self.dir.display()))?;
-                    return Ok(Some(buf));
-                }
+                Opened::Fd(fd) => return Ok(Some(std::fs::File::from(fd))),
                 Opened::Missing => return Ok(None),
                 Opened::Unsupported => {}
             }
         }
         let p = self.resolve(abs)?;
-        match std::fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
+        match std::fs::File::open(&p) {
+            Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+            Err(e) => Err(e).with_context(|| format!("opening {}", p.display())),
         }
+    }
+
+    /// Reads a file of the managed system; `None` if it does not exist.
+    pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        let Some(mut f) = self.open(abs)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .with_context(|| format!("reading {abs} in {}", self.describe()))?;
+        Ok(Some(buf))
     }
 
     /// Reads a text file of the managed system (lossy UTF-8); `None` if it does not exist.

@@ -476,7 +476,7 @@ fn human_output_is_one_line_per_item_and_a_summary() {
     let n = rep["summary"]["total"].as_u64().unwrap() as usize;
     assert_eq!(lines.len(), n + 1, "{out}");
     assert!(
-        lines[n].starts_with("NOT compliant: 38 items:"),
+        lines[n].starts_with("NOT compliant: 39 items:"),
         "{}",
         lines[n]
     );

@@ -93,7 +93,7 @@ fn report_by_file_read_is_the_daemons_report_and_carries_its_exit_code() {
 
     let o = qga(&ga.socket(), &["report", "--path", &path]);
     assert_eq!(code(&o), 0);
-    assert!(stdout(&o).contains("compliant: 38 items"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("compliant: 39 items"), "{}", stdout(&o));
 
     // Drift in the guest: the daemon's next report, read through the agent, exits 1.
     std::fs::write(

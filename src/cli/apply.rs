@@ -148,6 +148,8 @@ fn print(
                 "changed"
             } else if args.check {
                 "would change"
+            } else if c.not_run {
+                "not run"
             } else {
                 "failed"
             };

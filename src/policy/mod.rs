@@ -13,7 +13,9 @@
 //! Later fragments override earlier ones key by key; a list is replaced, not appended.
 
 pub mod diag;
+mod kernel;
 pub mod tree;
+pub use kernel::Kernel;
 mod validate;
 
 pub use validate::closest;
@@ -63,6 +65,8 @@ pub struct Policy {
     pub agent: Option<Agent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal: Option<Seal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Kernel>,
 }
 
 /// `[seal]`: what `guestprep seal` removes by default on this template.

@@ -16,7 +16,7 @@ use super::{
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
-    "seal",
+    "seal", "kernel",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -107,6 +107,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     if let Some(t) = v.section(tree, "packages") {
         policy.packages = Some(v.packages(t));
     }
+    if let Some(t) = v.section(tree, "kernel") {
+        policy.kernel = Some(v.kernel(t, &tree.entries["kernel"].node.origin));
+    }
     v.files_owned_elsewhere(tree, &policy);
     if let Some(t) = v.section(tree, "agent") {
         policy.agent = Some(v.agent(t));
@@ -123,8 +126,10 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
 }
 
+/// The validator: every problem found, with where it was written. Each policy section's keys are
+/// checked by a method of its own (`policy/kernel.rs` holds `[kernel]`'s).
 #[derive(Default)]
-struct V {
+pub(super) struct V {
     diags: Vec<Diagnostic>,
 }
 
@@ -150,11 +155,11 @@ fn join(path: &str, key: &str) -> String {
 }
 
 impl V {
-    fn err(&mut self, origin: &Origin, key: &str, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, origin: &Origin, key: &str, msg: impl Into<String>) {
         self.diags.push(Diagnostic::new(origin.clone(), key, msg));
     }
 
-    fn known_keys(&mut self, t: &Table, path: &str, allowed: &[&str]) {
+    pub(super) fn known_keys(&mut self, t: &Table, path: &str, allowed: &[&str]) {
         for (k, e) in &t.entries {
             if !allowed.contains(&k.as_str()) {
                 let mut msg = format!("unknown key `{k}`");
@@ -168,7 +173,7 @@ impl V {
         }
     }
 
-    fn section<'a>(&mut self, t: &'a Table, key: &str) -> Option<&'a Table> {
+    pub(super) fn section<'a>(&mut self, t: &'a Table, key: &str) -> Option<&'a Table> {
         let e = t.get(key)?;
         match &e.node.value {
             Value::Table(t) => Some(t),
@@ -195,7 +200,7 @@ impl V {
         r
     }
 
-    fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+    pub(super) fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
         let e = t.get(key)?;
         self.typed(e, &join(path, key), "a string", |v| match v {
             Value::String(s) => Some(s.clone()),
@@ -203,7 +208,7 @@ impl V {
         })
     }
 
-    fn bool(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
+    pub(super) fn bool(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
         let e = t.get(key)?;
         self.typed(
             e,

@@ -8,6 +8,8 @@ pub mod chrony;
 pub mod conffiles;
 pub mod file;
 pub mod grub;
+pub mod initramfs;
+pub mod kernel;
 pub mod modules;
 pub mod packages;
 pub mod services;
@@ -29,15 +31,22 @@ pub use file::FileResource;
 /// dropping a section undoes it.
 pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
-    // Packages first: the configuration and units below may belong to them.
-    if let Some(p) = &policy.packages {
-        out.extend(packages::resources(p, root));
-    }
     let absent = |kind: &'static str, path: &str, out: &mut Vec<Box<dyn Resource>>| {
         if root.exists(path) {
             out.push(Box::new(FileResource::absent(kind, path)));
         }
     };
+    // The kernel first: DKMS builds for it, and its headers must be there before a .deb's
+    // preflight judges which kernels it builds for.
+    match &policy.kernel {
+        Some(k) => out.extend(kernel::resources(k)),
+        None => absent("kernel", kernel::GRUB_FILE, &mut out),
+    }
+    // Packages next: the configuration and units below may belong to them.
+    if let Some(p) = &policy.packages {
+        let pinned = policy.kernel.as_ref().map(|k| k.version.as_str());
+        out.extend(packages::resources(p, root, pinned));
+    }
     match &policy.modules {
         Some(m) => out.extend(modules::resources(m)),
         None => {
@@ -117,6 +126,35 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         }
         for u in &f.reload {
             feeds.push(feed(u, Action::Reload, &f.path, true, &section));
+        }
+    }
+    // The initramfs after the DKMS builds and modprobe.d files it must carry.
+    let mut modprobe = vec![modules::MODPROBE_FILE.to_string()];
+    modprobe.extend(
+        policy
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("/etc/modprobe.d/"))
+            .map(|f| f.path.clone()),
+    );
+    let dkms: Vec<_> = policy
+        .packages
+        .iter()
+        .flat_map(|p| p.deb.iter().filter_map(|d| d.dkms.clone()))
+        .collect();
+    if !dkms.is_empty() || policy.modules.is_some() || modprobe.iter().any(|m| root.exists(m)) {
+        let mut kernels = crate::report::installed_kernels(root);
+        if let Some(k) = &policy.kernel
+            && !kernels.contains(&k.version)
+        {
+            kernels.push(k.version.clone());
+        }
+        for kernel in kernels {
+            out.push(Box::new(initramfs::Initramfs {
+                kernel,
+                dkms: dkms.clone(),
+                modprobe: modprobe.clone(),
+            }));
         }
     }
     // Units last: a service starts with its configuration already written.

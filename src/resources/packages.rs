@@ -27,7 +27,7 @@ const APT_ENV: &[&str] = &[
     "NEEDRESTART_MODE=a",
 ];
 
-fn apt_get(args: &[&str]) -> Vec<String> {
+pub(crate) fn apt_get(args: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
     v.extend(
         [
@@ -45,7 +45,15 @@ fn apt_get(args: &[&str]) -> Vec<String> {
     v
 }
 
-pub fn resources(p: &Packages, root: &Root) -> Vec<Box<dyn Resource>> {
+/// The items of `[packages]`. `pinned`: `[kernel] version`, whose DKMS builds are checked
+/// although its headers may be installed only by this run.
+pub fn resources(p: &Packages, root: &Root, pinned: Option<&str>) -> Vec<Box<dyn Resource>> {
+    let mut kernels = kernels_with_headers(root);
+    if let Some(k) = pinned
+        && !kernels.iter().any(|x| x == k)
+    {
+        kernels.push(k.to_string());
+    }
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     for name in &p.install {
         out.push(Box::new(AptInstall {
@@ -56,10 +64,11 @@ pub fn resources(p: &Packages, root: &Root) -> Vec<Box<dyn Resource>> {
     for d in &p.deb {
         out.push(Box::new(DebPackage { spec: d.clone() }));
         if let Some(k) = &d.dkms {
-            for kernel in kernels_with_headers(root) {
+            for kernel in kernels.iter().cloned() {
                 out.push(Box::new(DkmsBuilt {
                     dkms: k.clone(),
                     kernel,
+                    package: d.name.clone(),
                 }));
             }
         }
@@ -96,7 +105,7 @@ fn with_offline_note(sys: &System, msg: String) -> String {
 }
 
 /// Why an offline root cannot be changed here, or None.
-fn cannot_change(sys: &System) -> Option<String> {
+pub(crate) fn cannot_change(sys: &System) -> Option<String> {
     (!sys.is_live() && !sys.chroot).then(|| {
         format!(
             "package actions on an {} run only with `apply --chroot`",
@@ -193,10 +202,21 @@ impl Resource for AptHold {
         if held {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
+        // Holding keeps an installed version; a package that is not installed (a .deb whose
+        // install failed or was refused, a kernel meta package absent here) has none to keep, and
+        // its install item already says why.
+        if !db.get(&self.name).is_some_and(|s| s.installed()) {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                actual,
+                format!("{} is not installed: nothing to hold", self.name),
+            ));
+        }
         let not_held: Vec<String> = self
             .all
             .iter()
-            .filter(|n| !db.get(*n).is_some_and(|s| s.held()))
+            .filter(|n| db.get(*n).is_some_and(|s| s.installed() && !s.held()))
             .cloned()
             .collect();
         let msg = with_offline_note(sys, "not held".to_string());
@@ -353,6 +373,9 @@ impl Resource for DebPackage {
 pub struct DkmsBuilt {
     pub dkms: DkmsSpec,
     pub kernel: String,
+    /// The package that ships the module's source (its file checksums are part of the build's
+    /// inputs: a patched .deb of the same version is a different build).
+    pub package: String,
 }
 
 /// A failed DKMS build, as recorded under [`crate::paths::DKMS_FAILED_DIR`].
@@ -410,13 +433,22 @@ impl DkmsBuilt {
         )
     }
 
-    /// What a build depends on: the module's dkms.conf, the kernel, its headers (their Makefile
-    /// and config change with a new headers package).
+    /// What a build depends on: the module's dkms.conf, the source's files (dpkg's checksums of
+    /// the package that ships it), the kernel, its headers (their Makefile and config change with
+    /// a new headers package).
     fn fingerprint(&self, sys: &System, conf: &str) -> Result<String> {
         let mut h = sha2::Sha256::new();
         use sha2::Digest;
         h.update(conf.as_bytes());
         h.update(self.kernel.as_bytes());
+        for f in [
+            format!("/var/lib/dpkg/info/{}.md5sums", self.package),
+            format!("/var/lib/dpkg/info/{}:amd64.md5sums", self.package),
+        ] {
+            if let Some(b) = sys.root.read(&f)? {
+                h.update(&b);
+            }
+        }
         for f in [
             "build/Makefile",
             "build/.config",
@@ -466,7 +498,13 @@ impl DkmsBuilt {
     }
 }
 
-fn find_ko(sys: &System, dir: &str, name: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
+pub(crate) fn find_ko(
+    sys: &System,
+    dir: &str,
+    name: &str,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> Result<()> {
     for e in sys.list_dir(dir)? {
         let p = format!("{dir}/{e}");
         let stem = e.split(".ko").next().unwrap_or("");
@@ -498,7 +536,10 @@ impl Resource for DkmsBuilt {
         let Some(conf_text) = sys.read_string(&src)? else {
             let msg = with_offline_note(
                 sys,
-                format!("{src} not present: the DKMS source is not installed"),
+                format!(
+                    "{src} not present: the DKMS source is not installed (deb:{} installs it)",
+                    self.package
+                ),
             );
             return Ok(Observation::new(
                 Status::Drift,

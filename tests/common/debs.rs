@@ -16,12 +16,18 @@ pub fn hello_deb(
     version: &str,
     exclusive: Option<&str>,
 ) -> Vec<u8> {
-    build(out, name, module, version, exclusive, false)
+    build(out, name, module, version, exclusive, false, None)
 }
 
 /// The same package with a module that does not compile.
 pub fn broken_deb(out: &Path, name: &str, module: &str, version: &str) -> Vec<u8> {
-    build(out, name, module, version, None, true)
+    build(out, name, module, version, None, true, None)
+}
+
+/// A package whose module is built as `ko.ko`: it replaces the in-tree module of that name (from
+/// `/usr/lib/modules/KVER/updates`, as i915-sriov-dkms replaces i915).
+pub fn shadow_deb(out: &Path, name: &str, module: &str, version: &str, ko: &str) -> Vec<u8> {
+    build(out, name, module, version, None, false, Some(ko))
 }
 
 fn build(
@@ -31,8 +37,13 @@ fn build(
     version: &str,
     exclusive: Option<&str>,
     broken: bool,
+    ko: Option<&str>,
 ) -> Vec<u8> {
-    let st = Command::new(repo().join("tests/fixtures/hello-dkms/mkdeb.sh"))
+    let mut cmd = Command::new(repo().join("tests/fixtures/hello-dkms/mkdeb.sh"));
+    if let Some(k) = ko {
+        cmd.env("KO", k);
+    }
+    let st = cmd
         .arg(out)
         .args([name, module, version, exclusive.unwrap_or("")])
         .args(broken.then_some("broken"))

@@ -28,7 +28,8 @@ case "$name" in
   dkms)
     # Real dkms, a compiler and the headers of the image's kernel: the packages tests build and
     # install a DKMS module for the root's installed kernel (not the host's).
-    include=$common,apt,dkms,build-essential,linux-image-amd64,linux-headers-amd64,initramfs-tools
+    # dh-dkms, debhelper: tests/testbed/i915-debs.sh builds the real i915-sriov-dkms .debs in it.
+    include=$common,apt,dkms,dh-dkms,debhelper,build-essential,linux-image-amd64,linux-headers-amd64,initramfs-tools
     ;;
   vm)
     # The template a Proxmox user starts from (tests/vm/e2e.sh boots it under QEMU): every package
