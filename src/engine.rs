@@ -432,16 +432,37 @@ pub fn run(argv: &[String]) -> Result<String> {
         .join(" ");
     let mut next_beat = every;
     let mut progress = false;
+    let trees = dkms_trees(argv);
+    let since = std::time::SystemTime::now();
+    let mut build = None;
+    let mut looked = Duration::ZERO;
     let status = loop {
         if let Some(st) = child.try_wait().context("waiting for a command")? {
             break st;
         }
         let t = started.elapsed();
+        // A DKMS build (run by dkms, or by a package's postinst under apt-get) says what it does
+        // only in its make.log: look once a second.
+        if t >= looked + Duration::from_secs(1) {
+            build = dkms_progress(&trees, since).or(build);
+            looked = t;
+        }
+        let doing = build
+            .as_deref()
+            .map(|b| format!(": {b}"))
+            .unwrap_or_default();
         if tty && t >= Duration::from_secs(2) {
-            eprint!("\r  {shown}: {}s   ", t.as_secs());
+            let line: String = format!("  {shown}: {}s{doing}", t.as_secs())
+                .chars()
+                .take(160)
+                .collect();
+            eprint!("\r{line}\x1b[K");
             progress = true;
         } else if !tty && t >= next_beat {
-            eprintln!("guestprep: still running `{shown}` ({}s)", t.as_secs());
+            eprintln!(
+                "guestprep: still running `{shown}` ({}s){doing}",
+                t.as_secs()
+            );
             next_beat += every;
         }
         std::thread::sleep(Duration::from_millis(if tty { 250 } else { 100 }));
@@ -472,6 +493,68 @@ pub fn run(argv: &[String]) -> Result<String> {
 }
 
 /// The command line after any `env VAR=…` prefix: the program really run and its arguments.
+/// The DKMS trees a command builds in: `--dkmstree DIR` when given (`dkms try`), else the
+/// (chroot's) `/var/lib/dkms`.
+fn dkms_trees(argv: &[String]) -> Vec<std::path::PathBuf> {
+    if let Some(i) = argv.iter().position(|a| a == "--dkmstree")
+        && let Some(d) = argv.get(i + 1)
+    {
+        return vec![d.into()];
+    }
+    let root = match argv.first().map(String::as_str) {
+        Some("chroot") => argv.get(1).map_or("/".into(), std::path::PathBuf::from),
+        _ => "/".into(),
+    };
+    vec![root.join("var/lib/dkms")]
+}
+
+/// What a DKMS build under way is doing, from the newest make.log written since `since`:
+/// `i915-sriov-dkms/2025.07.22 for 6.12.117+deb13-amd64, CC [M] drivers/…/intel_gt.o`.
+pub fn dkms_progress(trees: &[std::path::PathBuf], since: std::time::SystemTime) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for tree in trees {
+        for m in std::fs::read_dir(tree).into_iter().flatten().flatten() {
+            for v in std::fs::read_dir(m.path()).into_iter().flatten().flatten() {
+                let log = v.path().join("build/make.log");
+                if let Ok(t) = std::fs::metadata(&log).and_then(|md| md.modified())
+                    && t >= since
+                    && newest.as_ref().is_none_or(|(n, _)| t > *n)
+                {
+                    newest = Some((t, log));
+                }
+            }
+        }
+    }
+    let (_, log) = newest?;
+    let mut f = std::fs::File::open(&log).ok()?;
+    let mut head = [0u8; 256];
+    let n = f.read(&mut head).ok()?;
+    let head = String::from_utf8_lossy(&head[..n]);
+    // "DKMS (dkms-3.2.0) make.log for i915-sriov-dkms/2025.07.22 for kernel 6.12.117+deb13-amd64 (x86_64)"
+    let what = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(" make.log for "))
+        .map(|(_, rest)| rest.replace(" for kernel ", " for "))
+        .map(|r| r.split(" (").next().unwrap_or("").to_string())?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail);
+    let step = tail
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("CC") || l.starts_with("LD") || l.starts_with("MODPOST"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    Some(match step {
+        Some(s) => format!("building {what}, {s}"),
+        None => format!("building {what}"),
+    })
+}
+
 pub fn command_of(argv: &[String]) -> &[String] {
     let skip = argv
         .iter()
@@ -653,4 +736,43 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_dkms_build_says_what_it_builds() {
+        let tree = tempfile::tempdir().unwrap();
+        let dir = tree.path().join("i915-sriov-dkms/2025.07.22/build");
+        std::fs::create_dir_all(&dir).unwrap();
+        let since = std::time::SystemTime::now() - Duration::from_secs(1);
+        let trees = vec![tree.path().to_path_buf()];
+        std::fs::write(
+            dir.join("make.log"),
+            "DKMS (dkms-3.2.0) make.log for i915-sriov-dkms/2025.07.22 for kernel 6.12.117+deb13-amd64 (x86_64)\n\
+             Tue Nov 24\n  CC [M]  drivers/gpu/drm/i915/i915_drv.o\n  CC [M]  drivers/gpu/drm/i915/gt/intel_gt.o\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dkms_progress(&trees, since).as_deref(),
+            Some(
+                "building i915-sriov-dkms/2025.07.22 for 6.12.117+deb13-amd64, CC [M] drivers/gpu/drm/i915/gt/intel_gt.o"
+            )
+        );
+        // A log older than the command is not its build.
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(dkms_progress(&trees, later), None);
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            dkms_trees(&argv(&["dkms", "build", "--dkmstree", "/tmp/t"])),
+            [PathBuf::from("/tmp/t")]
+        );
+        assert_eq!(
+            dkms_trees(&argv(&["chroot", "/mnt", "apt-get"])),
+            [PathBuf::from("/mnt/var/lib/dkms")]
+        );
+    }
 }

@@ -182,6 +182,12 @@ fn real_i915_releases_get_the_verdict_the_real_build_gives() {
                 let beats = stderr(&o).matches("guestprep: still running `").count();
                 eprintln!("{beats} heartbeat lines during the build");
                 assert!(beats >= 1, "a build of minutes shows it is alive");
+                let said = format!("building {MODULE}/{version} for {kver}, CC");
+                assert!(
+                    stderr(&o).lines().any(|l| l.contains(&said)),
+                    "the heartbeat names the build and its make target: {}",
+                    stderr(&o)
+                );
             }
             Verdict::Fails => {
                 assert_eq!(code(&o), 4, "{}", stdout(&o));
@@ -191,6 +197,13 @@ fn real_i915_releases_get_the_verdict_the_real_build_gives() {
                     .to_string();
                 assert!(msg.contains("error:") && msg.contains("make.log"), "{msg}");
                 assert!(msg.contains("dkms try"), "says the way out: {msg}");
+                let hold = item(&rep, &format!("package-hold:{MODULE}"));
+                assert_eq!(
+                    hold["status"], "skipped",
+                    "left installed, not held: {hold}"
+                );
+                let holds = stdout(&c.exec(&["apt-mark", "showhold"]));
+                assert!(!holds.lines().any(|l| l == MODULE), "{holds}");
             }
             Verdict::Refused => {
                 assert_eq!(code(&o), 4, "{}", stdout(&o));

@@ -94,6 +94,15 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         .count();
     eprintln!("{beats} heartbeat lines during the first install");
     assert!(beats >= 1, "no heartbeat: {}", stderr(&o));
+    // A DKMS build says what it builds, read from its make.log.
+    assert!(
+        stderr(&o)
+            .lines()
+            .any(|l| l.starts_with("guestprep: still running `")
+                && l.contains(&format!("building guestprep-hello/1.0 for {kver}"))),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         !stderr(&o).contains('\r'),
         "no progress line off a terminal"
@@ -275,6 +284,53 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         "{}",
         stderr(&independent)
     );
+    // The package stays installed, and is not held: a hold would keep a driver that builds
+    // nowhere. The report says so; apt-mark agrees.
+    let hold = item(&json(&o), "package-hold:guestprep-broken-dkms").clone();
+    assert_eq!(hold["status"], "skipped", "{hold}");
+    assert!(
+        hold["message"]
+            .as_str()
+            .unwrap()
+            .contains("guestprep-broken-dkms 1.0 is left installed, not held"),
+        "{hold}"
+    );
+    let held = |c: &Container| {
+        stdout(&c.exec(&["apt-mark", "showhold"]))
+            .lines()
+            .any(|l| l == "guestprep-broken-dkms")
+    };
+    assert!(!held(&c));
+    // Held by hand (or by an older guestprep): apply lets it go.
+    assert!(
+        c.exec(&["apt-mark", "hold", "guestprep-broken-dkms"])
+            .status
+            .success()
+    );
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/broken.toml",
+    ]);
+    let rep = json(&o);
+    assert!(
+        rep["apply"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"]
+                .as_str()
+                .unwrap()
+                .contains("apt-mark unhold -- guestprep-broken-dkms")),
+        "{rep}"
+    );
+    assert_eq!(
+        item(&rep, "package-hold:guestprep-broken-dkms")["status"],
+        "skipped"
+    );
+    assert!(!held(&c), "apply left the broken package held");
     // verify says the same; a second apply does not build again.
     let o = c.exec(&[
         "guestprep",

@@ -11,6 +11,7 @@
 //! root filesystem, where DKMS put it: nothing to do.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -54,6 +55,43 @@ fn module_identity(bytes: &[u8]) -> Result<(String, String)> {
     };
     let sum = hex::encode(sha2::Sha256::digest(&elf));
     Ok((sum.clone(), format!("{shown}, sha256 {}", &sum[..12])))
+}
+
+/// The last reading of each image, keyed by what identifies its bytes (device, inode, size,
+/// mtime, ctime) and what was asked of it: the daemon verifies again after every change it sees,
+/// and an initramfs is tens of MiB.
+type Memo = BTreeMap<String, (String, Arc<initramfs::Contents>)>;
+static MEMO: Mutex<Memo> = Mutex::new(BTreeMap::new());
+
+fn read_image(
+    sys: &System,
+    img: &str,
+    file: std::fs::File,
+    want: &dyn Fn(&str) -> bool,
+    asked: &str,
+) -> Result<Arc<initramfs::Contents>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    let key = format!(
+        "{}:{}:{}:{}.{}:{}.{}|{asked}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    let slot = format!("{}{img}", sys.root.dir().display());
+    let memo = || MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, c)) = memo().get(&slot)
+        && *k == key
+    {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(initramfs::read(std::io::BufReader::new(file), want)?);
+    memo().insert(slot, (key, c.clone()));
+    Ok(c)
 }
 
 impl Initramfs {
@@ -110,7 +148,13 @@ impl Resource for Initramfs {
             "dkmsModules": builds.keys().collect::<Vec<_>>(),
             "modprobeFiles": self.modprobe,
         });
-        let Some(file) = sys.root.open(&img)? else {
+        // Listing /boot: the daemon watches it, and update-initramfs replaces the image there.
+        let name = img.trim_start_matches("/boot/");
+        let file = match sys.list_dir("/boot")?.iter().any(|f| f == name) {
+            true => sys.root.open(&img)?,
+            false => None,
+        };
+        let Some(file) = file else {
             return Ok(Observation::new(
                 Status::Skipped,
                 expected,
@@ -124,8 +168,13 @@ impl Resource for Initramfs {
                 && kmod::module_name(p).is_some_and(|n| builds.contains_key(&n)))
                 || self.modprobe.iter().any(|m| m.trim_start_matches('/') == p)
         };
-        let contents = initramfs::read(std::io::BufReader::new(file), &want)
-            .with_context(|| format!("reading {img}"))?;
+        let asked = format!(
+            "{}|{}",
+            builds.keys().cloned().collect::<Vec<_>>().join(","),
+            self.modprobe.join(",")
+        );
+        let contents =
+            read_image(sys, &img, file, &want, &asked).with_context(|| format!("reading {img}"))?;
         let mut problems = Vec::new();
         let mut carried = Vec::new();
         for (path, bytes) in &contents.files {
@@ -152,10 +201,10 @@ impl Resource for Initramfs {
         let mut stale = Vec::new();
         if has_modprobe_dir {
             for m in &self.modprobe {
-                let disk = sys.root.read(m)?;
+                let disk = sys.read_string(m)?;
                 let inside = contents.files.get(m.trim_start_matches('/'));
                 let why = match (&disk, inside) {
-                    (Some(a), Some(b)) if a == b => continue,
+                    (Some(a), Some(b)) if a.as_bytes() == b.as_slice() => continue,
                     (None, None) => continue,
                     (Some(_), None) => format!("it lacks {m}"),
                     (None, Some(_)) => {

@@ -39,7 +39,7 @@ pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
     for h in &holds {
         out.push(Box::new(AptHold {
             name: h.clone(),
-            all: holds.clone(),
+            unless_failed: None,
         }));
     }
     out.push(Box::new(GrubDefault {

@@ -79,9 +79,16 @@ pub fn resources(p: &Packages, root: &Root, pinned: Option<&str>) -> Vec<Box<dyn
     let mut holds: Vec<String> = p.hold.clone();
     holds.extend(p.deb.iter().filter(|d| d.hold).map(|d| d.name.clone()));
     for name in &holds {
+        // A .deb's own `hold` keeps a driver that works; `[packages] hold` says so regardless.
+        let unless_failed = p
+            .deb
+            .iter()
+            .find(|d| &d.name == name && !p.hold.contains(name))
+            .and_then(|d| d.dkms.clone())
+            .map(|k| (k, kernels.clone()));
         out.push(Box::new(AptHold {
             name: name.clone(),
-            all: holds.clone(),
+            unless_failed,
         }));
     }
     out
@@ -181,7 +188,42 @@ fn have_apt_lists(sys: &System) -> Result<bool> {
 
 pub struct AptHold {
     pub name: String,
-    pub all: Vec<String>,
+    /// A `[[packages.deb]]`'s DKMS module and the kernels it is built for: when its build failed
+    /// for every one of them, the package is left installed but not held (a hold would keep a
+    /// driver that works nowhere from being replaced by an upgrade that might).
+    pub unless_failed: Option<(DkmsSpec, Vec<String>)>,
+}
+
+/// True when a DKMS module's source is installed, built for none of `kernels`, and its build
+/// failed (a record under [`crate::paths::DKMS_FAILED_DIR`]) for at least one.
+fn built_nowhere(sys: &System, k: &DkmsSpec, kernels: &[String]) -> Result<bool> {
+    if kernels.is_empty()
+        || !sys
+            .root
+            .exists(&format!("/usr/src/{}-{}/dkms.conf", k.module, k.version))
+    {
+        return Ok(false);
+    }
+    let mut failed = false;
+    for kernel in kernels {
+        let base = format!("/var/lib/dkms/{}/{}/{kernel}", k.module, k.version);
+        for arch in sys.list_dir(&base)? {
+            if sys
+                .list_dir(&format!("{base}/{arch}/module"))?
+                .iter()
+                .any(|f| f.contains(".ko"))
+            {
+                return Ok(false);
+            }
+        }
+        failed |= sys.root.exists(&format!(
+            "{}/{}_{}_{kernel}.json",
+            crate::paths::DKMS_FAILED_DIR,
+            k.module,
+            k.version
+        ));
+    }
+    Ok(failed)
 }
 
 impl Resource for AptHold {
@@ -199,6 +241,31 @@ impl Resource for AptHold {
         let expected = json!({"held": true});
         let actual =
             json!({"held": held, "installed": db.get(&self.name).is_some_and(|s| s.installed())});
+        if let Some((k, kernels)) = &self.unless_failed
+            && db.get(&self.name).is_some_and(|s| s.installed())
+            && built_nowhere(sys, k, kernels)?
+        {
+            let version = db
+                .get(&self.name)
+                .and_then(|s| s.version.clone())
+                .unwrap_or_default();
+            let what = format!(
+                "{} {version} is left installed, not held: its DKMS module {}/{} built for no installed kernel (the dkms: items say why)",
+                self.name, k.module, k.version
+            );
+            let expected = json!({"held": false});
+            if !held {
+                return Ok(Observation::new(Status::Skipped, expected, actual, what));
+            }
+            let mut obs = Observation::new(
+                Status::Drift,
+                expected,
+                actual,
+                with_offline_note(sys, format!("{what}; apt-mark unhold")),
+            );
+            obs.data = json!({"unhold": self.name});
+            return Ok(obs);
+        }
         if held {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
@@ -213,15 +280,9 @@ impl Resource for AptHold {
                 format!("{} is not installed: nothing to hold", self.name),
             ));
         }
-        let not_held: Vec<String> = self
-            .all
-            .iter()
-            .filter(|n| db.get(*n).is_some_and(|s| s.installed() && !s.held()))
-            .cloned()
-            .collect();
         let msg = with_offline_note(sys, "not held".to_string());
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
-        obs.data = json!({"notHeld": not_held});
+        obs.data = json!({"hold": self.name});
         Ok(obs)
     }
 
@@ -229,11 +290,20 @@ impl Resource for AptHold {
         if cannot_change(sys).is_some() {
             return Vec::new();
         }
-        let names: Vec<String> =
-            serde_json::from_value(obs.data["notHeld"].clone()).unwrap_or_default();
-        let mut argv: Vec<String> = vec!["apt-mark".into(), "hold".into(), "--".into()];
-        argv.extend(names);
-        vec![Change::Run { argv }]
+        if let Some(name) = obs.data["unhold"].as_str() {
+            return vec![Change::Run {
+                argv: vec!["apt-mark".into(), "unhold".into(), "--".into(), name.into()],
+            }];
+        }
+        // One package per item: a held package's hold never depends on another's item.
+        vec![Change::Run {
+            argv: vec![
+                "apt-mark".into(),
+                "hold".into(),
+                "--".into(),
+                self.name.clone(),
+            ],
+        }]
     }
 }
 

@@ -6,7 +6,8 @@
 #   tests/testbed/rootfs.sh systemd   # systemd, dbus, systemd-timesyncd, cron, qemu-guest-agent, chrony's files
 #   tests/testbed/rootfs.sh dkms      # systemd, dkms, build-essential, a kernel and its headers
 #   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
-#                                     # chrony, sshd, dkms and headers, containerd, node-exporter
+#                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
+#                                     # and a second (trixie-backports) kernel
 #   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/docs.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
@@ -16,6 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 common=systemd,systemd-sysv,dbus,udev,kmod,iproute2,passwd,procps,ca-certificates
 hooks=()
+mirrors=("deb http://deb.debian.org/debian trixie main")
 case "$name" in
   systemd)
     # systemd-timesyncd: a real unit to mask and stop. cron: a unit that really runs in a
@@ -36,7 +38,11 @@ case "$name" in
     # the shipped policies install is already there, since the VM has no network but loopback
     # forwards. grub-pc: the disk boots through its own GRUB, so a cmdline change shows after a
     # reboot. e2fsprogs: fsck and resize for the root. apt: guestprep installs and holds with it.
+    # A second, newer kernel from trixie-backports (its meta package too, as a site that tried it
+    # would have): GRUB boots it by default until `[kernel] version` pins trixie's own.
     include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter
+    mirrors+=("deb http://deb.debian.org/debian trixie-backports main")
+    hooks+=(--customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t trixie-backports linux-image-amd64 >/dev/null')
     ;;
   cloudinit)
     # Only its `cloud-init schema` runs (in a chroot): the docs' user-data against the schema of
@@ -54,7 +60,7 @@ opts=(--variant=minbase --components=main --format=tar
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
   --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*')
 # The key is the set's own recipe: changing one set does not rebuild the others.
-key=$(printf '%s\n' "$name" "$include" "${hooks[@]}" "${opts[@]}" trixie | sha256sum | cut -c1-16)
+key=$(printf '%s\n' "$name" "$include" "${hooks[@]}" "${opts[@]}" trixie "${mirrors[@]:1}" | sha256sum | cut -c1-16)
 out=$cache/$name-$key.tar
 mkdir -p "$cache"
 # Tests run in parallel: one builds, the others wait for it.
@@ -66,7 +72,7 @@ if [ -s "$out" ]; then
 fi
 command -v mmdebstrap >/dev/null || { echo "rootfs.sh: mmdebstrap is not installed" >&2; exit 1; }
 start=$(date +%s)
-mmdebstrap --quiet "${opts[@]}" --include="$include" "${hooks[@]}" trixie "$out.tmp" >&2
+mmdebstrap --quiet "${opts[@]}" --include="$include" "${hooks[@]}" trixie "$out.tmp" "${mirrors[@]}" >&2
 mv "$out.tmp" "$out"
 # Keep only the newest build of each set.
 find "$cache" -name "$name-*.tar" ! -name "$(basename "$out")" -delete

@@ -9,15 +9,16 @@
 #    installed in it (cached by that root and this script's recipe), SSH host keys removed as
 #    `guestprep seal` will leave them;
 # 2. a copy of that disk with the .deb installed (dpkg -i in a chroot) and one test fragment: the
-#    test DKMS package (tests/fixtures/hello-dkms) by URL and sha256;
+#    test DKMS package (tests/fixtures/hello-dkms) by URL and sha256, listed for the initramfs, and
+#    `[kernel]` pinning trixie's kernel (GRUB boots the newer trixie-backports one by default);
 # 3. boots it with qemu-system under TCG, the agent on a unix socket, and `restrict=on` user
 #    networking whose only way out is a guestfwd to a python HTTP server on the host's loopback;
 # 4. through the agent: `guestprep qga apply` with the shipped policies plus the fragment, then
 #    checks units masked and stopped, chrony configured, live sysctls, modules loaded, the module
 #    built by DKMS for the guest's kernel and held, GRUB's config, `pending-reboot`; apply again
 #    changes nothing;
-# 5. reboots (QEMU runs with -no-reboot: the same disk is booted again) and checks that the kernel
-#    command line carries the arguments, `verify` is compliant, the daemon's report is readable by
+# 5. reboots (QEMU runs with -no-reboot: the same disk is booted again) and checks that GRUB
+#    booted the pinned kernel, the initramfs carried the DKMS module, the kernel command line carries the arguments, `verify` is compliant, the daemon's report is readable by
 #    file-read, the DKMS module loads;
 # 6. seals it through the agent (`guestprep seal --yes`), powers off, boots two copies of the
 #    sealed disk and checks each has its own machine-id and SSH host keys, sshd runs, and verify
@@ -228,8 +229,20 @@ rm "$mnt/tmp/guestprep.deb"
 [ ! -e "$mnt/etc/systemd/system/multi-user.target.wants/guestprep-apply.service" ] ||
   fail "installing the package enabled guestprep-apply.service (the template builder chooses)"
 [ ! -e "$mnt/etc/default/grub.d/99-guestprep.cfg" ] || fail "installing the package changed GRUB's config"
+# Two kernels: trixie's (pinned below) and a newer one from trixie-backports, which GRUB boots by
+# default until guestprep pins the other.
+mapfile -t kernels < <(ls "$mnt/usr/lib/modules" | sort -V)
+[ "${#kernels[@]}" -eq 2 ] || fail "the image should have two kernels, has: ${kernels[*]}"
+pin=${kernels[0]} newer=${kernels[1]}
+# The DKMS module is listed for the initramfs (as sites list i915 for early KMS): the initramfs
+# must carry the DKMS build, not an older copy.
+echo guestprep_hello >>"$mnt/etc/initramfs-tools/modules"
 cat >"$mnt/etc/guestprep/policy.d/99-e2e.toml" <<EOF
-# tests/vm/e2e.sh: the test DKMS package, served by the host through the guestfwd at 10.0.2.100.
+# tests/vm/e2e.sh: boot trixie's kernel; the test DKMS package, served by the host through the
+# guestfwd at 10.0.2.100.
+[kernel]
+version = "$pin"
+
 [[packages.deb]]
 name = "guestprep-hello-dkms"
 version = "1.0"
@@ -353,7 +366,9 @@ done
 expect 1 --json report
 expect_status unit:dkms.service drift
 kver=$(gx uname -r)
-log "guest kernel $kver"
+log "guest kernel $kver (pinned: $pin)"
+[ "$kver" = "$newer" ] || fail "GRUB booted $kver first, not the newest kernel $newer"
+expect_status kernel:grub-default drift
 
 phase "apply (downloads the DKMS package, builds it)"
 expect 3 apply -- --json
@@ -361,7 +376,11 @@ cp "$work/out" "$work/apply-1.json"
 jq -e '.apply.changes | length > 0' "$work/out" >/dev/null || fail "the first apply changed nothing"
 expect_status grub:cmdline pending-reboot
 expect_status "deb:guestprep-hello-dkms" compliant
-expect_status "dkms:guestprep-hello/1.0/$kver" compliant
+expect_status "dkms:guestprep-hello/1.0/$pin" compliant
+expect_status kernel:grub-default compliant
+expect_status kernel:running pending-reboot
+expect_status "initramfs:$pin" compliant
+expect_status "initramfs:$newer" compliant
 log "first apply: $(jq '.apply.changes | length' "$work/out") changes, $(jq .durationMs "$work/out") ms"
 
 phase "checks after apply"
@@ -379,10 +398,18 @@ qga cat /proc/modules >"$work/modules"
 for m in overlay br_netfilter i915; do
   grep -q "^$m " "$work/modules" || fail "module $m is not loaded"
 done
-dkms=$(gx dkms status -m guestprep-hello -v 1.0 -k "$kver")
-grep -q 'installed' <<<"$dkms" || fail "DKMS did not install guestprep-hello for $kver: $dkms"
-gx sh -c "ls /lib/modules/$kver/updates/dkms/guestprep_hello.ko*" >/dev/null
+dkms=$(gx dkms status -m guestprep-hello -v 1.0 -k "$pin")
+grep -q 'installed' <<<"$dkms" || fail "DKMS did not install guestprep-hello for $pin: $dkms"
+gx sh -c "ls /lib/modules/$pin/updates/dkms/guestprep_hello.ko*" >/dev/null
+# The initramfs of the pinned kernel carries the DKMS build and guestprep's modprobe.d file, as
+# initramfs-tools' own lsinitramfs lists it.
+lsinitramfs=$(gx lsinitramfs "/boot/initrd.img-$pin")
+grep -q "updates/dkms/guestprep_hello.ko" <<<"$lsinitramfs" || fail "the initramfs of $pin lacks the DKMS module"
+grep -q "etc/modprobe.d/guestprep.conf" <<<"$lsinitramfs" || fail "the initramfs of $pin lacks guestprep's modprobe.d file"
 holds=$(gx apt-mark showhold)
+for p in "linux-image-$pin" "linux-headers-$pin" linux-image-amd64; do
+  grep -qx "$p" <<<"$holds" || fail "$p is not held: $holds"
+done
 grep -qx guestprep-hello-dkms <<<"$holds" || fail "guestprep-hello-dkms is not held: $holds"
 grep -qx containerd <<<"$holds" || fail "containerd is not held: $holds"
 grep -q 'intel_iommu=on i915.enable_guc=3 i915.max_vfs=7' <<<"$(qga cat /boot/grub/grub.cfg)" ||
@@ -406,6 +433,8 @@ wait_qemu_exit
 boot
 
 phase "checks after reboot"
+# GRUB booted the pinned kernel, not the newest.
+[ "$(gx uname -r)" = "$pin" ] || fail "boot 2 runs $(gx uname -r), not the pinned $pin"
 cmdline=$(qga cat /proc/cmdline)
 log "cmdline: $cmdline"
 for arg in intel_iommu=on i915.enable_guc=3 i915.max_vfs=7; do
@@ -415,6 +444,7 @@ expect 0 --json verify
 jq -e '.compliant and .summary.drift == 0 and .summary.pendingReboot == 0' "$work/out" >/dev/null ||
   fail "verify after reboot: $(jq -c .summary "$work/out")"
 expect_status grub:cmdline compliant
+expect_status kernel:running compliant
 # The daemon's report of this boot, by file-read only (what a Proxmox FileRead user gets).
 wait_report 0 60 --max-age 5min
 jq -e '.compliant' "$work/out" >/dev/null || fail "the daemon's report is not compliant"
