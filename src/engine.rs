@@ -588,6 +588,31 @@ pub trait Resource {
     }
 }
 
+/// The item of an observation, with its remediation when it is not compliant: the changes the
+/// plan would make (as `apply --check` prints them), or what a person must do.
+fn item_of(sys: &System, r: &dyn Resource, obs: Observation) -> Item {
+    let remediation = match obs.status {
+        Status::Drift => {
+            let plan = r.plan(sys, &obs);
+            Some(if plan.is_empty() {
+                format!("apply cannot change this here: {}", obs.message)
+            } else {
+                plan.iter()
+                    .map(Change::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        }
+        Status::PendingReboot => {
+            Some("reboot: the change is made and takes effect at the next boot".into())
+        }
+        _ => None,
+    };
+    let mut it = item(r, obs);
+    it.remediation = remediation;
+    it
+}
+
 fn item(r: &dyn Resource, obs: Observation) -> Item {
     Item {
         id: r.id(),
@@ -596,6 +621,9 @@ fn item(r: &dyn Resource, obs: Observation) -> Item {
         expected: obs.expected,
         actual: obs.actual,
         message: obs.message,
+        origin: None,
+        remediation: None,
+        waiver: None,
     }
 }
 
@@ -607,6 +635,9 @@ fn error_item(r: &dyn Resource, e: &anyhow::Error) -> Item {
         expected: Value::Null,
         actual: Value::Null,
         message: format!("{e:#}"),
+        origin: None,
+        remediation: None,
+        waiver: None,
     }
 }
 
@@ -615,7 +646,7 @@ pub fn verify(sys: &System, resources: &[Box<dyn Resource>]) -> Vec<Item> {
     resources
         .iter()
         .map(|r| match r.check(sys) {
-            Ok(obs) => item(r.as_ref(), obs),
+            Ok(obs) => item_of(sys, r.as_ref(), obs),
             Err(e) => error_item(r.as_ref(), &e),
         })
         .collect()
@@ -673,12 +704,12 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
             }
         };
         if !matches!(obs.status, Status::Drift) {
-            out.items.push(item(r.as_ref(), obs));
+            out.items.push(item_of(sys, r.as_ref(), obs));
             continue;
         }
         let plan = r.plan(sys, &obs);
         if opts.files_only && !plan.iter().all(Change::is_file_change) {
-            out.items.push(item(r.as_ref(), obs));
+            out.items.push(item_of(sys, r.as_ref(), obs));
             continue;
         }
         if plan.is_empty() || opts.check_only {
@@ -692,7 +723,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                     details: Vec::new(),
                 });
             }
-            out.items.push(item(r.as_ref(), obs));
+            out.items.push(item_of(sys, r.as_ref(), obs));
             continue;
         }
         tracing::info!(item = %r.id(), "converging: {}", plan.iter().map(Change::describe).collect::<Vec<_>>().join("; "));
@@ -730,7 +761,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                 out.items.push(it);
             }
             Ok(_) => match r.check(sys) {
-                Ok(after) => out.items.push(item(r.as_ref(), after)),
+                Ok(after) => out.items.push(item_of(sys, r.as_ref(), after)),
                 Err(e) => out.items.push(error_item(r.as_ref(), &e)),
             },
         }

@@ -8,12 +8,13 @@ use std::fmt::Write as _;
 
 use crate::report::{ComplianceReport, Item, Status};
 
-const STATUSES: [Status; 5] = [
+const STATUSES: [Status; 6] = [
     Status::Compliant,
     Status::Drift,
     Status::PendingReboot,
     Status::Error,
     Status::Skipped,
+    Status::Waived,
 ];
 
 /// Renders the report as Prometheus text exposition format (version 0.0.4).
@@ -126,7 +127,7 @@ pub fn junit(r: &ComplianceReport) -> String {
         s.total,
         s.drift,
         s.error,
-        s.skipped,
+        s.skipped + s.waived,
         xml(&r.generated_at)
     );
     let hostname = r.host.hostname.clone().unwrap_or_default();
@@ -140,7 +141,7 @@ pub fn junit(r: &ComplianceReport) -> String {
             items.len(),
             count(Status::Drift),
             count(Status::Error),
-            count(Status::Skipped),
+            count(Status::Skipped) + count(Status::Waived),
             xml(r.generated_at.trim_end_matches('Z')),
             xml(&hostname),
         );
@@ -178,6 +179,15 @@ pub fn junit(r: &ComplianceReport) -> String {
                         o,
                         "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>",
                         xml(&i.message)
+                    );
+                }
+                // A CI's UI shows it as skipped, with the waiver's reason.
+                Status::Waived => {
+                    let why = i.waiver.as_ref().map_or("", |w| w.reason.as_str());
+                    let _ = writeln!(
+                        o,
+                        "{open}>\n      <skipped message=\"waived: {}\"/>\n    </testcase>",
+                        xml(why)
                     );
                 }
                 Status::PendingReboot => {

@@ -23,6 +23,7 @@ pub mod resources;
 pub mod root;
 pub mod seal;
 pub mod systemd;
+pub mod waivers;
 
 use anyhow::Result;
 
@@ -83,4 +84,22 @@ pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
 
 pub fn sources_strings(l: &Loaded) -> Vec<String> {
     l.sources.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// The report of a run: each item's origin in the policy and the policy's waivers applied, then
+/// the summary and exit code over what remains.
+pub fn report_of(
+    mut items: Vec<report::Item>,
+    loaded: &Loaded,
+    root: &root::Root,
+    started: std::time::Instant,
+) -> report::ComplianceReport {
+    waivers::annotate(&mut items, loaded);
+    report::ComplianceReport::new(
+        items,
+        loaded.digest(),
+        sources_strings(loaded),
+        root,
+        started,
+    )
 }

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use clap::Parser;
 
 fn main() {
-    let cli = guestprep::cli::Cli::parse();
+    let cli = guestprep::cli::Cli::parse_from(guestprep::cli::hoist(std::env::args_os().collect()));
     let daemon = matches!(cli.command, guestprep::cli::Command::Daemon(_));
     let level = match cli.verbose {
         0 if daemon => "info",

@@ -36,6 +36,7 @@ impl Style {
             Status::PendingReboot => self.paint("33", &text),
             Status::Error => self.paint("1;31", &text),
             Status::Skipped => self.paint("2", &text),
+            Status::Waived => self.paint("35", &text),
         }
     }
 
@@ -105,18 +106,47 @@ pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::
         .unwrap_or(0)
         .min(60);
     for i in &r.items {
-        let msg = if i.message.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", escape_controls(&i.message, false))
-        };
         let id = escape_controls(&i.id, false);
-        writeln!(out, "{} {:<width$}{}", style.status(i.status), id, msg)?;
+        let line = if i.message.is_empty() {
+            format!("{} {id}", style.status(i.status))
+        } else {
+            format!(
+                "{} {id:<width$}  {}",
+                style.status(i.status),
+                escape_controls(&i.message, false)
+            )
+        };
+        writeln!(out, "{}", line.trim_end())?;
     }
+    verdict(out, r)
+}
+
+/// The summary line alone (`verify -q`).
+pub fn verdict(out: &mut impl Write, r: &ComplianceReport) -> std::io::Result<()> {
     let s = &r.summary;
+    let waived = if s.waived > 0 {
+        format!(", {} waived", s.waived)
+    } else {
+        String::new()
+    };
+    let mut notes = vec![if r.mode == "live" {
+        "live system".to_string()
+    } else {
+        format!("offline root {}", escape_controls(&r.root, false))
+    }];
+    if let Some(f) = &r.filter {
+        let mut parts = Vec::new();
+        parts.extend(f.only.iter().map(|p| format!("--only {p}")));
+        parts.extend(f.skip.iter().map(|p| format!("--skip {p}")));
+        notes.push(escape_controls(&parts.join(" "), false));
+    }
+    if let Some(w) = &r.waited {
+        notes.push(format!("waited {:.1} s", w.seconds));
+    }
+    notes.push(format!("{} ms", r.duration_ms));
     writeln!(
         out,
-        "{}: {} items: {} compliant, {} drift, {} pending-reboot, {} error, {} skipped ({}, {} ms)",
+        "{}: {} items: {} compliant, {} drift, {} pending-reboot, {} error, {} skipped{waived} ({})",
         if r.compliant {
             "compliant"
         } else {
@@ -128,12 +158,7 @@ pub fn human(out: &mut impl Write, r: &ComplianceReport, style: &Style) -> std::
         s.pending_reboot,
         s.error,
         s.skipped,
-        if r.mode == "live" {
-            "live system".to_string()
-        } else {
-            format!("offline root {}", escape_controls(&r.root, false))
-        },
-        r.duration_ms
+        notes.join(", ")
     )
 }
 

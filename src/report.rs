@@ -32,6 +32,9 @@ pub enum Status {
     Error,
     /// Not checked here (a live-only check on an offline root, say); `message` says why.
     Skipped,
+    /// Not as the policy says, but a `[[waivers]]` entry accepts it until its expiry; the real
+    /// status is in `waiver.status` (and `actual.status`).
+    Waived,
 }
 
 impl Status {
@@ -42,6 +45,7 @@ impl Status {
             Status::PendingReboot => "pending-reboot",
             Status::Error => "error",
             Status::Skipped => "skipped",
+            Status::Waived => "waived",
         }
     }
 }
@@ -62,6 +66,33 @@ pub struct Item {
     /// Human explanation, empty when compliant.
     #[serde(default)]
     pub message: String,
+    /// Where the policy asks for this item: the fragment's `file:line:column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// When not compliant: the change `apply` would make (as `apply --check` prints it), or what
+    /// a person must do when apply cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+    /// The `[[waivers]]` entry that matched this item (also when it has lapsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiver: Option<WaiverInfo>,
+}
+
+/// A waiver as applied to one item.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaiverInfo {
+    pub reason: String,
+    /// `YYYY-MM-DD`, the last day the waiver holds; absent when it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The item's real status, which the waiver accepts.
+    pub status: Status,
+    /// True when `expires` has passed: the item counts again with its real status.
+    pub lapsed: bool,
+    /// Where the waiver was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +104,9 @@ pub struct Summary {
     pub pending_reboot: usize,
     pub error: usize,
     pub skipped: usize,
+    /// Items a `[[waivers]]` entry accepts (not counted as drift or error).
+    #[serde(default)]
+    pub waived: usize,
 }
 
 impl Summary {
@@ -88,6 +122,7 @@ impl Summary {
                 Status::PendingReboot => s.pending_reboot += 1,
                 Status::Error => s.error += 1,
                 Status::Skipped => s.skipped += 1,
+                Status::Waived => s.waived += 1,
             }
         }
         s
@@ -108,6 +143,51 @@ pub struct Host {
     pub os_version_id: Option<String>,
     /// Seconds since boot; null offline.
     pub uptime_seconds: Option<f64>,
+}
+
+/// Which items a run covers: `--only KIND|ID-GLOB` and `--skip KIND|ID-GLOB`, repeatable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
+}
+
+impl Filter {
+    /// Whether one pattern names an item: its kind (`sysctl`), the kind in its id (`unit` of
+    /// `unit:chrony.service`), or a glob of its id (`unit:chrony*`).
+    fn names(pattern: &str, id: &str, kind: &str) -> bool {
+        pattern == kind
+            || id.split_once(':').is_some_and(|(k, _)| k == pattern)
+            || crate::waivers::glob(pattern, id)
+    }
+
+    /// Whether the item is selected: named by an `only` (when there are any) and by no `skip`.
+    pub fn keeps(&self, id: &str, kind: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|p| Self::names(p, id, kind)))
+            && !self.skip.iter().any(|p| Self::names(p, id, kind))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.only.is_empty() && self.skip.is_empty()
+    }
+}
+
+/// What `verify --wait` waited for.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waited {
+    /// Seconds spent waiting, in all.
+    pub seconds: f64,
+    /// True when systemd's job queue emptied and its state became `running` or `degraded`
+    /// within the span.
+    pub settled: bool,
+    /// systemd's `SystemState` when the waiting ended.
+    pub system_state: String,
+    /// Verifications made (the last one is this report).
+    pub rounds: u32,
 }
 
 /// One change `apply` made (or, with `--check`, would make).
@@ -165,6 +245,13 @@ pub struct ComplianceReport {
     /// Present in the output of `apply`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply: Option<ApplySection>,
+    /// The item selection (`--only`, `--skip`) when one was given: the summary and exit code
+    /// cover the selected items only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// `verify --wait`: how long it waited for the machine to settle and become compliant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited: Option<Waited>,
     /// The seal manifest (/var/lib/guestprep/seal.json) when this system is, or was cloned from,
     /// a template sealed by `guestprep seal`: which template, when, by which policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +282,8 @@ impl ComplianceReport {
             duration_ms: started.elapsed().as_millis() as u64,
             guestprep_version: env!("CARGO_PKG_VERSION").to_string(),
             exit_code: 0,
+            filter: None,
+            waited: None,
             apply: None,
             seal: crate::seal::Manifest::load(root),
         };
@@ -388,6 +477,9 @@ mod tests {
                 expected: Value::Null,
                 actual: Value::Null,
                 message: String::new(),
+                origin: None,
+                remediation: None,
+                waiver: None,
             })
             .collect();
         let root = Root::offline(Path::new("/")).unwrap();

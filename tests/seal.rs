@@ -409,3 +409,42 @@ fn list_names_every_operation_and_the_man_page_documents_them() {
     }
     assert_eq!(list.lines().count(), names.len() + 1, "{list}");
 }
+
+/// Several system users share `/bin` as their home: its history is listed once. A home under
+/// /home whose user is not in /etc/passwd still has its history removed (as virt-sysprep does).
+#[test]
+fn bash_history_once_per_path_and_every_home() {
+    let root = converged_root();
+    let r = root.path();
+    put(
+        r,
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n\
+         bin:x:2:2::/bin:/usr/sbin/nologin\nsys:x:3:3::/bin:/usr/sbin/nologin\nsync:x:4:65534::/bin:/bin/sync\n",
+    );
+    put(r, "/bin/.bash_history", "ls\n");
+    put(r, "/usr/sbin/.bash_history", "ls\n");
+    put(r, "/root/.bash_history", "ls\n");
+    put(r, "/home/ghost/.bash_history", "whoami\n");
+    put(r, "/home/plainfile", "not a home\n");
+    let o = seal(r, &["--dry-run", "--operations", "bash-history"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let mentions = |p: &str| {
+        out.lines()
+            .filter(|l| l.contains(&format!(" {p} ")))
+            .count()
+    };
+    assert_eq!(mentions("/bin/.bash_history"), 1, "{out}");
+    for p in [
+        "/usr/sbin/.bash_history",
+        "/root/.bash_history",
+        "/home/ghost/.bash_history",
+    ] {
+        assert_eq!(mentions(p), 1, "{p}: {out}");
+    }
+    let o = seal(r, &["--yes", "--operations", "bash-history"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!exists(r, "/home/ghost/.bash_history") && !exists(r, "/bin/.bash_history"));
+    assert!(exists(r, "/home/plainfile"));
+}

@@ -286,3 +286,119 @@ fn chroot_without_systemd_is_a_clear_error() {
         "{msg}"
     );
 }
+
+/// `verify --wait`: right after a start job is queued (as on a freshly booted clone), a unit reads
+/// as drift; with `--wait` guestprep waits for systemd's job queue to empty (over D-Bus) and
+/// verifies again until compliant, saying what it waits for, and the report says how long.
+#[test]
+fn verify_waits_for_systemd_to_settle() {
+    let dir = unpack(&rootfs_tar("systemd"));
+    let units = dir.path().join("etc/systemd/system");
+    // A service whose start job waits behind another's (ordering), as on a booting clone.
+    for (name, blocker, secs) in [("slow", "blocker", 6), ("slower", "blocker2", 60)] {
+        std::fs::write(
+            units.join(format!("{blocker}.service")),
+            format!("[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep {secs}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            units.join(format!("{name}.service")),
+            format!(
+                "[Unit]\nAfter={blocker}.service\n\n[Service]\nExecStart=/bin/sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n"
+            ),
+        )
+        .unwrap();
+    }
+    let c = Container::boot(dir);
+    let pol = write_policy(
+        c.root(),
+        "wait.toml",
+        "[units]\nenable = [\"slow.service\"]\nnow = true\n",
+    );
+    assert!(
+        c.exec(&["systemctl", "enable", "slow.service"])
+            .status
+            .success()
+    );
+    assert!(
+        c.exec(&[
+            "systemctl",
+            "start",
+            "--no-block",
+            "blocker.service",
+            "slow.service"
+        ])
+        .status
+        .success()
+    );
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &pol]);
+    let now = c.systemctl("is-active", "slow.service");
+    eprintln!(
+        "without --wait: {} (systemctl is-active: {now})",
+        item(&json(&o), "unit:slow.service")["status"]
+    );
+    assert_eq!(now, "inactive");
+    assert_eq!(code(&o), 1, "a queued start reads as drift: {}", stdout(&o));
+
+    let t = std::time::Instant::now();
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--wait=60s",
+        "--json",
+        "--policy",
+        &pol,
+    ]);
+    eprintln!("verify --wait took {:?}: {}", t.elapsed(), stderr(&o));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = json(&o);
+    assert_eq!(item(&rep, "unit:slow.service")["status"], "compliant");
+    assert_eq!(c.systemctl("is-active", "slow.service"), "active");
+    let w = &rep["waited"];
+    assert_eq!(w["settled"], true, "{w}");
+    assert!(w["seconds"].as_f64().unwrap() >= 2.0, "{w}");
+    assert!(
+        stderr(&o).contains("waiting for systemd to settle: state ")
+            && stderr(&o).contains("slow.service (start)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A span that ends first: verify stops waiting, reports what it found and says so.
+    assert!(
+        c.exec(&[
+            "systemctl",
+            "start",
+            "--no-block",
+            "blocker2.service",
+            "slower.service"
+        ])
+        .status
+        .success()
+    );
+    let pol2 = write_policy(
+        c.root(),
+        "wait2.toml",
+        "[units]\nenable = [\"slower.service\"]\nnow = true\n",
+    );
+    assert!(
+        c.exec(&["systemctl", "enable", "slower.service"])
+            .status
+            .success()
+    );
+    let t = std::time::Instant::now();
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--wait=3s",
+        "--json",
+        "--policy",
+        &pol2,
+    ]);
+    let took = t.elapsed();
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let w = &json(&o)["waited"];
+    assert_eq!(w["settled"], false, "{w}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    assert_eq!(c.systemctl("is-active", "slower.service"), "inactive");
+}

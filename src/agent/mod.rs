@@ -123,13 +123,7 @@ pub fn round(
             }
         }
     }
-    let report = ComplianceReport::new(
-        items,
-        loaded.digest(),
-        crate::sources_strings(loaded),
-        &root,
-        started,
-    );
+    let report = crate::report_of(items, loaded, &root, started);
     Ok(Round {
         report,
         watch: watch::specs(&root, &files, &dirs),

@@ -36,6 +36,8 @@ pub struct ApplyArgs {
     /// Seconds to wait for another apply on the same root to finish.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub lock_timeout: u64,
+    #[command(flatten)]
+    pub select: super::SelectArgs,
 }
 
 pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
@@ -49,7 +51,8 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         }
         sys.chroot = true;
     }
-    let resources = crate::resources::build(&loaded.policy, &sys.root);
+    let filter = args.select.filter()?;
+    let resources = super::selected(&loaded.policy, &sys.root, &filter);
     let _lock = if args.check {
         None
     } else {
@@ -92,13 +95,10 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             tracing::warn!("could not tell the daemon that apply changed the system: {e:#}");
         }
     }
-    let mut report = ComplianceReport::new(
-        outcome.items,
-        loaded.digest(),
-        crate::sources_strings(&loaded),
-        &sys.root,
-        started,
-    );
+    let mut report = crate::report_of(outcome.items, &loaded, &sys.root, started);
+    if !filter.is_empty() {
+        report.filter = Some(filter);
+    }
     report.apply = Some(ApplySection {
         check_only: args.check,
         changes: outcome.changes.clone(),

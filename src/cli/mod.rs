@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::engine;
 use crate::exit::{EXIT_CODES_HELP, ExitCode, UsageError};
+use crate::report::Filter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +31,10 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Less output: `verify -q` prints only the verdict line, `-qq` nothing (the exit code says
+    /// it); accepted anywhere on the command line.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -103,6 +109,46 @@ pub enum Format {
     Junit,
 }
 
+/// `--only` and `--skip`: which items a run covers.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Only the items of this kind (`sysctl`, `unit`) or whose id matches this glob
+    /// (`unit:chrony*`); repeatable. The exit code covers the selected items.
+    #[arg(long, value_name = "KIND|ID-GLOB")]
+    pub only: Vec<String>,
+    /// Leave out the items of this kind or whose id matches this glob; repeatable.
+    #[arg(long, value_name = "KIND|ID-GLOB")]
+    pub skip: Vec<String>,
+}
+
+impl SelectArgs {
+    pub fn filter(&self) -> anyhow::Result<Filter> {
+        for p in self.only.iter().chain(&self.skip) {
+            if p.trim().is_empty() {
+                return Err(
+                    UsageError("--only and --skip need a kind or an id glob".into()).into(),
+                );
+            }
+        }
+        Ok(Filter {
+            only: self.only.clone(),
+            skip: self.skip.clone(),
+        })
+    }
+}
+
+/// The resources of the policy that the filter keeps.
+pub fn selected(
+    policy: &crate::policy::Policy,
+    root: &crate::root::Root,
+    filter: &Filter,
+) -> Vec<Box<dyn engine::Resource>> {
+    crate::resources::build(policy, root)
+        .into_iter()
+        .filter(|r| filter.keeps(&r.id(), r.kind()))
+        .collect()
+}
+
 impl Target {
     /// Opens the root and loads its policy: [`crate::open`].
     pub fn open(&self) -> anyhow::Result<(crate::engine::System, crate::policy::Loaded)> {
@@ -110,12 +156,47 @@ impl Target {
     }
 }
 
+/// Options people put before the verb (`guestprep --root /mnt verify`) that belong to the verb's
+/// own arguments: moved after the last subcommand, before any `--`, so clap parses them there.
+/// `-v` and `-q` are clap globals already.
+pub fn hoist(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = args.iter().take(1).cloned().collect();
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        let with_value = a == "--root" || a == "--policy";
+        if with_value && i + 1 < args.len() {
+            moved.extend([args[i].clone(), args[i + 1].clone()]);
+            i += 2;
+        } else if a.starts_with("--root=") || a.starts_with("--policy=") || a == "--json" {
+            moved.push(args[i].clone());
+            i += 1;
+        } else if a.starts_with('-') {
+            // Another option before the verb (-v, --help, --version): left where it is.
+            out.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if moved.is_empty() {
+        return args;
+    }
+    let rest = &args[i..];
+    let end = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
+    out.extend(rest[..end].iter().cloned());
+    out.extend(moved);
+    out.extend(rest[end..].iter().cloned());
+    out
+}
+
 /// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
 pub fn run(cli: Cli) -> i32 {
     let code = |r: anyhow::Result<ExitCode>| r.map(ExitCode::code);
     let (result, failure) = match &cli.command {
         Command::Apply(a) => (code(apply::run(a)), ExitCode::ApplyFailed),
-        Command::Verify(a) => (code(verify::run(a)), ExitCode::CheckFailed),
+        Command::Verify(a) => (code(verify::run(a, cli.quiet)), ExitCode::CheckFailed),
         Command::Policy(p) => (code(policy::run(p)), ExitCode::Usage),
         Command::Schema => (code(schema::run()), ExitCode::Usage),
         Command::Prefetch(a) => (code(prefetch::run(a)), ExitCode::ApplyFailed),
@@ -155,5 +236,35 @@ pub fn run(cli: Cli) -> i32 {
             };
             code.code()
         }
+    }
+}
+
+#[cfg(test)]
+mod hoist_tests {
+    use super::hoist;
+
+    fn v(s: &str) -> Vec<std::ffi::OsString> {
+        s.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn options_before_the_verb_go_after_it() {
+        assert_eq!(
+            hoist(v("guestprep --root /mnt -v verify --only sysctl")),
+            v("guestprep -v verify --only sysctl --root /mnt")
+        );
+        assert_eq!(
+            hoist(v("guestprep --policy=p.toml --json policy show")),
+            v("guestprep policy show --policy=p.toml --json")
+        );
+        assert_eq!(
+            hoist(v("guestprep --json qga --socket s apply -- --check")),
+            v("guestprep qga --socket s apply --json -- --check")
+        );
+        assert_eq!(
+            hoist(v("guestprep verify --root /")),
+            v("guestprep verify --root /")
+        );
+        assert_eq!(hoist(v("guestprep --root")), v("guestprep --root"));
     }
 }

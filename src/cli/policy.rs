@@ -35,9 +35,25 @@ pub struct ShowArgs {
 pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check(a) => {
-            let (_, loaded) = a.target.open()?;
+            let (sys, loaded) = a.target.open()?;
             for s in &loaded.sources {
                 println!("ok: {}", s.display());
+            }
+            // A waiver that matches none of the items this policy makes on this root is a
+            // warning: a typo, or an item that is gone.
+            if !loaded.policy.waivers.is_empty() {
+                let ids: Vec<String> = crate::resources::build(&loaded.policy, &sys.root)
+                    .iter()
+                    .map(|r| r.id())
+                    .collect();
+                for (w, p) in crate::waivers::unused(&loaded.policy.waivers, &ids) {
+                    let at = w
+                        .origin
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    eprintln!("warning: {at}: waiver `{p}` matches no item of this policy");
+                }
             }
             println!(
                 "policy valid: {} fragment(s), {}",

@@ -37,8 +37,8 @@ pub struct QgaArgs {
     /// Seconds to wait for each answer of the agent.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub timeout: u64,
-    /// Print JSON (the report itself for `report` and `verify`).
-    #[arg(long)]
+    /// Print JSON (the report itself for `report` and `verify`); before or after the verb.
+    #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: QgaCommand,

@@ -11,7 +11,7 @@ use clap::Args;
 use super::Target;
 use crate::engine;
 use crate::exit::ExitCode;
-use crate::report::{ComplianceReport, Status};
+use crate::report::Status;
 use crate::seal::{self, Action, Manifest, Settings};
 
 #[derive(Debug, Args)]
@@ -89,13 +89,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let resources = crate::resources::build(&loaded.policy, &sys.root);
     let items = engine::verify(&sys, &resources);
-    let report = ComplianceReport::new(
-        items,
-        loaded.digest(),
-        crate::sources_strings(&loaded),
-        &sys.root,
-        started,
-    );
+    let report = crate::report_of(items, &loaded, &sys.root, started);
     let bad: Vec<&str> = report
         .items
         .iter()

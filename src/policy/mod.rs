@@ -15,7 +15,9 @@
 pub mod diag;
 mod kernel;
 pub mod tree;
+mod waivers;
 pub use kernel::Kernel;
+pub use waivers::Waiver;
 mod validate;
 
 pub use validate::closest;
@@ -67,6 +69,8 @@ pub struct Policy {
     pub seal: Option<Seal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<Kernel>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waivers: Vec<Waiver>,
 }
 
 /// `[seal]`: what `guestprep seal` removes by default on this template.

@@ -16,7 +16,7 @@ use super::{
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
-    "seal", "kernel",
+    "seal", "kernel", "waivers",
 ];
 
 /// OpenSSH's cipher names (`ssh -Q cipher`).
@@ -106,6 +106,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "packages") {
         policy.packages = Some(v.packages(t));
+    }
+    if let Some(e) = tree.get("waivers") {
+        policy.waivers = v.waivers(e);
     }
     if let Some(t) = v.section(tree, "kernel") {
         policy.kernel = Some(v.kernel(t, &tree.entries["kernel"].node.origin));
@@ -222,7 +225,7 @@ impl V {
     }
 
     /// A list of strings, each checked by `check`; duplicates are errors.
-    fn list(
+    pub(super) fn list(
         &mut self,
         t: &Table,
         path: &str,

@@ -36,7 +36,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "bash-history",
         default: true,
-        about: "~/.bash_history of root and every user in /etc/passwd",
+        about: "~/.bash_history of root, of every user in /etc/passwd, and /home/*/.bash_history",
     },
     Operation {
         name: "tmp-files",

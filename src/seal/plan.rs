@@ -93,6 +93,10 @@ impl Planner<'_> {
     }
 
     fn step(&mut self, abs: &str, action: Action, bytes: u64) {
+        // Several users may share a home (`/bin` of daemon, bin, sys): one step per path.
+        if self.plan.steps.iter().any(|s| s.path == abs) {
+            return;
+        }
         self.plan.steps.push(Step {
             operation: self.op.to_string(),
             path: abs.to_string(),
@@ -102,6 +106,9 @@ impl Planner<'_> {
     }
 
     fn skip(&mut self, abs: &str, why: &str) {
+        if self.plan.skipped.iter().any(|(p, _)| p == abs) {
+            return;
+        }
         self.plan.skipped.push((abs.to_string(), why.to_string()));
     }
 
@@ -298,6 +305,14 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
                 for (_, home) in p.homes(None) {
                     p.remove(&format!("{home}/.bash_history"))?;
                 }
+                // As virt-sysprep: every /home/*/.bash_history, of users /etc/passwd lists or not.
+                p.children("/home", |p, child| {
+                    // A home that is a symlink or a file is not followed.
+                    if p.lstat(child)?.is_some_and(|m| m.is_dir()) {
+                        p.remove(&format!("{child}/.bash_history"))?;
+                    }
+                    Ok(())
+                })?;
             }
             "tmp-files" => {
                 let live = root.is_live();

@@ -52,6 +52,21 @@ pub trait Manager {
     fn reload_or_try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn subscribe(&self) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_jobs(
+        &self,
+    ) -> zbus::Result<
+        Vec<(
+            u32,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            OwnedObjectPath,
+        )>,
+    >;
+    #[zbus(property)]
+    fn system_state(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn job_removed(
         &self,
@@ -296,6 +311,24 @@ impl UnitManager for DbusUnits {
 
     fn start(&self, name: &str) -> Result<String> {
         self.run_job("start", name)
+    }
+
+    fn settle(&self) -> Result<(String, Vec<String>)> {
+        let m = self.manager()?;
+        let state = self
+            .rt
+            .block_on(m.system_state())
+            .map_err(|e| anyhow!("SystemState: {}", describe(&e)))?;
+        let jobs = self
+            .rt
+            .block_on(m.list_jobs())
+            .map_err(|e| anyhow!("ListJobs: {}", describe(&e)))?;
+        Ok((
+            state,
+            jobs.into_iter()
+                .map(|(_, unit, kind, _, _, _)| format!("{unit} ({kind})"))
+                .collect(),
+        ))
     }
 
     fn stop(&self, name: &str) -> Result<String> {

@@ -141,6 +141,9 @@ pub trait UnitManager {
     fn reload_or_try_restart(&self, name: &str) -> Result<String>;
     /// `TryRestartUnit`: restart only if it runs. Job awaited.
     fn try_restart(&self, name: &str) -> Result<String>;
+    /// systemd's `SystemState` (`starting`, `running`, `degraded`…) and its queued jobs
+    /// (`unit (start)`): whether the machine has settled after boot. Live only.
+    fn settle(&self) -> Result<(String, Vec<String>)>;
 }
 
 /// Checks a unit name like systemd's `unit_name_is_valid`: `prefix[@instance].suffix`.

@@ -363,6 +363,13 @@ impl UnitManager for OfflineUnits {
     fn try_restart(&self, name: &str) -> Result<String> {
         bail!("cannot restart {name} on an {}", self.root.describe())
     }
+
+    fn settle(&self) -> Result<(String, Vec<String>)> {
+        bail!(
+            "an {} is not running: nothing to wait for",
+            self.root.describe()
+        )
+    }
 }
 
 #[cfg(test)]
