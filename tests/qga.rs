@@ -90,6 +90,14 @@ fn report_by_file_read_is_the_daemons_report_and_carries_its_exit_code() {
     let o = qga(&ga.socket(), &["--json", "report", "--path", &path]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(o.stdout, std::fs::read(&d.report).unwrap(), "byte for byte");
+    // --json where people put it: after the verb too.
+    let o = qga(&ga.socket(), &["report", "--path", &path, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        o.stdout,
+        std::fs::read(&d.report).unwrap(),
+        "--json after the verb"
+    );
 
     let o = qga(&ga.socket(), &["report", "--path", &path]);
     assert_eq!(code(&o), 0);

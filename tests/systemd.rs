@@ -364,6 +364,39 @@ fn verify_waits_for_systemd_to_settle() {
         stderr(&o)
     );
 
+    // What a CI job sees (the README shows this output): a drifted verify with a waiver, a
+    // filter and --wait, in human form.
+    for cmd in [
+        &["systemctl", "stop", "slow.service"][..],
+        &["systemctl", "restart", "--no-block", "blocker.service"],
+        &["systemctl", "start", "--no-block", "slow.service"],
+    ] {
+        assert!(c.exec(cmd).status.success(), "{cmd:?}");
+    }
+    let ci = write_policy(
+        c.root(),
+        "ci.toml",
+        "[units]\nenable = [\"slow.service\"]\nnow = true\n\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n\"vm.swappiness\" = 10\n\n\
+         [[waivers]]\nitems = [\"sysctl:net.ipv4.ip_forward\"]\nreason = \"routing is the CNI's job here\"\nexpires = 2099-12-31\n",
+    );
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--wait=15s",
+        "--only",
+        "sysctl",
+        "--only",
+        "unit:slow*",
+        "--policy",
+        &ci,
+    ]);
+    eprintln!("README sample:\n{}{}", stderr(&o), stdout(&o));
+    assert_eq!(code(&o), 1, "vm.swappiness drifts: {}", stdout(&o));
+    assert!(
+        stdout(&o).contains("waived ")
+            && stdout(&o).contains("--only sysctl --only unit:slow*, waited ")
+    );
+
     // A span that ends first: verify stops waiting, reports what it found and says so.
     assert!(
         c.exec(&[

@@ -211,13 +211,14 @@ fn wait_and_verify(
     };
     drop(sys);
     let mut rounds = 0;
+    let mut said: Option<(Instant, Vec<String>)> = None;
     let mut r = loop {
         rounds += 1;
         let r = report(&args.target, filter)?;
         if r.compliant || Instant::now() >= deadline {
             break r;
         }
-        let bad: Vec<&str> = r
+        let bad: Vec<String> = r
             .items
             .iter()
             .filter(|i| {
@@ -226,15 +227,22 @@ fn wait_and_verify(
                     crate::report::Status::Drift | crate::report::Status::Error
                 )
             })
-            .map(|i| i.id.as_str())
-            .take(5)
+            .map(|i| i.id.clone())
             .collect();
-        say(format!(
-            "waiting for compliance ({}s left): {} item(s) not compliant: {}",
-            deadline.saturating_duration_since(Instant::now()).as_secs(),
-            r.summary.drift + r.summary.error,
-            bad.join(", ")
-        ));
+        // Said again when what it waits for changed, else every 10 s.
+        let repeat = said
+            .as_ref()
+            .is_some_and(|(t, b)| *b == bad && t.elapsed() < Duration::from_secs(10));
+        if !repeat {
+            let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
+            say(format!(
+                "waiting for compliance ({}s left): {} item(s) not compliant: {}",
+                deadline.saturating_duration_since(Instant::now()).as_secs(),
+                bad.len(),
+                shown.join(", ")
+            ));
+            said = Some((Instant::now(), bad));
+        }
         std::thread::sleep(
             Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now())),
         );
