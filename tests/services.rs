@@ -328,3 +328,89 @@ fn services_follow_their_configuration() {
     let o = c.exec(&["sh", "-c", "mv /root/keys/* /etc/ssh/"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// `[ssh] settings`: sshd keeps the first value it reads. guestprep's `05-` drop-in sorts before
+/// cloud-init's `50-cloud-init.conf` (which sets `PasswordAuthentication yes`), so the policy's
+/// value wins there; a site file sorted earlier wins over guestprep, and the item says which
+/// file:line. Every verdict is checked against what the real sshd reads (`sshd -T`).
+#[test]
+fn ssh_settings_first_value_wins_as_sshd_reads_it() {
+    let dir = unpack(&rootfs_tar("vm"));
+    let d = dir.path().join("etc/ssh/sshd_config.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("50-cloud-init.conf"), "PasswordAuthentication yes\n").unwrap();
+    std::fs::write(d.join("01-site.conf"), "PermitRootLogin yes\n").unwrap();
+    let c = Container::boot(dir);
+    let pol = write_policy(
+        c.root(),
+        "ssh.toml",
+        "[ssh]\nsettings = { PermitRootLogin = \"prohibit-password\", PasswordAuthentication = false, ClientAliveInterval = 300, X11Forwarding = \"no\" }\n",
+    );
+    let sshd_t = |c: &Container| -> std::collections::BTreeMap<String, String> {
+        let o = c.exec(&["/usr/sbin/sshd", "-T"]);
+        assert!(o.status.success(), "sshd -T: {}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(
+        code(&o),
+        4,
+        "drift remains (01-site.conf wins): {}",
+        stdout(&o)
+    );
+    let rep = json(&o);
+    let real = sshd_t(&c);
+    for (kw, lower) in [
+        ("PermitRootLogin", "permitrootlogin"),
+        ("PasswordAuthentication", "passwordauthentication"),
+        ("ClientAliveInterval", "clientaliveinterval"),
+        ("X11Forwarding", "x11forwarding"),
+    ] {
+        let it = item(&rep, &format!("ssh:{kw}"));
+        let said = it["actual"][kw]["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let sshd = real.get(lower).cloned().unwrap_or_default();
+        eprintln!(
+            "{kw}: guestprep {} ({said} from {}), sshd -T {sshd}",
+            it["status"], it["actual"][kw]["from"]
+        );
+        assert_eq!(said, sshd, "guestprep's effective {kw} is not sshd's");
+    }
+    assert_eq!(
+        item(&rep, "ssh:PasswordAuthentication")["status"],
+        "compliant"
+    );
+    assert_eq!(
+        real["passwordauthentication"], "no",
+        "05-guestprep.conf wins over cloud-init's 50-"
+    );
+    let root_login = item(&rep, "ssh:PermitRootLogin");
+    assert_eq!(root_login["status"], "drift");
+    assert!(
+        root_login["message"]
+            .as_str()
+            .unwrap()
+            .contains("PermitRootLogin is yes from /etc/ssh/sshd_config.d/01-site.conf:1"),
+        "{root_login}"
+    );
+    // Without the site's file, the policy's value is the one sshd uses.
+    std::fs::remove_file(c.root().join("etc/ssh/sshd_config.d/01-site.conf")).unwrap();
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--json",
+        "--only",
+        "ssh",
+        "--policy",
+        &pol,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    // sshd -T prints prohibit-password by its older alias.
+    assert_eq!(sshd_t(&c)["permitrootlogin"], "without-password");
+}

@@ -14,9 +14,11 @@
 
 pub mod diag;
 mod kernel;
+pub mod ssh;
 pub mod tree;
 mod waivers;
 pub use kernel::Kernel;
+pub use ssh::Ssh;
 pub use waivers::Waiver;
 mod validate;
 
@@ -210,7 +212,7 @@ impl UnitDropin {
     }
 }
 
-fn is_true(b: &bool) -> bool {
+pub(super) fn is_true(b: &bool) -> bool {
     *b
 }
 
@@ -242,17 +244,6 @@ pub struct Modules {
 #[derive(Clone, Debug, Serialize)]
 pub struct Grub {
     pub cmdline: Vec<String>,
-}
-
-/// `[ssh]`: sshd hardening.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Ssh {
-    pub ciphers: Vec<String>,
-    pub macs: Vec<String>,
-    pub kex_algorithms: Vec<String>,
-    /// Reload a running ssh.service after the drop-in changed (default true).
-    #[serde(skip_serializing_if = "is_true")]
-    pub restart: bool,
 }
 
 /// `[swap]`.

@@ -10,66 +10,13 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Now, Packages, Policy, Seal, Ssh,
+    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Now, Packages, Policy, Seal,
     Swap, UnitDropin, Units,
 };
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
     "seal", "kernel", "waivers",
-];
-
-/// OpenSSH's cipher names (`ssh -Q cipher`).
-pub const SSH_CIPHERS: &[&str] = &[
-    "3des-cbc",
-    "aes128-cbc",
-    "aes192-cbc",
-    "aes256-cbc",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-];
-
-/// OpenSSH's MAC names (`ssh -Q mac`).
-pub const SSH_MACS: &[&str] = &[
-    "hmac-sha1",
-    "hmac-sha1-96",
-    "hmac-sha2-256",
-    "hmac-sha2-512",
-    "hmac-md5",
-    "hmac-md5-96",
-    "umac-64@openssh.com",
-    "umac-128@openssh.com",
-    "hmac-sha1-etm@openssh.com",
-    "hmac-sha1-96-etm@openssh.com",
-    "hmac-sha2-256-etm@openssh.com",
-    "hmac-sha2-512-etm@openssh.com",
-    "hmac-md5-etm@openssh.com",
-    "hmac-md5-96-etm@openssh.com",
-    "umac-64-etm@openssh.com",
-    "umac-128-etm@openssh.com",
-];
-
-/// OpenSSH's key exchange names (`ssh -Q kex`).
-pub const SSH_KEX: &[&str] = &[
-    "diffie-hellman-group1-sha1",
-    "diffie-hellman-group14-sha1",
-    "diffie-hellman-group14-sha256",
-    "diffie-hellman-group16-sha512",
-    "diffie-hellman-group18-sha512",
-    "diffie-hellman-group-exchange-sha1",
-    "diffie-hellman-group-exchange-sha256",
-    "ecdh-sha2-nistp256",
-    "ecdh-sha2-nistp384",
-    "ecdh-sha2-nistp521",
-    "curve25519-sha256",
-    "curve25519-sha256@libssh.org",
-    "sntrup761x25519-sha512",
-    "sntrup761x25519-sha512@openssh.com",
-    "mlkem768x25519-sha256",
 ];
 
 pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
@@ -439,19 +386,6 @@ impl V {
             load,
             blacklist,
             options,
-        }
-    }
-
-    fn ssh(&mut self, t: &Table) -> Ssh {
-        let p = "ssh";
-        self.known_keys(t, p, &["ciphers", "macs", "kex_algorithms", "restart"]);
-        Ssh {
-            restart: self.bool(t, p, "restart").unwrap_or(true),
-            ciphers: self.list(t, p, "ciphers", |s| known(s, SSH_CIPHERS, "cipher")),
-            macs: self.list(t, p, "macs", |s| known(s, SSH_MACS, "MAC")),
-            kex_algorithms: self.list(t, p, "kex_algorithms", |s| {
-                known(s, SSH_KEX, "key exchange algorithm")
-            }),
         }
     }
 
@@ -1116,17 +1050,6 @@ fn check_sha256(s: &str) -> Result<(), String> {
             "`{s}` is not a sha256 (64 hexadecimal digits); `guestprep prefetch URL` prints it"
         ))
     }
-}
-
-fn known(s: &str, list: &[&str], what: &str) -> Result<(), String> {
-    if list.contains(&s) {
-        return Ok(());
-    }
-    let mut m = format!("unknown SSH {what} `{s}`");
-    if let Some(c) = closest(s, list) {
-        m.push_str(&format!(" (did you mean `{c}`?)"));
-    }
-    Err(m)
 }
 
 fn same_module(a: &str, b: &str) -> bool {

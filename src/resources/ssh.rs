@@ -20,23 +20,25 @@ pub const FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
 const MAIN: &str = "/etc/ssh/sshd_config";
 const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
 
-fn settings(s: &Ssh) -> Vec<(&'static str, String)> {
+/// The algorithm lists, as sshd keywords.
+fn algorithms(s: &Ssh) -> Vec<(String, String)> {
     let mut v = Vec::new();
     if !s.ciphers.is_empty() {
-        v.push(("Ciphers", s.ciphers.join(",")));
+        v.push(("Ciphers".to_string(), s.ciphers.join(",")));
     }
     if !s.macs.is_empty() {
-        v.push(("MACs", s.macs.join(",")));
+        v.push(("MACs".to_string(), s.macs.join(",")));
     }
     if !s.kex_algorithms.is_empty() {
-        v.push(("KexAlgorithms", s.kex_algorithms.join(",")));
+        v.push(("KexAlgorithms".to_string(), s.kex_algorithms.join(",")));
     }
     v
 }
 
 pub fn render(s: &Ssh) -> String {
     let mut out = String::from(super::file::HEADER);
-    for (k, v) in settings(s) {
+    let settings = s.settings.iter().map(|(k, v)| (k.clone(), v.clone()));
+    for (k, v) in algorithms(s).into_iter().chain(settings) {
         out.push_str(&format!("{k} {v}\n"));
     }
     out
@@ -45,16 +47,28 @@ pub fn render(s: &Ssh) -> String {
 pub fn resources(s: &Ssh) -> Vec<Box<dyn Resource>> {
     let mut file = FileResource::new("ssh", FILE, render(s));
     file.validate = Some(vec!["/usr/sbin/sshd".into(), "-t".into()]);
-    vec![
+    let mut out: Vec<Box<dyn Resource>> = vec![
         Box::new(file),
         Box::new(Effective {
-            settings: settings(s),
+            id: "ssh:effective".into(),
+            settings: algorithms(s),
         }),
-    ]
+    ];
+    // One item per other keyword: the value sshd uses and the file:line it comes from.
+    for (k, v) in &s.settings {
+        out.push(Box::new(Effective {
+            id: format!("ssh:{k}"),
+            settings: vec![(k.clone(), v.clone())],
+        }));
+    }
+    out
 }
 
+/// The effective values of some sshd keywords, as sshd reads them (`ssh:effective` for the
+/// algorithm lists, `ssh:KEYWORD` for each of `settings`).
 pub struct Effective {
-    settings: Vec<(&'static str, String)>,
+    id: String,
+    settings: Vec<(String, String)>,
 }
 
 impl Effective {
@@ -67,6 +81,34 @@ impl Effective {
         let mut out = Vec::new();
         Self::read_into(sys, MAIN, &main, 0, &mut out)?;
         Ok(Some(out))
+    }
+
+    /// The files an `Include` names, as sshd expands them: each argument relative to /etc/ssh
+    /// unless absolute, `*` and `?` in its last component globbed, matches in name order.
+    fn include(sys: &System, args: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for arg in args.split_whitespace() {
+            let abs = if arg.starts_with('/') {
+                arg.to_string()
+            } else {
+                format!("/etc/ssh/{arg}")
+            };
+            let Some((dir, pat)) = abs.rsplit_once('/') else {
+                continue;
+            };
+            if pat.contains(['*', '?']) {
+                let mut names: Vec<String> = sys
+                    .list_dir(dir)?
+                    .into_iter()
+                    .filter(|n| !n.starts_with('.') && crate::waivers::glob(pat, n))
+                    .collect();
+                names.sort();
+                out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
+            } else {
+                out.push(abs);
+            }
+        }
+        Ok(out)
     }
 
     /// Returns false when a `Match` block was reached (nothing after it is global).
@@ -87,14 +129,10 @@ impl Effective {
                 return Ok(false);
             }
             if kw == "include" {
-                if depth > 2 || !val.starts_with(DROPIN_DIR) {
+                if depth > 8 {
                     continue;
                 }
-                for name in sys.list_dir(DROPIN_DIR)? {
-                    if !name.ends_with(".conf") {
-                        continue;
-                    }
-                    let p = format!("{DROPIN_DIR}/{name}");
+                for p in Self::include(sys, val)? {
                     if let Some(t) = sys.read_string(&p)?
                         && !Self::read_into(sys, &p, &t, depth + 1, out)?
                     {
@@ -113,7 +151,7 @@ impl Effective {
 
 impl Resource for Effective {
     fn id(&self) -> String {
-        "ssh:effective".to_string()
+        self.id.clone()
     }
 
     fn kind(&self) -> &'static str {
@@ -145,14 +183,14 @@ impl Resource for Effective {
             {
                 Some((_, val, at)) => {
                     actual.insert(k.to_string(), json!({"value": val, "from": at}));
-                    if val != v {
+                    if !crate::policy::ssh::same_value(k, val, v) {
                         problems.push(format!(
                             "{k} is {val} from {at} (sshd uses the first value it reads)"
                         ));
                     }
                 }
                 None => problems.push(format!(
-                    "{k} not set: does {MAIN} include {DROPIN_DIR}/*.conf?"
+                    "{k} not set in any file sshd reads: does {MAIN} include {DROPIN_DIR}/*.conf?"
                 )),
             }
         }
