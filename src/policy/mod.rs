@@ -13,10 +13,12 @@
 //! Later fragments override earlier ones key by key; a list is replaced, not appended.
 
 pub mod diag;
+mod grub;
 mod kernel;
 pub mod ssh;
 pub mod tree;
 mod waivers;
+pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use ssh::Ssh;
 pub use waivers::Waiver;
@@ -238,12 +240,6 @@ pub struct Modules {
     pub load: Vec<String>,
     pub blacklist: Vec<String>,
     pub options: BTreeMap<String, String>,
-}
-
-/// `[grub]`: kernel command-line arguments added through `/etc/default/grub.d`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Grub {
-    pub cmdline: Vec<String>,
 }
 
 /// `[swap]`.

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, Grub, ManagedFile, Modules, Now, Packages, Policy, Seal,
+    Agent, Chrony, DebSpec, DkmsSpec, ManagedFile, Modules, Now, Packages, Policy, Seal,
     Swap, UnitDropin, Units,
 };
 
@@ -33,9 +33,7 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
         policy.modules = Some(v.modules(t));
     }
     if let Some(t) = v.section(tree, "grub") {
-        v.known_keys(t, "grub", &["cmdline"]);
-        let cmdline = v.list(t, "grub", "cmdline", check_kernel_arg);
-        policy.grub = Some(Grub { cmdline });
+        policy.grub = Some(v.grub(t));
     }
     if let Some(t) = v.section(tree, "ssh") {
         policy.ssh = Some(v.ssh(t));

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::FileResource;
 use crate::engine::{Change, Observation, Resource, System};
-use crate::policy::Grub;
+use crate::policy::{Entries, Grub};
 use crate::report::Status;
 
 pub const FILE: &str = "/etc/default/grub.d/99-guestprep.cfg";
@@ -18,8 +18,12 @@ pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
 const UPDATE_GRUB: &str = "/usr/sbin/update-grub";
 
 pub fn render(g: &Grub) -> String {
+    let (var, which) = match g.entries {
+        Entries::All => (g.entries.variable(), "every entry, recovery mode too"),
+        Entries::Default => (g.entries.variable(), "the normal entries, not recovery mode"),
+    };
     format!(
-        "{}# Sourced by update-grub after /etc/default/grub: appends to the arguments of every entry.\nGRUB_CMDLINE_LINUX=\"${{GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }}{}\"\n",
+        "{}# Sourced by update-grub after /etc/default/grub: appends to the arguments of {which}.\n{var}=\"${{{var}:+${var} }}{}\"\n",
         super::file::HEADER,
         g.cmdline.join(" ")
     )
@@ -225,6 +229,21 @@ mod tests {
         let (st, msg) = cmdline_verdict(&miss[..1], &s(&["intel_iommu=on"]));
         assert_eq!(st, Status::PendingReboot);
         assert_eq!(msg, "intel_iommu=on configured; effective after a reboot");
+    }
+
+    #[test]
+    fn entries_choose_the_variable() {
+        let mut g = Grub {
+            cmdline: vec!["intel_iommu=on".into(), "i915.enable_guc=3".into()],
+            entries: Entries::All,
+        };
+        assert!(render(&g).ends_with(
+            "GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }intel_iommu=on i915.enable_guc=3\"\n"
+        ));
+        g.entries = Entries::Default;
+        assert!(render(&g).ends_with(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }intel_iommu=on i915.enable_guc=3\"\n"
+        ));
     }
 
     #[test]
