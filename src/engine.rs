@@ -177,6 +177,16 @@ pub enum Change {
     },
     /// Remove a file guestprep owns.
     Remove { path: String, old: Vec<u8> },
+    /// Create a directory (and missing parents) with this mode.
+    MakeDir { path: String, mode: u32 },
+    /// Set the mode and/or owner of a file or directory (`shown`: `owner:group` as written).
+    Attrs {
+        path: String,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        shown: String,
+    },
     /// Set a live kernel value (a file under /proc/sys). Live roots only.
     WriteProc { path: String, value: String },
     /// Run a program on the live system. Live roots only.
@@ -230,7 +240,13 @@ impl UnitOp {
 impl Change {
     /// A write or removal of a file, and nothing else (no program, no live value, no unit).
     pub fn is_file_change(&self) -> bool {
-        matches!(self, Change::Write { .. } | Change::Remove { .. })
+        matches!(
+            self,
+            Change::Write { .. }
+                | Change::Remove { .. }
+                | Change::MakeDir { .. }
+                | Change::Attrs { .. }
+        )
     }
 
     pub fn describe(&self) -> String {
@@ -240,6 +256,14 @@ impl Change {
             } => format!("create {path}"),
             Change::Write { path, .. } => format!("update {path}"),
             Change::Remove { path, .. } => format!("remove {path}"),
+            Change::MakeDir { path, mode } => format!("create directory {path} ({mode:04o})"),
+            Change::Attrs {
+                path, mode, shown, ..
+            } => match (mode, shown.is_empty()) {
+                (Some(m), true) => format!("chmod {m:04o} {path}"),
+                (Some(m), false) => format!("chmod {m:04o} {path}; chown {shown} {path}"),
+                (None, _) => format!("chown {shown} {path}"),
+            },
             Change::WriteProc { path, value } => format!("set {path} = {value}"),
             Change::Run { argv } => format!("run {}", argv.join(" ")),
             Change::Unit {
@@ -304,6 +328,18 @@ impl Change {
             }
             Change::Remove { path, .. } => {
                 fsutil::remove(&sys.root, path)?;
+            }
+            Change::MakeDir { path, mode } => {
+                fsutil::make_dir(&sys.root, path, *mode)?;
+            }
+            Change::Attrs {
+                path,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                fsutil::set_attrs(&sys.root, path, *mode, *uid, *gid)?;
             }
             Change::WriteProc { path, value } => {
                 if !sys.is_live() {

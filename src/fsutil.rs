@@ -146,7 +146,7 @@ pub fn remove(root: &Root, abs: &str) -> Result<bool> {
     };
     match node_at(&dir, &name)? {
         Node::Missing => return Ok(false),
-        Node::Dir => bail!("{abs} is a directory: not removing it"),
+        Node::Dir { .. } => bail!("{abs} is a directory: not removing it"),
         _ => {}
     }
     match unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
@@ -207,6 +207,68 @@ pub fn failpoint() {
     {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// Sets the mode and/or owner of the file or directory at `abs` through a descriptor opened
+/// without following a symlink (a symlink there is a [`SymlinkAtOwnedPath`] error).
+pub fn set_attrs(
+    root: &Root,
+    abs: &str,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<()> {
+    let Some((dir, name)) = root.parent_of(abs, false)? else {
+        bail!("{abs}: its directory does not exist");
+    };
+    let fd = match nix::fcntl::openat(
+        &dir,
+        name.as_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) => {
+            return Err(SymlinkAtOwnedPath {
+                path: abs.to_string(),
+                target: root.read_link(abs)?.unwrap_or_default(),
+            }
+            .into());
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e)).with_context(|| format!("opening {abs}"));
+        }
+    };
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::fchown(
+            &fd,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("changing the owner of {abs}"))?;
+    }
+    if let Some(m) = mode {
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(m))
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("changing the mode of {abs}"))?;
+    }
+    Ok(())
+}
+
+/// Creates the directory `abs` (and missing parents, inside the root) with exactly `mode`.
+pub fn make_dir(root: &Root, abs: &str, mode: u32) -> Result<()> {
+    let Some((dir, name)) = root.parent_of(abs, true)? else {
+        bail!("{abs}: cannot create its parent directory");
+    };
+    match nix::sys::stat::mkdirat(&dir, name.as_str(), Mode::from_bits_truncate(mode)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(std::io::Error::from(e)).with_context(|| format!("creating {abs}"));
+        }
+    }
+    // mkdir's mode went through the umask: set it exactly.
+    set_attrs(root, abs, Some(mode), None, None)
 }
 
 #[cfg(test)]

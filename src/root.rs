@@ -38,7 +38,11 @@ pub enum Node {
         uid: u32,
         gid: u32,
     },
-    Dir,
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     Symlink(PathBuf),
     /// A device, socket or fifo.
     Other,
@@ -436,7 +440,14 @@ impl Root {
             Opened::Unsupported => {
                 let p = self.resolve(abs)?;
                 match std::fs::metadata(&p) {
-                    Ok(m) if m.is_dir() => Ok(Node::Dir),
+                    Ok(m) if m.is_dir() => {
+                        use std::os::unix::fs::MetadataExt;
+                        Ok(Node::Dir {
+                            mode: m.mode() & 0o7777,
+                            uid: m.uid(),
+                            gid: m.gid(),
+                        })
+                    }
                     Ok(m) if m.is_file() => {
                         use std::os::unix::fs::MetadataExt;
                         Ok(Node::File {
@@ -531,7 +542,11 @@ fn node_of(st: &nix::sys::stat::FileStat, link: Option<PathBuf>) -> Node {
             uid: st.st_uid,
             gid: st.st_gid,
         },
-        libc_mode::S_IFDIR => Node::Dir,
+        libc_mode::S_IFDIR => Node::Dir {
+            mode: mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        },
         _ => Node::Other,
     }
 }

@@ -252,7 +252,20 @@ pub struct Swap {
 #[derive(Clone, Debug, Serialize)]
 pub struct ManagedFile {
     pub path: String,
-    pub content: String,
+    /// The exact content of a file (`None` for a directory or an absent file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// `file` (default) or `directory`.
+    #[serde(skip_serializing_if = "FileKind::is_file")]
+    pub kind: FileKind,
+    /// `present` (default) or `absent`: the path must not exist.
+    #[serde(skip_serializing_if = "FileState::is_present")]
+    pub state: FileState,
+    /// Owner and group by name (looked up in the root's /etc/passwd and /etc/group) or number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Octal mode; `None` keeps the mode of an existing file (0644 for a new one).
     #[serde(serialize_with = "ser_mode", skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
@@ -262,6 +275,36 @@ pub struct ManagedFile {
     /// Units reloaded (or restarted when they cannot reload; if running) after this file changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reload: Vec<String>,
+}
+
+/// What a `[[files]]` entry manages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    #[default]
+    File,
+    Directory,
+}
+
+impl FileKind {
+    fn is_file(&self) -> bool {
+        *self == FileKind::File
+    }
+}
+
+/// Whether a `[[files]]` path must exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl FileState {
+    fn is_present(&self) -> bool {
+        *self == FileState::Present
+    }
 }
 
 fn ser_mode<S: serde::Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, ManagedFile, Modules, Now, Packages, Policy, Seal,
-    Swap, UnitDropin, Units,
+    Agent, Chrony, DebSpec, DkmsSpec, FileKind, FileState, ManagedFile, Modules, Now, Packages,
+    Policy, Seal, Swap, UnitDropin, Units,
 };
 
 const SECTIONS: &[&str] = &[
@@ -890,7 +890,47 @@ impl V {
                 );
                 continue;
             };
-            self.known_keys(t, &p, &["path", "content", "mode", "restart", "reload"]);
+            self.known_keys(
+                t,
+                &p,
+                &[
+                    "path", "content", "mode", "owner", "group", "state", "kind", "restart",
+                    "reload",
+                ],
+            );
+            let kind = match self.string(t, &p, "kind").as_deref() {
+                None | Some("file") => FileKind::File,
+                Some("directory") => FileKind::Directory,
+                Some(other) => {
+                    let o = t.get("kind").expect("present").node.origin.clone();
+                    let msg = format!("`{other}` is not a kind: \"file\" or \"directory\"");
+                    self.err(&o, &format!("{p}.kind"), msg);
+                    FileKind::File
+                }
+            };
+            let state = match self.string(t, &p, "state").as_deref() {
+                None | Some("present") => FileState::Present,
+                Some("absent") => FileState::Absent,
+                Some(other) => {
+                    let o = t.get("state").expect("present").node.origin.clone();
+                    let msg = format!("`{other}` is not a state: \"present\" or \"absent\"");
+                    self.err(&o, &format!("{p}.state"), msg);
+                    FileState::Present
+                }
+            };
+            let mut ids = [None, None];
+            for (slot, key) in ids.iter_mut().zip(["owner", "group"]) {
+                if let Some(v) = self.string(t, &p, key) {
+                    match check_account(&v) {
+                        Ok(()) => *slot = Some(v),
+                        Err(m) => {
+                            let o = t.get(key).expect("present").node.origin.clone();
+                            self.err(&o, &format!("{p}.{key}"), m);
+                        }
+                    }
+                }
+            }
+            let [owner, group] = ids;
             let restart = self.list(t, &p, "restart", crate::systemd::check_unit_name);
             let reload = self.list(t, &p, "reload", crate::systemd::check_unit_name);
             for (i, u) in reload.iter().enumerate() {
@@ -923,12 +963,29 @@ impl V {
                 }
             };
             let content = self.string(t, &p, "content");
-            if content.is_none() && t.get("content").is_none() {
+            let wants_content = kind == FileKind::File && state == FileState::Present;
+            if wants_content && content.is_none() && t.get("content").is_none() {
                 self.err(
                     origin,
                     &format!("{p}.content"),
                     "missing required key `content`",
                 );
+            }
+            if !wants_content && let Some(e) = t.get("content") {
+                let why = if state == FileState::Absent {
+                    "an absent path has no content"
+                } else {
+                    "a directory has no content"
+                };
+                self.err(&e.key_origin, &format!("{p}.content"), why);
+            }
+            if state == FileState::Absent {
+                for key in ["mode", "owner", "group", "restart", "reload"] {
+                    if let Some(e) = t.get(key) {
+                        let msg = format!("`{key}` does not apply to an absent path");
+                        self.err(&e.key_origin, &format!("{p}.{key}"), msg);
+                    }
+                }
             }
             let mode = match self.string(t, &p, "mode") {
                 Some(m) => match parse_mode(&m) {
@@ -944,6 +1001,11 @@ impl V {
                 },
                 None => None,
             };
+            let content = if wants_content {
+                content
+            } else {
+                Some(String::new())
+            };
             if let (Some(path), Some(content)) = (path, content) {
                 if out.iter().any(|f| f.path == path) {
                     self.err(
@@ -955,7 +1017,11 @@ impl V {
                 }
                 out.push(ManagedFile {
                     path,
-                    content,
+                    content: wants_content.then_some(content),
+                    kind,
+                    state,
+                    owner,
+                    group,
                     mode,
                     restart,
                     reload,
@@ -1188,6 +1254,24 @@ fn check_line_value(s: &str) -> Result<(), String> {
 }
 
 /// An absolute, normalised path: no `..`, no `.`, no empty components, not `/` itself.
+/// A user or group: a name as useradd allows it, or a number.
+fn check_account(s: &str) -> Result<(), String> {
+    let name_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+    if name_ok || (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit())) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a user or group name (lowercase letters, digits, `_`, `-`) or number"
+        ))
+    }
+}
+
 pub fn check_abs_path(s: &str) -> Result<(), String> {
     if !s.starts_with('/') {
         return Err(format!("`{s}` must be an absolute path"));

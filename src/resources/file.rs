@@ -24,6 +24,9 @@ pub struct FileResource {
     pub mode: Option<u32>,
     /// On a live root, run after writing; a failure restores the old file.
     pub validate: Option<Vec<String>>,
+    /// Owner and group (names in the root's /etc/passwd and /etc/group, or numbers).
+    pub owner: Option<String>,
+    pub group: Option<String>,
 }
 
 impl FileResource {
@@ -34,6 +37,8 @@ impl FileResource {
             content: Some(content.into_bytes()),
             mode: None,
             validate: None,
+            owner: None,
+            group: None,
         }
     }
 
@@ -44,8 +49,67 @@ impl FileResource {
             content: None,
             mode: None,
             validate: None,
+            owner: None,
+            group: None,
         }
     }
+}
+
+/// The uid and gid of an owner and group as the managed system names them: its own /etc/passwd
+/// and /etc/group (not the host's), or numbers.
+pub fn ids(
+    sys: &System,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<(Option<u32>, Option<u32>)> {
+    let look = |name: Option<&str>, db: &str, what: &str| -> Result<Option<u32>> {
+        let Some(n) = name else { return Ok(None) };
+        if let Ok(id) = n.parse::<u32>() {
+            return Ok(Some(id));
+        }
+        let text = sys.read_string(db)?.unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[0] == n).then(|| f[2].parse::<u32>().ok())
+            })
+            .next()
+            .flatten()
+            .map(Some)
+            .ok_or_else(|| anyhow!("{what} `{n}` is not in {db} of the {}", sys.root.describe()))
+    };
+    Ok((
+        look(owner, "/etc/passwd", "user")?,
+        look(group, "/etc/group", "group")?,
+    ))
+}
+
+/// `owner:group` as the policy wrote them, for messages.
+fn shown(owner: Option<&str>, group: Option<&str>) -> String {
+    match (owner, group) {
+        (Some(o), Some(g)) => format!("{o}:{g}"),
+        (Some(o), None) => o.to_string(),
+        (None, Some(g)) => format!(":{g}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Drift of ownership: the ids to set (None when right), and the message.
+fn owner_drift(
+    want: (Option<u32>, Option<u32>),
+    have: (u32, u32),
+    names: (Option<&str>, Option<&str>),
+) -> Option<String> {
+    let bad_u = want.0.is_some_and(|u| u != have.0);
+    let bad_g = want.1.is_some_and(|g| g != have.1);
+    (bad_u || bad_g).then(|| {
+        format!(
+            "owner {}:{}, want {}",
+            have.0,
+            have.1,
+            shown(names.0, names.1)
+        )
+    })
 }
 
 fn sha(b: &[u8]) -> String {
@@ -138,8 +202,33 @@ impl Resource for FileResource {
             ),
             _ => (Status::Compliant, String::new()),
         };
+        let rewrite = status == Status::Drift;
+        let names = (self.owner.as_deref(), self.group.as_deref());
+        let want_ids = ids(sys, names.0, names.1)?;
+        let mut chown = false;
+        if names.0.is_some() || names.1.is_some() {
+            expected["owner"] = json!(shown(names.0, names.1));
+            if let Node::File { uid, gid, .. } = sys.root.lstat(&self.path)? {
+                let mut actual = actual;
+                actual["owner"] = json!(format!("{uid}:{gid}"));
+                let drift = owner_drift(want_ids, (uid, gid), names);
+                chown = drift.is_some() || status == Status::Drift;
+                let (status, message) = match (status, drift) {
+                    (Status::Compliant, Some(d)) => (Status::Drift, d),
+                    (Status::Drift, Some(d)) => (Status::Drift, format!("{message}; {d}")),
+                    (s, _) => (s, message),
+                };
+                let mut obs = Observation::new(status, expected, actual, message);
+                obs.current = current;
+                obs.data = json!({"rewrite": rewrite, "chown": chown, "uid": want_ids.0, "gid": want_ids.1});
+                return Ok(obs);
+            }
+            chown = true; // a new file: written, then given its owner
+        }
         let mut obs = Observation::new(status, expected, actual, message);
         obs.current = current;
+        obs.data =
+            json!({"rewrite": rewrite, "chown": chown, "uid": want_ids.0, "gid": want_ids.1});
         Ok(obs)
     }
 
@@ -148,12 +237,27 @@ impl Resource for FileResource {
             return Vec::new();
         }
         match (&self.content, &obs.current) {
-            (Some(want), _) => vec![Change::Write {
-                path: self.path.clone(),
-                content: want.clone(),
-                mode: self.mode,
-                old: obs.current.clone(),
-            }],
+            (Some(want), _) => {
+                let mut plan = Vec::new();
+                if obs.data["rewrite"] == json!(true) {
+                    plan.push(Change::Write {
+                        path: self.path.clone(),
+                        content: want.clone(),
+                        mode: self.mode,
+                        old: obs.current.clone(),
+                    });
+                }
+                if obs.data["chown"] == json!(true) {
+                    plan.push(Change::Attrs {
+                        path: self.path.clone(),
+                        mode: None,
+                        uid: obs.data["uid"].as_u64().map(|u| u as u32),
+                        gid: obs.data["gid"].as_u64().map(|g| g as u32),
+                        shown: shown(self.owner.as_deref(), self.group.as_deref()),
+                    });
+                }
+                plan
+            }
             (None, Some(old)) => vec![Change::Remove {
                 path: self.path.clone(),
                 old: old.clone(),
@@ -210,5 +314,109 @@ impl Resource for FileResource {
             self.path,
             argv.join(" ")
         )])
+    }
+}
+
+/// A directory guestprep owns: it exists, with the policy's mode and owner (its content is not
+/// guestprep's). `[[files]] kind = "directory"`.
+pub struct DirResource {
+    pub path: String,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Resource for DirResource {
+    fn id(&self) -> String {
+        format!("file:{}", self.path)
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let names = (self.owner.as_deref(), self.group.as_deref());
+        let mut expected = json!({"directory": true});
+        if let Some(m) = self.mode {
+            expected["mode"] = json!(format!("{m:04o}"));
+        }
+        if names.0.is_some() || names.1.is_some() {
+            expected["owner"] = json!(shown(names.0, names.1));
+        }
+        let want = ids(sys, names.0, names.1)?;
+        let data = |create: bool, mode: Option<u32>, chown: bool| json!({"create": create, "mode": mode, "chown": chown, "uid": want.0, "gid": want.1});
+        match sys.root.lstat(&self.path)? {
+            Node::Missing => {
+                let mut obs =
+                    Observation::new(Status::Drift, expected, json!({"exists": false}), "missing");
+                obs.data = data(true, None, names.0.is_some() || names.1.is_some());
+                Ok(obs)
+            }
+            Node::Dir { mode, uid, gid } => {
+                let actual = json!({"directory": true, "mode": format!("{mode:04o}"), "owner": format!("{uid}:{gid}")});
+                let mut problems = Vec::new();
+                let bad_mode = self.mode.filter(|w| *w != mode);
+                if let Some(w) = bad_mode {
+                    problems.push(format!("mode {mode:04o}, want {w:04o}"));
+                }
+                let drift = owner_drift(want, (uid, gid), names);
+                problems.extend(drift.clone());
+                let mut obs = Observation::judged(expected, actual, &problems, "");
+                obs.data = data(false, bad_mode, drift.is_some());
+                Ok(obs)
+            }
+            Node::Symlink(target) => Ok(Observation::new(
+                Status::Error,
+                expected,
+                json!({"symlink": target}),
+                format!(
+                    "{}",
+                    SymlinkAtOwnedPath {
+                        path: self.path.clone(),
+                        target
+                    }
+                ),
+            )),
+            _ => Err(anyhow!("{} exists but is not a directory", self.path)),
+        }
+    }
+
+    fn plan(&self, _sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift {
+            return Vec::new();
+        }
+        let d = &obs.data;
+        let mut plan = Vec::new();
+        if d["create"] == json!(true) {
+            plan.push(Change::MakeDir {
+                path: self.path.clone(),
+                mode: self.mode.unwrap_or(0o755),
+            });
+        }
+        let mode = d["mode"].as_u64().map(|m| m as u32);
+        if mode.is_some() || d["chown"] == json!(true) {
+            let chown = d["chown"] == json!(true);
+            plan.push(Change::Attrs {
+                path: self.path.clone(),
+                mode,
+                uid: if chown {
+                    d["uid"].as_u64().map(|u| u as u32)
+                } else {
+                    None
+                },
+                gid: if chown {
+                    d["gid"].as_u64().map(|g| g as u32)
+                } else {
+                    None
+                },
+                shown: if chown {
+                    shown(self.owner.as_deref(), self.group.as_deref())
+                } else {
+                    String::new()
+                },
+            });
+        }
+        plan
     }
 }

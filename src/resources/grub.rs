@@ -20,7 +20,10 @@ const UPDATE_GRUB: &str = "/usr/sbin/update-grub";
 pub fn render(g: &Grub) -> String {
     let (var, which) = match g.entries {
         Entries::All => (g.entries.variable(), "every entry, recovery mode too"),
-        Entries::Default => (g.entries.variable(), "the normal entries, not recovery mode"),
+        Entries::Default => (
+            g.entries.variable(),
+            "the normal entries, not recovery mode",
+        ),
     };
     format!(
         "{}# Sourced by update-grub after /etc/default/grub: appends to the arguments of {which}.\n{var}=\"${{{var}:+${var} }}{}\"\n",

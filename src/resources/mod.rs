@@ -117,9 +117,23 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         None => absent("grub", grub::FILE, &mut out),
     }
     for (i, f) in policy.files.iter().enumerate() {
-        let mut r = FileResource::new("file", &f.path, f.content.clone());
-        r.mode = f.mode;
-        out.push(Box::new(r));
+        use crate::policy::{FileKind, FileState};
+        match (f.state, f.kind, &f.content) {
+            (FileState::Absent, ..) => out.push(Box::new(FileResource::absent("file", &f.path))),
+            (FileState::Present, FileKind::Directory, _) => out.push(Box::new(file::DirResource {
+                path: f.path.clone(),
+                mode: f.mode,
+                owner: f.owner.clone(),
+                group: f.group.clone(),
+            })),
+            (FileState::Present, FileKind::File, content) => {
+                let mut r = FileResource::new("file", &f.path, content.clone().unwrap_or_default());
+                r.mode = f.mode;
+                r.owner = f.owner.clone();
+                r.group = f.group.clone();
+                out.push(Box::new(r));
+            }
+        }
         let section = format!("files[{i}]");
         for u in &f.restart {
             feeds.push(feed(u, Action::Restart, &f.path, true, &section));

@@ -191,7 +191,7 @@ impl OfflineUnits {
         for entry in self.root.list_dir(ETC)? {
             let abs = format!("{ETC}/{entry}");
             let node = self.root.lstat(&abs)?;
-            if node == Node::Dir
+            if matches!(node, Node::Dir { .. })
                 && (entry.ends_with(".wants")
                     || entry.ends_with(".requires")
                     || entry.ends_with(".upholds"))
