@@ -617,3 +617,100 @@ fn offline_chroot_installs_and_builds_in_an_image() {
     let o = guestprep(&with);
     assert!(stdout(&o).contains("nothing to change"), "{}", stdout(&o));
 }
+
+/// `[packages] remove` and `purge` with the real apt-get and dpkg: a package with a conffile is
+/// removed (its configuration stays: dpkg's `config-files`), then purged (nothing left), each
+/// verdict checked with `dpkg-query`.
+#[test]
+fn remove_and_purge_with_real_apt() {
+    let debs = tempfile::tempdir().unwrap();
+    let tree = debs.path().join("tree");
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/guestprep-dummy.conf"), "x = 1\n").unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        "Package: guestprep-dummy\nVersion: 1\nArchitecture: all\nMaintainer: t <t@localhost>\nDescription: a package to remove\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("DEBIAN/conffiles"), "/etc/guestprep-dummy.conf\n").unwrap();
+    let o = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(debs.path().join("dummy.deb"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = unpack(&rootfs_tar("dkms"));
+    std::fs::copy(
+        debs.path().join("dummy.deb"),
+        dir.path().join("root/dummy.deb"),
+    )
+    .unwrap();
+    let c = Container::boot(dir);
+    assert!(c.exec(&["dpkg", "-i", "/root/dummy.deb"]).status.success());
+    let status = |c: &Container| {
+        stdout(&c.exec(&[
+            "dpkg-query",
+            "-W",
+            "-f=${db:Status-Status}",
+            "guestprep-dummy",
+        ]))
+    };
+    assert_eq!(status(&c), "installed");
+
+    std::fs::write(
+        c.root().join("root/rm.toml"),
+        "[packages]\nremove = [\"guestprep-dummy\"]\n",
+    )
+    .unwrap();
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", "/root/rm.toml"]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        item(&json(&o), "package-absent:guestprep-dummy")["message"],
+        "installed (1)"
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/rm.toml"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(status(&c), "config-files", "remove keeps the configuration");
+    assert_eq!(
+        item(&json(&o), "package-absent:guestprep-dummy")["status"],
+        "compliant"
+    );
+
+    std::fs::write(
+        c.root().join("root/purge.toml"),
+        "[packages]\npurge = [\"guestprep-dummy\"]\n",
+    )
+    .unwrap();
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--json",
+        "--policy",
+        "/root/purge.toml",
+    ]);
+    assert_eq!(
+        item(&json(&o), "package-absent:guestprep-dummy")["message"],
+        "removed, but its configuration files are left"
+    );
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/purge.toml",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // dpkg forgets a purged package entirely.
+    assert!(matches!(status(&c).as_str(), "" | "not-installed"), "{}", status(&c));
+    assert!(!c.root().join("etc/guestprep-dummy.conf").exists());
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/purge.toml",
+    ]);
+    assert_eq!(json(&o)["apply"]["changes"].as_array().unwrap().len(), 0);
+}

@@ -131,6 +131,12 @@ fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok
 pub struct Packages {
     pub install: Vec<String>,
     pub hold: Vec<String>,
+    /// Not installed (`apt-get remove`: configuration files may stay).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Not installed and no configuration files left (`apt-get purge`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub purge: Vec<String>,
     pub deb: Vec<DebSpec>,
 }
 

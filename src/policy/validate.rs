@@ -389,12 +389,42 @@ impl V {
 
     fn packages(&mut self, t: &Table) -> Packages {
         let p = "packages";
-        self.known_keys(t, p, &["install", "hold", "deb"]);
+        self.known_keys(t, p, &["install", "hold", "remove", "purge", "deb"]);
         let mut out = Packages {
             install: self.list(t, p, "install", check_package),
             hold: self.list(t, p, "hold", check_package),
+            remove: self.list(t, p, "remove", check_package),
+            purge: self.list(t, p, "purge", check_package),
             deb: Vec::new(),
         };
+        // A package both installed and removed would flip on every run.
+        for key in ["remove", "purge"] {
+            let gone: Vec<String> = if key == "remove" {
+                out.remove.clone()
+            } else {
+                out.purge.clone()
+            };
+            for (i, name) in gone.iter().enumerate() {
+                let clash = if out.install.contains(name) {
+                    Some("install")
+                } else if out.hold.contains(name) {
+                    Some("hold")
+                } else if key == "purge" && out.remove.contains(name) {
+                    Some("remove")
+                } else {
+                    None
+                };
+                if let Some(other) = clash {
+                    let e = t.get(key).expect("present");
+                    let o = element_origin(e, name);
+                    self.err(
+                        &o,
+                        &format!("packages.{key}[{i}]"),
+                        format!("`{name}` is also in packages.{other}: choose one"),
+                    );
+                }
+            }
+        }
         let Some(e) = t.get("deb") else { return out };
         let Value::Array(items) = &e.node.value else {
             let msg = format!(

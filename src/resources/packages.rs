@@ -76,6 +76,20 @@ pub fn resources(p: &Packages, root: &Root, pinned: Option<&str>) -> Vec<Box<dyn
     if p.deb.iter().any(|d| d.dkms.is_some()) {
         out.push(Box::new(SecureBootKey));
     }
+    for name in &p.remove {
+        out.push(Box::new(AptRemove {
+            name: name.clone(),
+            purge: false,
+            all: p.remove.clone(),
+        }));
+    }
+    for name in &p.purge {
+        out.push(Box::new(AptRemove {
+            name: name.clone(),
+            purge: true,
+            all: p.purge.clone(),
+        }));
+    }
     let mut holds: Vec<String> = p.hold.clone();
     holds.extend(p.deb.iter().filter(|d| d.hold).map(|d| d.name.clone()));
     for name in &holds {
@@ -175,6 +189,83 @@ impl Resource for AptInstall {
             argv: apt_get(&args),
         });
         plan
+    }
+}
+
+/// `package-absent:NAME`: not installed (`remove`), or not even its configuration files left
+/// (`purge`: dpkg's `config-files` state counts as present). The first one present removes every
+/// present one of its list in one `apt-get` call.
+pub struct AptRemove {
+    pub name: String,
+    pub purge: bool,
+    pub all: Vec<String>,
+}
+
+impl AptRemove {
+    fn present(&self, st: Option<&dpkg::PkgStatus>) -> bool {
+        st.is_some_and(|s| {
+            s.installed()
+                || s.state == "half-installed"
+                || s.state == "unpacked"
+                || s.state == "half-configured"
+                || (self.purge && s.state == "config-files")
+        })
+    }
+}
+
+impl Resource for AptRemove {
+    fn id(&self) -> String {
+        format!("package-absent:{}", self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let db = dpkg::read(sys)?;
+        let st = db.get(&self.name);
+        let verb = if self.purge { "purged" } else { "removed" };
+        let expected = json!({verb: true});
+        let actual = json!({"state": st.map(|s| s.state.clone()), "version": st.and_then(|s| s.version.clone())});
+        if !self.present(st) {
+            return Ok(Observation::new(Status::Compliant, expected, actual, ""));
+        }
+        let what = match st.map(|s| s.state.as_str()) {
+            Some("config-files") => "removed, but its configuration files are left".to_string(),
+            Some(state) => format!(
+                "{state} ({})",
+                st.and_then(|s| s.version.as_deref()).unwrap_or("?")
+            ),
+            None => String::new(),
+        };
+        let present: Vec<String> = self
+            .all
+            .iter()
+            .filter(|n| self.present(db.get(*n)))
+            .cloned()
+            .collect();
+        let mut obs = Observation::new(
+            Status::Drift,
+            expected,
+            actual,
+            with_offline_note(sys, what),
+        );
+        obs.data = json!({"present": present});
+        Ok(obs)
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        let present: Vec<String> =
+            serde_json::from_value(obs.data["present"].clone()).unwrap_or_default();
+        let mut args = vec![if self.purge { "purge" } else { "remove" }, "--"];
+        args.extend(present.iter().map(String::as_str));
+        vec![Change::Run {
+            argv: apt_get(&args),
+        }]
     }
 }
 
