@@ -179,6 +179,9 @@ pub enum Change {
     Remove { path: String, old: Vec<u8> },
     /// Create a directory (and missing parents) with this mode.
     MakeDir { path: String, mode: u32 },
+    /// Set the time zone: systemd-timedated's `SetTimezone` on a live root, the
+    /// /etc/localtime link (and /etc/timezone when the image has one) offline.
+    Timezone { zone: String },
     /// Set the mode and/or owner of a file or directory (`shown`: `owner:group` as written).
     Attrs {
         path: String,
@@ -257,6 +260,7 @@ impl Change {
             Change::Write { path, .. } => format!("update {path}"),
             Change::Remove { path, .. } => format!("remove {path}"),
             Change::MakeDir { path, mode } => format!("create directory {path} ({mode:04o})"),
+            Change::Timezone { zone } => format!("set the time zone to {zone}"),
             Change::Attrs {
                 path, mode, shown, ..
             } => match (mode, shown.is_empty()) {
@@ -331,6 +335,9 @@ impl Change {
             }
             Change::MakeDir { path, mode } => {
                 fsutil::make_dir(&sys.root, path, *mode)?;
+            }
+            Change::Timezone { zone } => {
+                return crate::resources::time::set(sys, zone);
             }
             Change::Attrs {
                 path,

@@ -703,7 +703,11 @@ fn remove_and_purge_with_real_apt() {
     ]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     // dpkg forgets a purged package entirely.
-    assert!(matches!(status(&c).as_str(), "" | "not-installed"), "{}", status(&c));
+    assert!(
+        matches!(status(&c).as_str(), "" | "not-installed"),
+        "{}",
+        status(&c)
+    );
     assert!(!c.root().join("etc/guestprep-dummy.conf").exists());
     let o = c.exec(&[
         "guestprep",

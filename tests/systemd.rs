@@ -435,3 +435,57 @@ fn verify_waits_for_systemd_to_settle() {
     assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     assert_eq!(c.systemctl("is-active", "slower.service"), "inactive");
 }
+
+/// `[time] timezone`: live through systemd-timedated's D-Bus API (checked with `timedatectl` and
+/// the link), offline by writing the link as timedated does (checked with readlink).
+#[test]
+fn timezone_live_through_timedated_and_offline() {
+    let tar = rootfs_tar("systemd");
+    let c = Container::boot(unpack(&tar));
+    let pol = write_policy(
+        c.root(),
+        "tz.toml",
+        "[time]\ntimezone = \"Europe/Berlin\"\n",
+    );
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &pol]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        item(&json(&o), "time:timezone")["message"],
+        "/etc/localtime is Etc/UTC"
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let tz = stdout(&c.exec(&["timedatectl", "show", "-p", "Timezone", "--value"]));
+    assert_eq!(tz.trim(), "Europe/Berlin", "timedated says");
+    let date = stdout(&c.exec(&["date", "+%Z"]));
+    assert!(matches!(date.trim(), "CET" | "CEST"), "{date}");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(json(&o)["apply"]["changes"].as_array().unwrap().len(), 0);
+    drop(c);
+
+    // Offline: the link timedated would write, and an unknown zone is an error, nothing changed.
+    let dir = unpack(&tar);
+    let r = dir.path().to_str().unwrap();
+    let p = dir.path().join("root/tz.toml");
+    std::fs::write(
+        &p,
+        "[time]\ntimezone = \"America/Argentina/Buenos_Aires\"\n",
+    )
+    .unwrap();
+    let o = guestprep(&["apply", "--root", r, "--policy", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        std::fs::read_link(dir.path().join("etc/localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/America/Argentina/Buenos_Aires")
+    );
+    std::fs::write(&p, "[time]\ntimezone = \"Mars/Olympus\"\n").unwrap();
+    let o = guestprep(&[
+        "verify",
+        "--json",
+        "--root",
+        r,
+        "--policy",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(item(&json(&o), "time:timezone")["status"], "error");
+}

@@ -16,11 +16,13 @@ pub mod diag;
 mod grub;
 mod kernel;
 pub mod ssh;
+mod time;
 pub mod tree;
 mod waivers;
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use ssh::Ssh;
+pub use time::Time;
 pub use waivers::Waiver;
 mod validate;
 
@@ -75,6 +77,8 @@ pub struct Policy {
     pub kernel: Option<Kernel>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waivers: Vec<Waiver>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
 }
 
 /// `[seal]`: what `guestprep seal` removes by default on this template.

@@ -16,6 +16,7 @@ pub mod services;
 pub mod ssh;
 pub mod swap;
 pub mod sysctl;
+pub mod time;
 pub mod units;
 
 use crate::engine::Resource;
@@ -111,6 +112,9 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     }
     if let Some(s) = &policy.swap {
         out.extend(swap::resources(s));
+    }
+    if let Some(t) = &policy.time {
+        out.extend(time::resources(t));
     }
     match &policy.grub {
         Some(g) => out.extend(grub::resources(g)),

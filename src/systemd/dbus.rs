@@ -373,3 +373,30 @@ impl UnitManager for DbusUnits {
         self.run_job("try-restart", name)
     }
 }
+
+/// `org.freedesktop.timedate1.SetTimezone(tz, false)`: systemd-timedated (activated on demand)
+/// points /etc/localtime at the zone and tells the running system.
+pub fn set_timezone(tz: &str) -> Result<()> {
+    let address = system_bus_address();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the D-Bus runtime")?;
+    rt.block_on(async {
+        let conn = zbus::conn::Builder::address(address.as_str())
+            .build()
+            .await?;
+        let proxy = zbus::Proxy::new(
+            &conn,
+            "org.freedesktop.timedate1",
+            "/org/freedesktop/timedate1",
+            "org.freedesktop.timedate1",
+        )
+        .await?;
+        proxy
+            .call_method("SetTimezone", &(tz, false))
+            .await
+            .map(|_| ())
+    })
+    .map_err(|e| anyhow!("systemd-timedated SetTimezone({tz}): {}", describe(&e)))
+}
