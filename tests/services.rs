@@ -414,3 +414,57 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
     // sshd -T prints prohibit-password by its older alias.
     assert_eq!(sshd_t(&c)["permitrootlogin"], "without-password");
 }
+
+/// `[chrony] exclusive` and `directives`, checked with what chrony itself reads (`chronyd -p`
+/// prints the parsed configuration) and with dpkg's diversions: Debian's pool and DHCP sources
+/// are gone, the package's other settings stay, and chrony.conf's own upgrades go to
+/// chrony.conf.distrib.
+#[test]
+fn chrony_uses_only_the_policys_sources() {
+    let dir = unpack(&rootfs_tar("vm"));
+    let c = Container::boot(dir);
+    let chronyd_p = |c: &Container| {
+        let o = c.exec(&["chronyd", "-p"]);
+        assert!(o.status.success(), "chronyd -p: {}", stderr(&o));
+        stdout(&o)
+    };
+    let before = chronyd_p(&c);
+    assert!(before.contains("pool 2.debian.pool.ntp.org"), "{before}");
+    let pol = write_policy(
+        c.root(),
+        "chrony.toml",
+        "[chrony]\nservers = [\"192.0.2.10\"]\nexclusive = true\ndirectives = [\"log measurements statistics\", \"maxdistance 16.0\"]\nrestart = false\n",
+    );
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &pol]);
+    let ex = item(&json(&o), "chrony:exclusive").clone();
+    assert_eq!(ex["status"], "drift", "{ex}");
+    assert!(
+        ex["message"]
+            .as_str()
+            .unwrap()
+            .contains("pool 2.debian.pool.ntp.org"),
+        "{ex}"
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert!(matches!(code(&o), 0 | 3), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(item(&json(&o), "chrony:exclusive")["status"], "compliant");
+    let after = chronyd_p(&c);
+    eprintln!("chronyd -p after apply:\n{after}");
+    assert!(after.contains("server 192.0.2.10 iburst"), "{after}");
+    assert!(!after.contains("pool 2.debian.pool.ntp.org"), "{after}");
+    assert!(!after.contains("sourcedir"), "{after}");
+    assert!(after.contains("log measurements statistics") && after.contains("maxdistance 16.0"));
+    assert!(
+        after.contains("driftfile /var/lib/chrony/chrony.drift"),
+        "Debian's other settings stay"
+    );
+    let div = stdout(&c.exec(&["dpkg-divert", "--list", "/etc/chrony/chrony.conf"]));
+    assert!(div.contains("/etc/chrony/chrony.conf.distrib"), "{div}");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(
+        json(&o)["apply"]["changes"].as_array().unwrap().len(),
+        0,
+        "{}",
+        stdout(&o)
+    );
+}

@@ -12,6 +12,7 @@
 //!
 //! Later fragments override earlier ones key by key; a list is replaced, not appended.
 
+mod chrony;
 pub mod diag;
 mod grub;
 mod kernel;
@@ -19,6 +20,7 @@ pub mod ssh;
 mod time;
 pub mod tree;
 mod waivers;
+pub use chrony::Chrony;
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use ssh::Ssh;
@@ -226,22 +228,6 @@ impl UnitDropin {
 
 pub(super) fn is_true(b: &bool) -> bool {
     *b
-}
-
-/// `[chrony]`: time sources and serving.
-#[derive(Clone, Debug, Serialize)]
-pub struct Chrony {
-    pub servers: Vec<String>,
-    pub pools: Vec<String>,
-    /// Options appended to every `server`/`pool` line (default `iburst`).
-    pub source_options: String,
-    pub allow: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub makestep: Option<(f64, i64)>,
-    pub rtcsync: bool,
-    /// Restart a running chrony.service after the drop-in changed (default true).
-    #[serde(skip_serializing_if = "is_true")]
-    pub restart: bool,
 }
 
 /// `[modules]`: kernel modules loaded at boot, blacklisted, and their options.

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Node, Origin, Table, Value};
 use super::{
-    Agent, Chrony, DebSpec, DkmsSpec, FileKind, FileState, ManagedFile, Modules, Now, Packages,
-    Policy, Seal, Swap, UnitDropin, Units,
+    Agent, DebSpec, DkmsSpec, FileKind, FileState, ManagedFile, Modules, Now, Packages, Policy,
+    Seal, Swap, UnitDropin, Units,
 };
 
 const SECTIONS: &[&str] = &[
@@ -213,49 +213,7 @@ impl V {
         out
     }
 
-    fn chrony(&mut self, t: &Table) -> Chrony {
-        let p = "chrony";
-        self.known_keys(
-            t,
-            p,
-            &[
-                "servers",
-                "pools",
-                "source_options",
-                "allow",
-                "makestep",
-                "rtcsync",
-                "restart",
-            ],
-        );
-        let servers = self.list(t, p, "servers", check_host);
-        let pools = self.list(t, p, "pools", check_host);
-        let source_options = match self.string(t, p, "source_options") {
-            Some(s) => {
-                if let Err(m) = check_line_value(&s) {
-                    let e = t.get("source_options").expect("present");
-                    self.err(&e.node.origin, "chrony.source_options", m);
-                }
-                s
-            }
-            None => "iburst".to_string(),
-        };
-        let allow = self.list(t, p, "allow", check_allow);
-        let makestep = t.get("makestep").and_then(|e| self.makestep(e));
-        let rtcsync = self.bool(t, p, "rtcsync").unwrap_or(false);
-        let restart = self.bool(t, p, "restart").unwrap_or(true);
-        Chrony {
-            servers,
-            pools,
-            source_options,
-            allow,
-            makestep,
-            rtcsync,
-            restart,
-        }
-    }
-
-    fn makestep(&mut self, e: &Entry) -> Option<(f64, i64)> {
+    pub(super) fn makestep(&mut self, e: &Entry) -> Option<(f64, i64)> {
         let kp = "chrony.makestep";
         let want = "an array [threshold seconds, limit of updates], like [1.0, 3]";
         let a = self.typed(e, kp, want, |v| match v {
@@ -1278,7 +1236,7 @@ pub fn check_kernel_arg(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_line_value(s: &str) -> Result<(), String> {
+pub(super) fn check_line_value(s: &str) -> Result<(), String> {
     if s.contains(['\n', '\r', '#']) {
         Err("must be one line, without `#`".into())
     } else {

@@ -16,7 +16,7 @@ use crate::report::Status;
 /// The unit that reads the file (restarted or reloaded after it changed).
 pub const UNIT: &str = "chrony.service";
 pub const FILE: &str = "/etc/chrony/conf.d/50-guestprep.conf";
-const CONF: &str = "/etc/chrony/chrony.conf";
+pub const CONF: &str = "/etc/chrony/chrony.conf";
 const CONFDIR: &str = "/etc/chrony/conf.d";
 
 pub fn render(c: &Chrony) -> String {
@@ -41,14 +41,178 @@ pub fn render(c: &Chrony) -> String {
     if c.rtcsync {
         s.push_str("rtcsync\n");
     }
+    for d in &c.directives {
+        s.push_str(d);
+        s.push('\n');
+    }
     s
 }
 
 pub fn resources(c: &Chrony) -> Vec<Box<dyn Resource>> {
-    vec![
-        Box::new(FileResource::new("chrony", FILE, render(c))),
-        Box::new(ConfDir),
-    ]
+    let mut out: Vec<Box<dyn Resource>> =
+        vec![Box::new(FileResource::new("chrony", FILE, render(c)))];
+    if c.exclusive {
+        out.push(Box::new(Exclusive));
+    }
+    out.push(Box::new(ConfDir));
+    out
+}
+
+/// Where dpkg keeps the package's chrony.conf once guestprep's is in place.
+pub const DISTRIB: &str = "/etc/chrony/chrony.conf.distrib";
+const DIVERSIONS: &str = "/var/lib/dpkg/diversions";
+/// Directives that add time sources: left out of chrony.conf when the policy's are the only ones.
+const SOURCE_DIRECTIVES: &[&str] = &["pool", "server", "peer", "sourcedir", "refclock"];
+
+/// chrony.conf with only the policy's sources: the package's file, its source lines commented
+/// out (so its other settings, driftfile, keyfile, leapseclist…, stay as Debian ships them), and
+/// `confdir` kept so the drop-in is read.
+pub fn exclusive_conf(package_conf: &str) -> String {
+    let mut out = String::from(super::file::HEADER);
+    out.push_str(&format!(
+        "# [chrony] exclusive: the package's {CONF} (kept by dpkg as {DISTRIB}) without its time sources;\n# the policy's are in {FILE}.\n"
+    ));
+    let mut confdir = false;
+    for line in package_conf.lines() {
+        let word = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if SOURCE_DIRECTIVES.contains(&word.as_str()) {
+            out.push_str(&format!("#guestprep# {line}\n"));
+        } else {
+            confdir |= word == "confdir";
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !confdir {
+        out.push_str(&format!("confdir {CONFDIR}\n"));
+    }
+    out
+}
+
+/// Whether dpkg's diversions divert chrony.conf to [`DISTRIB`].
+fn diverted(sys: &System) -> Result<bool> {
+    let text = sys.read_string(DIVERSIONS)?.unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines
+        .chunks(3)
+        .any(|c| c.len() == 3 && c[0] == CONF && c[1] == DISTRIB))
+}
+
+/// `chrony:exclusive`: chronyd uses only the policy's sources. Debian's chrony.conf (a conffile)
+/// carries `pool 2.debian.pool.ntp.org` and reads DHCP's servers (`sourcedir`), and no drop-in can
+/// take a source away: chrony.conf is diverted with `dpkg-divert --local --rename` (the package's
+/// file, and its upgrades, go to chrony.conf.distrib) and guestprep writes chrony.conf as that file
+/// without its source lines.
+pub struct Exclusive;
+
+impl Resource for Exclusive {
+    fn id(&self) -> String {
+        "chrony:exclusive".to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "chrony"
+    }
+
+    fn managed_paths(&self) -> Vec<String> {
+        vec![CONF.to_string()]
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let expected = json!({"diverted": DISTRIB, "sources": "the policy's only"});
+        let is_diverted = diverted(sys)?;
+        let base = if is_diverted {
+            sys.read_string(DISTRIB)?
+        } else {
+            sys.read_string(CONF)?
+        };
+        let Some(base) = base else {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                json!(null),
+                format!("{CONF} not present (chrony not installed)"),
+            ));
+        };
+        let want = exclusive_conf(&base);
+        let current = sys.read_string(CONF)?.unwrap_or_default();
+        let others: Vec<String> = conffiles::lines(&current, false)
+            .filter(|(_, l)| {
+                let w = l
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                SOURCE_DIRECTIVES.contains(&w.as_str())
+            })
+            .map(|(n, l)| format!("{CONF}:{n}: {l}"))
+            .collect();
+        let actual = json!({"diverted": is_diverted, "otherSources": others});
+        let mut problems = Vec::new();
+        if !is_diverted {
+            problems.push(format!("{CONF} is the package's (not diverted)"));
+        }
+        if current != want {
+            if others.is_empty() {
+                problems.push(format!(
+                    "{CONF} is not the package's file without its sources"
+                ));
+            } else {
+                problems.push(format!("chronyd also uses {}", others.join("; ")));
+            }
+        }
+        let mut obs = Observation::judged(expected, actual, &problems, "");
+        if obs.status == Status::Drift {
+            if let Some(why) = super::packages::cannot_change(sys)
+                && !is_diverted
+            {
+                obs.message = format!("{}; {why}", obs.message);
+            }
+            obs.data = json!({"divert": !is_diverted, "content": want});
+            obs.current = Some(current.into_bytes());
+        }
+        Ok(obs)
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift {
+            return Vec::new();
+        }
+        let mut plan = Vec::new();
+        if obs.data["divert"] == json!(true) {
+            if super::packages::cannot_change(sys).is_some() {
+                return Vec::new();
+            }
+            plan.push(Change::Run {
+                argv: [
+                    "dpkg-divert",
+                    "--local",
+                    "--rename",
+                    "--divert",
+                    DISTRIB,
+                    "--add",
+                    CONF,
+                ]
+                .map(String::from)
+                .to_vec(),
+            });
+        }
+        plan.push(Change::Write {
+            path: CONF.to_string(),
+            content: obs.data["content"]
+                .as_str()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec(),
+            mode: Some(0o644),
+            old: obs.current.clone(),
+        });
+        plan
+    }
 }
 
 pub struct ConfDir;

@@ -80,6 +80,16 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
                 "[chrony]",
             );
             feeds.push(f);
+            if c.exclusive {
+                let f = feed(
+                    chrony::UNIT,
+                    Action::Restart,
+                    chrony::CONF,
+                    c.restart,
+                    "[chrony]",
+                );
+                feeds.push(f);
+            }
         }
         None if root.exists(chrony::FILE) => {
             absent("chrony", chrony::FILE, &mut out);
