@@ -182,6 +182,7 @@ pub enum Change {
     /// Set the time zone: systemd-timedated's `SetTimezone` on a live root, the
     /// /etc/localtime link (and /etc/timezone when the image has one) offline.
     Timezone { zone: String },
+
     /// Set the mode and/or owner of a file or directory (`shown`: `owner:group` as written).
     Attrs {
         path: String,
@@ -261,6 +262,7 @@ impl Change {
             Change::Remove { path, .. } => format!("remove {path}"),
             Change::MakeDir { path, mode } => format!("create directory {path} ({mode:04o})"),
             Change::Timezone { zone } => format!("set the time zone to {zone}"),
+
             Change::Attrs {
                 path, mode, shown, ..
             } => match (mode, shown.is_empty()) {

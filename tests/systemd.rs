@@ -489,3 +489,49 @@ fn timezone_live_through_timedated_and_offline() {
     ]);
     assert_eq!(item(&json(&o), "time:timezone")["status"], "error");
 }
+
+/// `[locale]`: generated with the real locale-gen (checked with `locale -a`), LANG set live
+/// through systemd-localed's D-Bus API (checked with `localectl` and /etc/default/locale).
+#[test]
+fn locales_generated_and_lang_through_localed() {
+    let c = Container::boot(unpack(&rootfs_tar("systemd")));
+    let pol = write_policy(
+        c.root(),
+        "locale.toml",
+        "[locale]\ngenerate = [\"en_US.UTF-8\", \"de_DE.UTF-8\"]\nlang = \"de_DE.UTF-8\"\n",
+    );
+    let locales = |c: &Container| stdout(&c.exec(&["locale", "-a"]));
+    assert!(!locales(&c).contains("de_DE.utf8"));
+    let o = c.exec(&["guestprep", "verify", "--json", "--policy", &pol]);
+    assert_eq!(code(&o), 1);
+    let g = item(&json(&o), "locale:generate").clone();
+    assert!(
+        g["message"]
+            .as_str()
+            .unwrap()
+            .contains("not generated: en_US.UTF-8, de_DE.UTF-8"),
+        "{g}"
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let all = locales(&c);
+    assert!(
+        all.contains("en_US.utf8") && all.contains("de_DE.utf8"),
+        "locale -a: {all}"
+    );
+    let status = stdout(&c.exec(&["localectl", "status"]));
+    assert!(status.contains("LANG=de_DE.UTF-8"), "localectl: {status}");
+    // Debian 13: /etc/default/locale links to /etc/locale.conf, read through the link here.
+    let file = std::fs::read_to_string(c.root().join("etc/default/locale")).unwrap();
+    assert!(file.contains("LANG=de_DE.UTF-8"), "{file}");
+    let rep = json(&o);
+    assert_eq!(item(&rep, "locale:generate")["status"], "compliant");
+    assert_eq!(item(&rep, "locale:lang")["status"], "compliant");
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
+    assert_eq!(
+        json(&o)["apply"]["changes"].as_array().unwrap().len(),
+        0,
+        "{}",
+        stdout(&o)
+    );
+}

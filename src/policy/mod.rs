@@ -16,6 +16,7 @@ mod chrony;
 pub mod diag;
 mod grub;
 mod kernel;
+mod locale;
 pub mod ssh;
 mod time;
 pub mod tree;
@@ -23,6 +24,7 @@ mod waivers;
 pub use chrony::Chrony;
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
+pub use locale::Locale;
 pub use ssh::Ssh;
 pub use time::Time;
 pub use waivers::Waiver;
@@ -81,6 +83,8 @@ pub struct Policy {
     pub waivers: Vec<Waiver>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
 }
 
 /// `[seal]`: what `guestprep seal` removes by default on this template.

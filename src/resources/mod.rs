@@ -10,6 +10,7 @@ pub mod file;
 pub mod grub;
 pub mod initramfs;
 pub mod kernel;
+pub mod locale;
 pub mod modules;
 pub mod packages;
 pub mod services;
@@ -125,6 +126,9 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     }
     if let Some(t) = &policy.time {
         out.extend(time::resources(t));
+    }
+    if let Some(l) = &policy.locale {
+        out.extend(locale::resources(l));
     }
     match &policy.grub {
         Some(g) => out.extend(grub::resources(g)),

@@ -374,29 +374,33 @@ impl UnitManager for DbusUnits {
     }
 }
 
-/// `org.freedesktop.timedate1.SetTimezone(tz, false)`: systemd-timedated (activated on demand)
-/// points /etc/localtime at the zone and tells the running system.
-pub fn set_timezone(tz: &str) -> Result<()> {
+/// Calls one method of a systemd service activated on demand (timedated, localed).
+fn call<B>(service: &str, path: &str, method: &str, body: &B) -> zbus::Result<()>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
     let address = system_bus_address();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the D-Bus runtime")?;
+        .map_err(|e| zbus::Error::Failure(format!("starting the D-Bus runtime: {e}")))?;
     rt.block_on(async {
         let conn = zbus::conn::Builder::address(address.as_str())
             .build()
             .await?;
-        let proxy = zbus::Proxy::new(
-            &conn,
-            "org.freedesktop.timedate1",
-            "/org/freedesktop/timedate1",
-            "org.freedesktop.timedate1",
-        )
-        .await?;
-        proxy
-            .call_method("SetTimezone", &(tz, false))
-            .await
-            .map(|_| ())
+        let proxy = zbus::Proxy::new(&conn, service, path, service).await?;
+        proxy.call_method(method, body).await.map(|_| ())
     })
+}
+
+/// `org.freedesktop.timedate1.SetTimezone(tz, false)`: systemd-timedated (activated on demand)
+/// points /etc/localtime at the zone and tells the running system.
+pub fn set_timezone(tz: &str) -> Result<()> {
+    call(
+        "org.freedesktop.timedate1",
+        "/org/freedesktop/timedate1",
+        "SetTimezone",
+        &(tz, false),
+    )
     .map_err(|e| anyhow!("systemd-timedated SetTimezone({tz}): {}", describe(&e)))
 }

@@ -24,7 +24,8 @@ case "$name" in
     # container. chrony conflicts with systemd-timesyncd (both provide time-daemon), so its package
     # files are unpacked without registering it: a real chrony.service (with Alias=chronyd.service)
     # for systemd to enable. qemu-guest-agent: a real agent in the booted root, for `guestprep qga`.
-    include=$common,systemd-timesyncd,cron,qemu-guest-agent
+    # locales: locale-gen and the locale archive for `[locale]`.
+    include=$common,systemd-timesyncd,cron,qemu-guest-agent,locales
     hooks+=(--customize-hook='chroot "$1" sh -c "cd /tmp && apt-get download -q chrony >/dev/null" && dpkg-deb -x "$1"/tmp/chrony_*.deb "$1" && rm -f "$1"/tmp/chrony_*.deb')
     ;;
   dkms)
