@@ -718,3 +718,73 @@ fn remove_and_purge_with_real_apt() {
     ]);
     assert_eq!(json(&o)["apply"]["changes"].as_array().unwrap().len(), 0);
 }
+
+/// `[apt] options` and `sources` with the real apt: `apt-config dump` agrees with guestprep's
+/// effective options (including a later file that overrides one), and apt reads the source
+/// (`apt-get --print-uris update` lists its index files; nothing is downloaded).
+#[test]
+fn apt_options_and_sources_as_apt_reads_them() {
+    let c = Container::boot(unpack(&rootfs_tar("dkms")));
+    std::fs::write(
+        c.root().join("root/apt.toml"),
+        "[apt]\noptions = { \"Acquire::ForceIPv4\" = true, \"Dpkg::Options\" = [\"--force-confdef\", \"--force-confold\"] }\n\n\
+         [[apt.sources]]\nname = \"backports\"\nuris = [\"http://deb.debian.org/debian\"]\nsuites = [\"trixie-backports\"]\n\
+         components = [\"main\"]\nsigned_by = \"/usr/share/keyrings/debian-archive-keyring.gpg\"\n",
+    )
+    .unwrap();
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/apt.toml"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = json(&o);
+    assert_eq!(item(&rep, "apt:options")["status"], "compliant");
+    assert_eq!(item(&rep, "apt:source:backports")["status"], "compliant");
+    let dump = stdout(&c.exec(&["apt-config", "dump"]));
+    assert!(dump.contains("Acquire::ForceIPv4 \"true\";"), "{dump}");
+    // apt prints a key in the case it first saw it (its own `DPkg`): keys ignore case.
+    assert!(
+        dump.to_ascii_lowercase()
+            .contains("dpkg::options:: \"--force-confdef\";"),
+        "{dump}"
+    );
+    let uris = stdout(&c.exec(&["apt-get", "--print-uris", "update"]));
+    assert!(
+        uris.contains("dists/trixie-backports/InRelease"),
+        "apt reads the source: {uris}"
+    );
+
+    // A later file overrides one option: apt and guestprep agree on the value and who set it.
+    std::fs::write(
+        c.root().join("etc/apt/apt.conf.d/99site"),
+        "Acquire::ForceIPv4 \"false\";\n",
+    )
+    .unwrap();
+    let dump = stdout(&c.exec(&["apt-config", "dump"]));
+    assert!(dump.contains("Acquire::ForceIPv4 \"false\";"), "{dump}");
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--json",
+        "--only",
+        "apt",
+        "--policy",
+        "/root/apt.toml",
+    ]);
+    assert_eq!(code(&o), 1);
+    let it = item(&json(&o), "apt:options").clone();
+    assert!(
+        it["message"]
+            .as_str()
+            .unwrap()
+            .contains("Acquire::ForceIPv4 is \"false\" from /etc/apt/apt.conf.d/99site:1"),
+        "{it}"
+    );
+    // A source that leaves the policy leaves no file.
+    std::fs::write(c.root().join("root/apt.toml"), "[apt]\n").unwrap();
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", "/root/apt.toml"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        !c.root()
+            .join("etc/apt/sources.list.d/guestprep-backports.sources")
+            .exists()
+    );
+    assert!(!c.root().join("etc/apt/apt.conf.d/90guestprep").exists());
+}

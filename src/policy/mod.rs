@@ -12,6 +12,7 @@
 //!
 //! Later fragments override earlier ones key by key; a list is replaced, not appended.
 
+mod apt;
 mod chrony;
 pub mod diag;
 mod grub;
@@ -21,6 +22,7 @@ pub mod ssh;
 mod time;
 pub mod tree;
 mod waivers;
+pub use apt::{Apt, AptSource, AptValue};
 pub use chrony::Chrony;
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
@@ -85,6 +87,8 @@ pub struct Policy {
     pub time: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locale: Option<Locale>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apt: Option<Apt>,
 }
 
 /// `[seal]`: what `guestprep seal` removes by default on this template.

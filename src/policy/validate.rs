@@ -16,7 +16,7 @@ use super::{
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
-    "seal", "kernel", "waivers", "time", "locale",
+    "seal", "kernel", "waivers", "time", "locale", "apt",
 ];
 
 pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
@@ -51,6 +51,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "packages") {
         policy.packages = Some(v.packages(t));
+    }
+    if let Some(t) = v.section(tree, "apt") {
+        policy.apt = Some(v.apt(t));
     }
     if let Some(t) = v.section(tree, "locale") {
         policy.locale = Some(v.locale(t, &tree.entries["locale"].node.origin));

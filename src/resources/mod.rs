@@ -4,6 +4,7 @@
 //! `apply`: modules are loaded before the sysctls that need them (`net.bridge.*` exists only once
 //! `br_netfilter` is loaded), GRUB's file is written before `update-grub` is judged.
 
+pub mod apt;
 pub mod chrony;
 pub mod conffiles;
 pub mod file;
@@ -43,6 +44,11 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     match &policy.kernel {
         Some(k) => out.extend(kernel::resources(k)),
         None => absent("kernel", kernel::GRUB_FILE, &mut out),
+    }
+    // apt's options and sources before the packages apt installs.
+    match &policy.apt {
+        Some(a) => out.extend(apt::resources(a, root)),
+        None => absent("apt", apt::OPTIONS_FILE, &mut out),
     }
     // Packages next: the configuration and units below may belong to them.
     if let Some(p) = &policy.packages {
