@@ -305,3 +305,76 @@ fn policy_show_round_trips() {
         assert_eq!(digest(&pol), digest(&shown), "{}", stdout(&o));
     }
 }
+
+/// `KEY_add` appends to a list of earlier fragments instead of replacing it: strings and arrays
+/// of tables alike, each element keeping its own origin; an element already there is not added
+/// twice, and a later plain `KEY` still replaces everything.
+#[test]
+fn add_suffix_appends_to_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("10-base.toml"),
+        "[ssh]\nciphers = [\"chacha20-poly1305@openssh.com\"]\n\n[modules]\nload = [\"overlay\"]\n\n[[files]]\npath = \"/etc/a\"\ncontent = \"a\\n\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("20-site.toml"),
+        "[ssh]\nciphers_add = [\"aes256-gcm@openssh.com\", \"chacha20-poly1305@openssh.com\"]\n\n[modules]\nload_add = [\"br_netfilter\"]\n\n[[files_add]]\npath = \"/etc/b\"\ncontent = \"b\\n\"\n",
+    )
+    .unwrap();
+    let o = guestprep(&["policy", "show", "--json", "--policy", d.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(
+        v["policy"]["ssh"]["ciphers"],
+        serde_json::json!(["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"])
+    );
+    assert_eq!(
+        v["policy"]["modules"]["load"],
+        serde_json::json!(["overlay", "br_netfilter"])
+    );
+    let paths: Vec<&str> = v["policy"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/etc/a", "/etc/b"]);
+    // The human rendering names each element's own file.
+    let o = guestprep(&["policy", "show", "--policy", d.to_str().unwrap()]);
+    assert!(stdout(&o).contains("20-site.toml"), "{}", stdout(&o));
+    // A later plain key replaces what came before, additions included.
+    std::fs::write(d.join("30-final.toml"), "[modules]\nload = [\"i915\"]\n").unwrap();
+    let o = guestprep(&["policy", "show", "--json", "--policy", d.to_str().unwrap()]);
+    assert_eq!(
+        json(&o)["policy"]["modules"]["load"],
+        serde_json::json!(["i915"])
+    );
+    // `_add` to a key that is not a list is an error at the line that wrote it.
+    std::fs::write(d.join("40-bad.toml"), "[ssh]\nrestart_add = [true]\n").unwrap();
+    let o = guestprep(&["policy", "check", "--policy", d.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("40-bad.toml:2:15: `ssh.restart`: expected a boolean"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The fuzz target's property with `_add`: a fragment merged over itself is the same policy.
+#[test]
+fn add_suffix_merged_over_itself_changes_nothing() {
+    use guestprep::policy::load_texts;
+    use std::path::PathBuf;
+    let text = "[modules]\nload = [\"overlay\"]\nload_add = [\"br_netfilter\", \"overlay\"]\n\n[[files_add]]\npath = \"/etc/b\"\ncontent = \"b\\n\"\n";
+    let one = load_texts(&[(PathBuf::from("a.toml"), text.to_string())]).unwrap();
+    let two = load_texts(&[
+        (PathBuf::from("a.toml"), text.to_string()),
+        (PathBuf::from("b.toml"), text.to_string()),
+    ])
+    .unwrap();
+    assert_eq!(one.digest(), two.digest());
+    assert_eq!(one.policy.files.len(), 1);
+    assert_eq!(one.policy.modules.unwrap().load, ["overlay", "br_netfilter"]);
+}

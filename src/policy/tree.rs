@@ -74,14 +74,69 @@ pub struct Table {
     pub entries: BTreeMap<String, Entry>,
 }
 
+/// The suffix of a key that appends to a list instead of replacing it.
+pub const ADD_SUFFIX: &str = "_add";
+
+/// Two values are the same whatever their origins.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) | (Value::Datetime(x), Value::Datetime(y)) => x == y,
+        (Value::Integer(x), Value::Integer(y)) => x == y,
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(&p.value, &q.value))
+        }
+        (Value::Table(x), Value::Table(y)) => {
+            x.entries.len() == y.entries.len()
+                && x.entries
+                    .iter()
+                    .zip(&y.entries)
+                    .all(|((kx, ex), (ky, ey))| kx == ky && same(&ex.node.value, &ey.node.value))
+        }
+        _ => false,
+    }
+}
+
 impl Table {
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
     }
 
-    /// Merges `overlay` into `self`: tables recursively, any other value (arrays too) replaced.
+    /// Merges `overlay` into `self`: tables recursively, any other value (arrays too) replaced,
+    /// except that `KEY_add = [...]` appends to the array `KEY` (kustomize-style; an element
+    /// already there is not added again). Keys sort before their `_add`, so within a fragment
+    /// `KEY` replaces first and `KEY_add` appends after.
     pub fn merge(&mut self, overlay: Table) {
         for (key, entry) in overlay.entries {
+            if let Some(base_key) = key.strip_suffix(ADD_SUFFIX)
+                && !base_key.is_empty()
+                && let Value::Array(added) = &entry.node.value
+            {
+                match self.entries.get_mut(base_key) {
+                    Some(Entry {
+                        node:
+                            Node {
+                                value: Value::Array(base),
+                                ..
+                            },
+                        ..
+                    }) => {
+                        for n in added {
+                            if !base.iter().any(|b| same(&b.value, &n.value)) {
+                                base.push(n.clone());
+                            }
+                        }
+                        continue;
+                    }
+                    None => {
+                        self.entries.insert(base_key.to_string(), entry);
+                        continue;
+                    }
+                    // Not an array there: left as `KEY_add`, which the validator names.
+                    Some(_) => {}
+                }
+            }
             match (self.entries.get_mut(&key), entry) {
                 (
                     Some(Entry {
@@ -101,7 +156,13 @@ impl Table {
                         ..
                     },
                 ) => base.merge(over),
-                (_, entry) => {
+                (_, mut entry) => {
+                    // A new table still has its own `_add` keys to resolve.
+                    if let Value::Table(t) = &mut entry.node.value {
+                        let mut fresh = Table::default();
+                        fresh.merge(std::mem::take(t));
+                        *t = fresh;
+                    }
                     self.entries.insert(key, entry);
                 }
             }
