@@ -376,5 +376,8 @@ fn add_suffix_merged_over_itself_changes_nothing() {
     .unwrap();
     assert_eq!(one.digest(), two.digest());
     assert_eq!(one.policy.files.len(), 1);
-    assert_eq!(one.policy.modules.unwrap().load, ["overlay", "br_netfilter"]);
+    assert_eq!(
+        one.policy.modules.unwrap().load,
+        ["overlay", "br_netfilter"]
+    );
 }

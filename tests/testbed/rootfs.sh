@@ -41,7 +41,7 @@ case "$name" in
     # reboot. e2fsprogs: fsck and resize for the root. apt: guestprep installs and holds with it.
     # A second, newer kernel from trixie-backports (its meta package too, as a site that tried it
     # would have): GRUB boots it by default until `[kernel] version` pins trixie's own.
-    include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter
+    include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter,locales
     mirrors+=("deb http://deb.debian.org/debian trixie-backports main")
     hooks+=(--customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t trixie-backports linux-image-amd64 >/dev/null')
     ;;

@@ -1,0 +1,128 @@
+//! The seed template's configuration as a policy (`examples/seed-template`), applied in a booted
+//! Debian 13 root that has the template's packages (the VM test root, in systemd-nspawn), then
+//! checked with the programs themselves: `sshd -T` (first value wins, against cloud-init's
+//! drop-in), `chronyd -p` (only the policy's sources), `timedatectl`, `locale -a`,
+//! `apt-get --print-uris update` (the backports source), `dpkg-query` (the purged package).
+//! GRUB, kernel modules and sysctls are left to their own tests (a container cannot run
+//! update-grub or load modules), and so is qemu-guest-agent's unit (no virtio port here).
+
+mod common;
+use common::container::{Container, rootfs_tar, unpack};
+use common::*;
+
+#[test]
+fn the_seed_template_as_a_policy() {
+    let dir = unpack(&rootfs_tar("vm"));
+    let r = dir.path();
+    copy_tree(
+        &repo().join("examples/seed-template"),
+        &r.join("root/example"),
+    );
+    // What cloud-init writes on a Debian cloud image, and what the script's sshd edits lost to.
+    std::fs::create_dir_all(r.join("etc/ssh/sshd_config.d")).unwrap();
+    std::fs::write(
+        r.join("etc/ssh/sshd_config.d/50-cloud-init.conf"),
+        "PasswordAuthentication yes\n",
+    )
+    .unwrap();
+    // chrony refuses to run in a container (ConditionCapability=CAP_SYS_TIME): let it run
+    // without touching the clock.
+    let d = r.join("etc/systemd/system/chrony.service.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("test.conf"),
+        "[Unit]\nConditionCapability=\n[Service]\nExecStart=\nExecStart=!/usr/sbin/chronyd -F 0 -x\n",
+    )
+    .unwrap();
+    let c = Container::boot(dir);
+    let select = [
+        "--skip",
+        "grub",
+        "--skip",
+        "modules",
+        "--skip",
+        "sysctl",
+        "--skip",
+        "initramfs",
+        "--skip",
+        "unit:qemu-guest-agent.service",
+    ];
+    let run = |verb: &str| {
+        let mut a = vec!["guestprep", verb, "--json", "--policy", "/root/example"];
+        a.extend(select);
+        c.exec(&a)
+    };
+    let t = std::time::Instant::now();
+    let o = run("apply");
+    eprintln!("apply of the example took {:?}", t.elapsed());
+    assert!(matches!(code(&o), 0 | 3), "{}{}", stdout(&o), stderr(&o));
+
+    let sshd: std::collections::BTreeMap<String, String> =
+        stdout(&c.exec(&["/usr/sbin/sshd", "-T"]))
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    for (k, v) in [
+        ("passwordauthentication", "no"),
+        ("permitrootlogin", "without-password"),
+        ("x11forwarding", "no"),
+        ("maxauthtries", "3"),
+        ("clientaliveinterval", "300"),
+        ("allowtcpforwarding", "no"),
+        (
+            "ciphers",
+            "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com",
+        ),
+    ] {
+        assert_eq!(sshd.get(k).map(String::as_str), Some(v), "sshd -T {k}");
+    }
+    let chrony = stdout(&c.exec(&["chronyd", "-p"]));
+    for want in [
+        "server time.cloudflare.com iburst",
+        "server time.google.com iburst",
+        "pool 2.debian.pool.ntp.org iburst",
+        "log measurements statistics tracking",
+        "rtcsync",
+    ] {
+        assert!(chrony.contains(want), "chronyd -p lacks {want}:\n{chrony}");
+    }
+    assert!(
+        !chrony.contains("sourcedir"),
+        "DHCP sources still read:\n{chrony}"
+    );
+    assert_eq!(
+        chrony.matches("pool ").count(),
+        1,
+        "Debian's pool line is not read twice:\n{chrony}"
+    );
+    let tz = stdout(&c.exec(&["timedatectl", "show", "-p", "Timezone", "--value"]));
+    assert_eq!(tz.trim(), "Etc/UTC");
+    assert!(stdout(&c.exec(&["locale", "-a"])).contains("en_US.utf8"));
+    let uris = stdout(&c.exec(&["apt-get", "--print-uris", "update"]));
+    assert!(uris.contains("dists/trixie-backports/InRelease"), "{uris}");
+    let ifupdown = c.exec(&["dpkg-query", "-W", "-f=${db:Status-Status}", "ifupdown"]);
+    assert!(
+        !stdout(&ifupdown).contains("installed") || stdout(&ifupdown).contains("not-installed")
+    );
+    let dirm = std::fs::metadata(c.root().join("var/lib/node-local")).unwrap();
+    assert!(dirm.is_dir());
+
+    // What guestprep reports is what the programs said, and a second apply changes nothing.
+    let rep = json(&run("verify"));
+    let bad: Vec<String> = rep["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "drift" || i["status"] == "error")
+        .map(|i| format!("{} {} {}", i["id"], i["status"], i["message"]))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    let o = run("apply");
+    assert_eq!(
+        json(&o)["apply"]["changes"].as_array().unwrap().len(),
+        0,
+        "{}",
+        stdout(&o)
+    );
+}
