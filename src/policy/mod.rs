@@ -15,20 +15,26 @@
 mod apt;
 mod chrony;
 pub mod diag;
+mod files;
 mod grub;
 mod kernel;
 mod locale;
+mod packages;
 pub mod ssh;
 mod time;
 pub mod tree;
+mod units;
 mod waivers;
 pub use apt::{Apt, AptSource, AptValue};
 pub use chrony::Chrony;
+pub use files::{FileKind, FileState, ManagedFile};
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use locale::Locale;
+pub use packages::{DebSpec, DkmsSpec, Packages};
 pub use ssh::Ssh;
 pub use time::Time;
+pub use units::{Now, UnitDropin, Units};
 pub use waivers::Waiver;
 mod validate;
 
@@ -140,100 +146,6 @@ fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// `[packages]`: apt packages installed and held, and release `.deb`s verified by sha256.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Packages {
-    pub install: Vec<String>,
-    pub hold: Vec<String>,
-    /// Not installed (`apt-get remove`: configuration files may stay).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<String>,
-    /// Not installed and no configuration files left (`apt-get purge`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub purge: Vec<String>,
-    pub deb: Vec<DebSpec>,
-}
-
-/// `[[packages.deb]]`.
-#[derive(Clone, Debug, Serialize)]
-pub struct DebSpec {
-    pub name: String,
-    pub version: String,
-    pub url: String,
-    pub sha256: String,
-    pub hold: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dkms: Option<DkmsSpec>,
-    pub retries: u32,
-    /// First retry delay in seconds; doubled after each retry.
-    pub retry_delay: f64,
-}
-
-/// `dkms = { module, version }`: what must be built, for every installed kernel with headers.
-#[derive(Clone, Debug, Serialize)]
-pub struct DkmsSpec {
-    pub module: String,
-    pub version: String,
-}
-
-/// `[units]`: systemd units masked, unmasked, enabled, disabled through systemd's D-Bus API, and
-/// drop-ins written for them.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Units {
-    pub mask: Vec<String>,
-    pub unmask: Vec<String>,
-    pub enable: Vec<String>,
-    pub disable: Vec<String>,
-    /// Also stop what is masked or disabled and start what is enabled (live only): for every
-    /// unit of the section, or for the units listed.
-    pub now: Now,
-    /// `[[units.dropins]]`: `/etc/systemd/system/UNIT.d/NAME.conf`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dropins: Vec<UnitDropin>,
-    /// Restart a running unit after one of its drop-ins changed (default true).
-    #[serde(skip_serializing_if = "is_true")]
-    pub restart: bool,
-}
-
-/// `now = true | false | ["unit", …]`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum Now {
-    All(bool),
-    Units(Vec<String>),
-}
-
-impl Default for Now {
-    fn default() -> Self {
-        Now::All(false)
-    }
-}
-
-impl Now {
-    /// Whether `unit`'s running state is managed too.
-    pub fn applies_to(&self, unit: &str) -> bool {
-        match self {
-            Now::All(b) => *b,
-            Now::Units(list) => list.iter().any(|u| u == unit),
-        }
-    }
-}
-
-/// `[[units.dropins]]`: a drop-in file for a unit.
-#[derive(Clone, Debug, Serialize)]
-pub struct UnitDropin {
-    pub unit: String,
-    /// The file name without `.conf`.
-    pub name: String,
-    pub content: String,
-}
-
-impl UnitDropin {
-    pub fn path(&self) -> String {
-        format!("/etc/systemd/system/{}.d/{}.conf", self.unit, self.name)
-    }
-}
-
 pub(super) fn is_true(b: &bool) -> bool {
     *b
 }
@@ -250,72 +162,6 @@ pub struct Modules {
 #[derive(Clone, Debug, Serialize)]
 pub struct Swap {
     pub enabled: bool,
-}
-
-/// `[[files]]`: a managed file, the escape hatch.
-#[derive(Clone, Debug, Serialize)]
-pub struct ManagedFile {
-    pub path: String,
-    /// The exact content of a file (`None` for a directory or an absent file).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// `file` (default) or `directory`.
-    #[serde(skip_serializing_if = "FileKind::is_file")]
-    pub kind: FileKind,
-    /// `present` (default) or `absent`: the path must not exist.
-    #[serde(skip_serializing_if = "FileState::is_present")]
-    pub state: FileState,
-    /// Owner and group by name (looked up in the root's /etc/passwd and /etc/group) or number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Octal mode; `None` keeps the mode of an existing file (0644 for a new one).
-    #[serde(serialize_with = "ser_mode", skip_serializing_if = "Option::is_none")]
-    pub mode: Option<u32>,
-    /// Units restarted (if running) after this file changed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub restart: Vec<String>,
-    /// Units reloaded (or restarted when they cannot reload; if running) after this file changed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reload: Vec<String>,
-}
-
-/// What a `[[files]]` entry manages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileKind {
-    #[default]
-    File,
-    Directory,
-}
-
-impl FileKind {
-    fn is_file(&self) -> bool {
-        *self == FileKind::File
-    }
-}
-
-/// Whether a `[[files]]` path must exist.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileState {
-    #[default]
-    Present,
-    Absent,
-}
-
-impl FileState {
-    fn is_present(&self) -> bool {
-        *self == FileState::Present
-    }
-}
-
-fn ser_mode<S: serde::Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
-    match mode {
-        Some(m) => s.serialize_str(&format!("{m:04o}")),
-        None => s.serialize_none(),
-    }
 }
 
 /// The policy with where it came from.
