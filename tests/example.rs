@@ -57,12 +57,7 @@ fn the_seed_template_as_a_policy() {
     eprintln!("apply of the example took {:?}", t.elapsed());
     assert!(matches!(code(&o), 0 | 3), "{}{}", stdout(&o), stderr(&o));
 
-    let sshd: std::collections::BTreeMap<String, String> =
-        stdout(&c.exec(&["/usr/sbin/sshd", "-T"]))
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let sshd = c.sshd_t();
     for (k, v) in [
         ("passwordauthentication", "no"),
         ("permitrootlogin", "without-password"),

@@ -272,29 +272,8 @@ fn real_i915_releases_get_the_verdict_the_real_build_gives() {
 
 /// The initramfs after a successful build: guestprep's item against `unmkinitramfs` + `modinfo`.
 fn initramfs_agrees(c: &Container, kver: &str, vrep: &serde_json::Value) {
-    let script = format!(
-        "set -e; rm -rf /tmp/ird; unmkinitramfs /boot/initrd.img-{kver} /tmp/ird; \
-         dec() {{ case \"$1\" in *.xz) xz -dc \"$1\";; *) cat \"$1\";; esac; }}; \
-         f=$(find /tmp/ird -name 'i915.ko*' | head -1); \
-         echo \"initrd=$([ -n \"$f\" ] && dec \"$f\" | sha256sum | cut -c1-64)\"; \
-         echo \"dkms=$(dec \"$(modinfo -k {kver} -n i915)\" | sha256sum | cut -c1-64)\"; \
-         m=$(find /tmp/ird -path '*etc/modprobe.d/guestprep.conf' | head -1); \
-         if [ -n \"$m\" ] && cmp -s \"$m\" /etc/modprobe.d/guestprep.conf; then echo conf=same; else echo conf=differs; fi"
-    );
-    let o = c.exec(&["bash", "-c", &script]);
-    let out = stdout(&o);
-    eprintln!(
-        "independent initramfs check: {}",
-        out.trim().replace('\n', " ")
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let field = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_string()
-    };
-    let current = field("initrd") == field("dkms") && field("conf") == "same";
+    let (initrd, system, conf_same) = c.initramfs_truth(kver, "i915");
+    let current = !initrd.is_empty() && initrd == system && conf_same;
     let it = item(vrep, &format!("initramfs:{kver}"));
     eprintln!(
         "guestprep's initramfs:{kver}: {} {}",

@@ -8,60 +8,11 @@
 
 mod common;
 use common::container::{Container, rootfs_tar, unpack};
-use common::debs::shadow_deb;
+use common::debs::{plain_deb, shadow_deb};
 use common::http::Server;
 use common::*;
 
 use sha2::{Digest, Sha256};
-
-/// A package named like another kernel's image (empty, installed with dpkg): what
-/// `remove_others` must purge, and nothing else.
-fn other_kernel_deb(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    let tree = dir.join("other");
-    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
-    std::fs::write(
-        tree.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@localhost>\nDescription: stands for another kernel\n"
-        ),
-    )
-    .unwrap();
-    let deb = dir.join("other.deb");
-    let st = std::process::Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&tree)
-        .arg(&deb)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", stderr(&st));
-    std::fs::read(deb).unwrap()
-}
-
-/// What the tools say about the initramfs: the sha256 of its floppy and of the one modprobe
-/// finds on the system (decompressed), and whether its copy of guestprep's modprobe.d file is
-/// the system's.
-fn initramfs_truth(c: &Container, kver: &str) -> (String, String, bool) {
-    let script = format!(
-        "set -e; rm -rf /tmp/ird; unmkinitramfs /boot/initrd.img-{kver} /tmp/ird; \
-         dec() {{ case \"$1\" in *.xz) xz -dc \"$1\";; *) cat \"$1\";; esac; }}; \
-         f=$(find /tmp/ird -name 'floppy.ko*' | head -1); \
-         echo \"initrd=$([ -n \"$f\" ] && dec \"$f\" | sha256sum | cut -c1-64)\"; \
-         echo \"system=$(dec \"$(modinfo -k {kver} -n floppy)\" | sha256sum | cut -c1-64)\"; \
-         m=$(find /tmp/ird -path '*etc/modprobe.d/guestprep.conf' | head -1); \
-         if [ -n \"$m\" ] && cmp -s \"$m\" /etc/modprobe.d/guestprep.conf; then echo conf=same; else echo conf=differs; fi"
-    );
-    let o = c.exec(&["bash", "-c", &script]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let field = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_string()
-    };
-    eprintln!("unmkinitramfs: {}", out.trim().replace('\n', " "));
-    (field("initrd"), field("system"), field("conf") == "same")
-}
 
 #[test]
 fn pins_the_kernel_and_keeps_the_initramfs_current() {
@@ -73,7 +24,8 @@ fn pins_the_kernel_and_keeps_the_initramfs_current() {
         "1.0",
         "floppy",
     );
-    let other = other_kernel_deb(debs.path(), "linux-image-6.1.0-99-amd64");
+    // A package named like another kernel's image: what remove_others must purge, nothing else.
+    let other = plain_deb(debs.path(), "linux-image-6.1.0-99-amd64", &[], &[]);
     let srv = Server::start();
     srv.add("floppy.deb", shadow.clone());
 
@@ -97,7 +49,7 @@ fn pins_the_kernel_and_keeps_the_initramfs_current() {
         "/root/initrd.orig",
     ]);
     assert!(o.status.success());
-    let (in_tree, _, _) = initramfs_truth(&c, &kver);
+    let (in_tree, _, _) = c.initramfs_truth(&kver, "floppy");
     assert_eq!(
         in_tree.len(),
         64,
@@ -178,7 +130,7 @@ fn pins_the_kernel_and_keeps_the_initramfs_current() {
         item(&rep, &format!("dkms:guestprep-floppy/1.0/{kver}"))["status"],
         "compliant"
     );
-    let (initrd, system, conf_current) = initramfs_truth(&c, &kver);
+    let (initrd, system, conf_current) = c.initramfs_truth(&kver, "floppy");
     assert_ne!(system, in_tree, "modprobe finds the DKMS floppy");
     let carries_dkms = initrd == system;
     let ird = item(&rep, &format!("initramfs:{kver}"));
@@ -204,7 +156,7 @@ fn pins_the_kernel_and_keeps_the_initramfs_current() {
         &format!("/boot/initrd.img-{kver}"),
     ]);
     assert!(o.status.success());
-    let (initrd, system, conf_current) = initramfs_truth(&c, &kver);
+    let (initrd, system, conf_current) = c.initramfs_truth(&kver, "floppy");
     assert!(initrd == in_tree && system != in_tree && !conf_current);
     let t = std::time::Instant::now();
     let stale = verify();
@@ -229,7 +181,7 @@ fn pins_the_kernel_and_keeps_the_initramfs_current() {
         item(&json(&o), &format!("initramfs:{kver}"))["status"],
         "compliant"
     );
-    let (initrd, system, conf_current) = initramfs_truth(&c, &kver);
+    let (initrd, system, conf_current) = c.initramfs_truth(&kver, "floppy");
     assert!(
         initrd == system && conf_current,
         "apply did not rebuild the initramfs"

@@ -7,7 +7,7 @@
 
 mod common;
 use common::container::{Container, rootfs_tar, unpack};
-use common::debs::{broken_deb, hello_deb};
+use common::debs::{broken_deb, hello_deb, plain_deb};
 use common::http::Server;
 use common::*;
 
@@ -624,29 +624,14 @@ fn offline_chroot_installs_and_builds_in_an_image() {
 #[test]
 fn remove_and_purge_with_real_apt() {
     let debs = tempfile::tempdir().unwrap();
-    let tree = debs.path().join("tree");
-    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/guestprep-dummy.conf"), "x = 1\n").unwrap();
-    std::fs::write(
-        tree.join("DEBIAN/control"),
-        "Package: guestprep-dummy\nVersion: 1\nArchitecture: all\nMaintainer: t <t@localhost>\nDescription: a package to remove\n",
-    )
-    .unwrap();
-    std::fs::write(tree.join("DEBIAN/conffiles"), "/etc/guestprep-dummy.conf\n").unwrap();
-    let o = std::process::Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&tree)
-        .arg(debs.path().join("dummy.deb"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let dummy = plain_deb(
+        debs.path(),
+        "guestprep-dummy",
+        &[("/etc/guestprep-dummy.conf", "x = 1\n")],
+        &["/etc/guestprep-dummy.conf"],
+    );
     let dir = unpack(&rootfs_tar("dkms"));
-    std::fs::copy(
-        debs.path().join("dummy.deb"),
-        dir.path().join("root/dummy.deb"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("root/dummy.deb"), &dummy).unwrap();
     let c = Container::boot(dir);
     assert!(c.exec(&["dpkg", "-i", "/root/dummy.deb"]).status.success());
     let status = |c: &Container| {

@@ -346,15 +346,6 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
         "ssh.toml",
         "[ssh]\nsettings = { PermitRootLogin = \"prohibit-password\", PasswordAuthentication = false, ClientAliveInterval = 300, X11Forwarding = \"no\" }\n",
     );
-    let sshd_t = |c: &Container| -> std::collections::BTreeMap<String, String> {
-        let o = c.exec(&["/usr/sbin/sshd", "-T"]);
-        assert!(o.status.success(), "sshd -T: {}", stderr(&o));
-        stdout(&o)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
     let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol]);
     assert_eq!(
         code(&o),
@@ -363,7 +354,7 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
         stdout(&o)
     );
     let rep = json(&o);
-    let real = sshd_t(&c);
+    let real = c.sshd_t();
     for (kw, lower) in [
         ("PermitRootLogin", "permitrootlogin"),
         ("PasswordAuthentication", "passwordauthentication"),
@@ -412,7 +403,7 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
     ]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     // sshd -T prints prohibit-password by its older alias.
-    assert_eq!(sshd_t(&c)["permitrootlogin"], "without-password");
+    assert_eq!(c.sshd_t()["permitrootlogin"], "without-password");
 }
 
 /// `[chrony] exclusive` and `directives`, checked with what chrony itself reads (`chronyd -p`

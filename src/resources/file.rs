@@ -112,6 +112,29 @@ fn owner_drift(
     })
 }
 
+/// The change that sets a mode and/or the owner a check found wrong (`data`: its `chown`, `uid`
+/// and `gid`), or None when neither is.
+fn attrs(
+    path: &str,
+    mode: Option<u32>,
+    data: &serde_json::Value,
+    names: (Option<&str>, Option<&str>),
+) -> Option<Change> {
+    let chown = data["chown"] == json!(true);
+    let id = |k: &str| chown.then(|| data[k].as_u64().map(|v| v as u32)).flatten();
+    (mode.is_some() || chown).then(|| Change::Attrs {
+        path: path.to_string(),
+        mode,
+        uid: id("uid"),
+        gid: id("gid"),
+        shown: if chown {
+            shown(names.0, names.1)
+        } else {
+            String::new()
+        },
+    })
+}
+
 fn sha(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
@@ -247,14 +270,9 @@ impl Resource for FileResource {
                         old: obs.current.clone(),
                     });
                 }
-                if obs.data["chown"] == json!(true) {
-                    plan.push(Change::Attrs {
-                        path: self.path.clone(),
-                        mode: None,
-                        uid: obs.data["uid"].as_u64().map(|u| u as u32),
-                        gid: obs.data["gid"].as_u64().map(|g| g as u32),
-                        shown: shown(self.owner.as_deref(), self.group.as_deref()),
-                    });
+                let names = (self.owner.as_deref(), self.group.as_deref());
+                if let Some(c) = attrs(&self.path, None, &obs.data, names) {
+                    plan.push(c);
                 }
                 plan
             }
@@ -395,27 +413,9 @@ impl Resource for DirResource {
             });
         }
         let mode = d["mode"].as_u64().map(|m| m as u32);
-        if mode.is_some() || d["chown"] == json!(true) {
-            let chown = d["chown"] == json!(true);
-            plan.push(Change::Attrs {
-                path: self.path.clone(),
-                mode,
-                uid: if chown {
-                    d["uid"].as_u64().map(|u| u as u32)
-                } else {
-                    None
-                },
-                gid: if chown {
-                    d["gid"].as_u64().map(|g| g as u32)
-                } else {
-                    None
-                },
-                shown: if chown {
-                    shown(self.owner.as_deref(), self.group.as_deref())
-                } else {
-                    String::new()
-                },
-            });
+        let names = (self.owner.as_deref(), self.group.as_deref());
+        if let Some(c) = attrs(&self.path, mode, d, names) {
+            plan.push(c);
         }
         plan
     }

@@ -191,3 +191,46 @@ impl Drop for Container {
         let _ = self.nspawn.wait();
     }
 }
+
+impl Container {
+    /// `sshd -T`: the configuration the real sshd reads, keyword (lowercase) → value.
+    pub fn sshd_t(&self) -> std::collections::BTreeMap<String, String> {
+        let o = self.exec(&["/usr/sbin/sshd", "-T"]);
+        assert!(
+            o.status.success(),
+            "sshd -T: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What initramfs-tools' own tools say about an initramfs: the sha256 of the decompressed
+    /// `module` in it (empty when it has none) and of the one modprobe finds on the system, and
+    /// whether its copy of /etc/modprobe.d/guestprep.conf is the system's.
+    pub fn initramfs_truth(&self, kver: &str, module: &str) -> (String, String, bool) {
+        let script = format!(
+            "set -e; rm -rf /tmp/ird; unmkinitramfs /boot/initrd.img-{kver} /tmp/ird; \
+             dec() {{ case \"$1\" in *.xz) xz -dc \"$1\";; *) cat \"$1\";; esac; }}; \
+             f=$(find /tmp/ird -name '{module}.ko*' | head -1); \
+             echo \"initrd=$([ -n \"$f\" ] && dec \"$f\" | sha256sum | cut -c1-64)\"; \
+             echo \"system=$(dec \"$(modinfo -k {kver} -n {module})\" | sha256sum | cut -c1-64)\"; \
+             m=$(find /tmp/ird -path '*etc/modprobe.d/guestprep.conf' | head -1); \
+             if [ -n \"$m\" ] && cmp -s \"$m\" /etc/modprobe.d/guestprep.conf; then echo conf=same; else echo conf=differs; fi"
+        );
+        let o = self.exec(&["bash", "-c", &script]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        eprintln!("unmkinitramfs: {}", out.trim().replace('\n', " "));
+        let field = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or("")
+                .to_string()
+        };
+        (field("initrd"), field("system"), field("conf") == "same")
+    }
+}

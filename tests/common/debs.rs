@@ -57,3 +57,38 @@ fn build(
     let deb = String::from_utf8(st.stdout).unwrap();
     std::fs::read(deb.trim()).unwrap()
 }
+
+/// A package with no maintainer scripts, built with dpkg-deb: `files` are (path in the package,
+/// content), `conffiles` the ones dpkg keeps as configuration (removed only by a purge).
+pub fn plain_deb(out: &Path, name: &str, files: &[(&str, &str)], conffiles: &[&str]) -> Vec<u8> {
+    let tree = out.join(format!("{name}.tree"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    for (p, content) in files {
+        let f = tree.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, content).unwrap();
+    }
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: guestprep tests <tests@localhost>\nDescription: guestprep test package\n"
+        ),
+    )
+    .unwrap();
+    if !conffiles.is_empty() {
+        std::fs::write(tree.join("DEBIAN/conffiles"), conffiles.join("\n") + "\n").unwrap();
+    }
+    let deb = out.join(format!("{name}.deb"));
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "dpkg-deb: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::read(deb).unwrap()
+}
