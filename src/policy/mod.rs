@@ -12,6 +12,7 @@
 //!
 //! Later fragments override earlier ones key by key; a list is replaced, not appended.
 
+mod agent;
 mod apt;
 mod chrony;
 pub mod diag;
@@ -19,18 +20,21 @@ mod files;
 mod grub;
 mod kernel;
 mod locale;
+mod modules;
 mod packages;
 pub mod ssh;
 mod time;
 pub mod tree;
 mod units;
 mod waivers;
+pub use agent::{Agent, Seal};
 pub use apt::{Apt, AptSource, AptValue};
 pub use chrony::Chrony;
 pub use files::{FileKind, FileState, ManagedFile};
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use locale::Locale;
+pub use modules::Modules;
 pub use packages::{DebSpec, DkmsSpec, Packages};
 pub use ssh::Ssh;
 pub use time::Time;
@@ -97,17 +101,6 @@ pub struct Policy {
     pub apt: Option<Apt>,
 }
 
-/// `[seal]`: what `guestprep seal` removes by default on this template.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Seal {
-    /// Operation list, as `--operations` (`defaults`, `-logfiles`, `+user-ssh-keys`).
-    pub operations: Vec<String>,
-    /// Users whose ~/.ssh/authorized_keys the user-ssh-keys operation removes.
-    pub user_ssh_keys: Vec<String>,
-    /// Write `uninitialized` to /etc/machine-id (systemd's first-boot marker) instead of emptying it.
-    pub uninitialized_machine_id: bool,
-}
-
 impl Policy {
     /// The daemon's settings: the `[agent]` section, or its defaults.
     pub fn agent(&self) -> Agent {
@@ -115,47 +108,8 @@ impl Policy {
     }
 }
 
-/// `[agent]`: how `guestprep daemon` keeps the report fresh.
-#[derive(Clone, Debug, Serialize)]
-pub struct Agent {
-    /// Re-verify at least this often, for what has no change event (values in /proc).
-    #[serde(serialize_with = "ser_secs")]
-    pub interval: std::time::Duration,
-    /// Quiet time after a change event before re-verifying (changes come in bursts).
-    #[serde(serialize_with = "ser_secs")]
-    pub debounce: std::time::Duration,
-    /// Re-apply drift that file writes alone repair; default report-only.
-    pub enforce: bool,
-    /// Also write a node-exporter textfile-collector file here (`*.prom`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prometheus_textfile: Option<String>,
-}
-
-impl Default for Agent {
-    fn default() -> Self {
-        Agent {
-            interval: std::time::Duration::from_secs(15 * 60),
-            debounce: std::time::Duration::from_millis(200),
-            enforce: false,
-            prometheus_textfile: None,
-        }
-    }
-}
-
-fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
 pub(super) fn is_true(b: &bool) -> bool {
     *b
-}
-
-/// `[modules]`: kernel modules loaded at boot, blacklisted, and their options.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Modules {
-    pub load: Vec<String>,
-    pub blacklist: Vec<String>,
-    pub options: BTreeMap<String, String>,
 }
 
 /// `[swap]`.

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use super::diag::Diagnostic;
 use super::tree::{Entry, Origin, Table, Value};
-use super::{Agent, Modules, Policy, Seal, Swap};
+use super::{Policy, Swap};
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
@@ -98,7 +98,7 @@ pub(super) fn element_origin(e: &Entry, value: &str) -> Origin {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else if key.contains('.') || key.contains('"') {
@@ -286,71 +286,6 @@ impl V {
         out
     }
 
-    fn modules(&mut self, t: &Table) -> Modules {
-        let p = "modules";
-        self.known_keys(t, p, &["load", "blacklist", "options"]);
-        let load = self.list(t, p, "load", check_module);
-        let blacklist = self.list(t, p, "blacklist", check_module);
-        for (i, m) in blacklist.iter().enumerate() {
-            if load.iter().any(|l| same_module(l, m)) {
-                let e = t.get("blacklist").expect("present");
-                let origin = match &e.node.value {
-                    Value::Array(a) => a.get(i).map_or(e.node.origin.clone(), |n| n.origin.clone()),
-                    _ => e.node.origin.clone(),
-                };
-                self.err(
-                    &origin,
-                    &format!("modules.blacklist[{i}]"),
-                    format!("`{m}` is both loaded and blacklisted"),
-                );
-            }
-        }
-        let mut options = BTreeMap::new();
-        if let Some(e) = t.get("options") {
-            match &e.node.value {
-                Value::Table(ot) => {
-                    for (m, oe) in &ot.entries {
-                        let kp = join("modules.options", m);
-                        if let Err(msg) = check_module(m) {
-                            self.err(&oe.key_origin, &kp, msg);
-                            continue;
-                        }
-                        match &oe.node.value {
-                            Value::String(s) => match check_module_options(s) {
-                                Ok(()) => {
-                                    options.insert(
-                                        m.clone(),
-                                        s.split_whitespace().collect::<Vec<_>>().join(" "),
-                                    );
-                                }
-                                Err(msg) => self.err(&oe.node.origin, &kp, msg),
-                            },
-                            other => {
-                                let msg = format!(
-                                    "expected a string like \"param=value other=1\", found {}",
-                                    other.type_name()
-                                );
-                                self.err(&oe.node.origin, &kp, msg);
-                            }
-                        }
-                    }
-                }
-                other => {
-                    let msg = format!(
-                        "expected a table of module = \"options\", found {}",
-                        other.type_name()
-                    );
-                    self.err(&e.node.origin, "modules.options", msg);
-                }
-            }
-        }
-        Modules {
-            load,
-            blacklist,
-            options,
-        }
-    }
-
     /// A `[[files]]` path that a section writes (or a unit drop-in) would be rewritten by two items
     /// on every run: refuse it.
     fn files_owned_elsewhere(&mut self, tree: &Table, policy: &Policy) {
@@ -393,122 +328,6 @@ impl V {
             );
         }
     }
-
-    fn seal(&mut self, t: &Table) -> Seal {
-        let p = "seal";
-        self.known_keys(t, p, &["operations", "user_ssh_keys", "machine_id"]);
-        let operations = self.list(t, p, "operations", crate::seal::check_spec);
-        let user_ssh_keys = self.list(t, p, "user_ssh_keys", check_user_name);
-        let mut uninitialized_machine_id = false;
-        if let Some(m) = self.string(t, p, "machine_id") {
-            match m.as_str() {
-                "empty" => {}
-                "uninitialized" => uninitialized_machine_id = true,
-                other => {
-                    let origin = t.get("machine_id").expect("present").node.origin.clone();
-                    self.err(
-                        &origin,
-                        "seal.machine_id",
-                        format!("`{other}`: expected \"empty\" or \"uninitialized\""),
-                    );
-                }
-            }
-        }
-        Seal {
-            operations,
-            user_ssh_keys,
-            uninitialized_machine_id,
-        }
-    }
-
-    fn agent(&mut self, t: &Table) -> Agent {
-        let p = "agent";
-        self.known_keys(
-            t,
-            p,
-            &["interval", "debounce", "enforce", "prometheus_textfile"],
-        );
-        let mut a = Agent::default();
-        let min = std::time::Duration::from_secs(1);
-        let max = std::time::Duration::from_secs(7 * 86_400);
-        if let Some(d) = self.timespan(t, p, "interval", min, max) {
-            a.interval = d;
-        }
-        let (min, max) = (
-            std::time::Duration::ZERO,
-            std::time::Duration::from_secs(10),
-        );
-        if let Some(d) = self.timespan(t, p, "debounce", min, max) {
-            a.debounce = d;
-        }
-        a.enforce = self.bool(t, p, "enforce").unwrap_or(false);
-        if let Some(path) = self.string(t, p, "prometheus_textfile") {
-            let check = check_abs_path(&path).and_then(|()| {
-                if path.ends_with(".prom") {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "`{path}`: node-exporter's textfile collector reads only files ending in `.prom`"
-                    ))
-                }
-            });
-            match check {
-                Ok(()) => a.prometheus_textfile = Some(path),
-                Err(m) => {
-                    let origin = t
-                        .get("prometheus_textfile")
-                        .expect("present")
-                        .node
-                        .origin
-                        .clone();
-                    self.err(&origin, "agent.prometheus_textfile", m);
-                }
-            }
-        }
-        a
-    }
-
-    /// A duration: a systemd-style time span string (`"15min"`, `"1h 30min"`, `"500ms"`) or an
-    /// integer number of seconds, within `min..=max`.
-    fn timespan(
-        &mut self,
-        t: &Table,
-        path: &str,
-        key: &str,
-        min: std::time::Duration,
-        max: std::time::Duration,
-    ) -> Option<std::time::Duration> {
-        let e = t.get(key)?;
-        let kp = join(path, key);
-        let parsed = match &e.node.value {
-            Value::String(s) => parse_timespan(s),
-            Value::Integer(i) if *i >= 0 => Ok(std::time::Duration::from_secs(*i as u64)),
-            other => Err(format!(
-                "expected a time span like \"15min\" or a number of seconds, found {}",
-                other.type_name()
-            )),
-        };
-        match parsed {
-            Ok(d) if d >= min && d <= max => Some(d),
-            Ok(_) => {
-                let msg = format!(
-                    "must be from {} to {}",
-                    format_timespan(min),
-                    format_timespan(max)
-                );
-                self.err(&e.node.origin, &kp, msg);
-                None
-            }
-            Err(m) => {
-                self.err(&e.node.origin, &kp, m);
-                None
-            }
-        }
-    }
-}
-
-fn same_module(a: &str, b: &str) -> bool {
-    a.replace('-', "_") == b.replace('-', "_")
 }
 
 /// A host name or address for chrony: no spaces, no option syntax.
@@ -591,28 +410,6 @@ pub fn check_module(s: &str) -> Result<(), String> {
     } else {
         Err(format!("`{s}` is not a valid kernel module name"))
     }
-}
-
-fn check_module_options(s: &str) -> Result<(), String> {
-    if s.trim().is_empty() {
-        return Err("options must not be empty".into());
-    }
-    for tok in s.split_whitespace() {
-        let name = tok.split_once('=').map_or(tok, |(n, _)| n);
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        {
-            return Err(format!("`{tok}` is not a module parameter like name=value"));
-        }
-        if tok.contains(['"', '\'', '\\', '#']) {
-            return Err(format!(
-                "`{tok}`: quotes, backslashes and `#` are not allowed"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// One kernel command-line argument: `flag` or `key=value`, nothing a shell or GRUB would expand.
@@ -740,20 +537,6 @@ pub fn format_timespan(d: std::time::Duration) -> String {
         }
     }
     parts.join(" ")
-}
-
-/// A user name as /etc/passwd has them.
-fn check_user_name(s: &str) -> Result<(), String> {
-    if !s.is_empty()
-        && s.len() <= 32
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
-    {
-        Ok(())
-    } else {
-        Err(format!("`{s}` is not a user name"))
-    }
 }
 
 pub fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
