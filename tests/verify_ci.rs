@@ -367,6 +367,19 @@ fn outputs_flags_and_quiet() {
     let o = on_root("verify", r, &["-qq"]);
     assert_eq!((code(&o), stdout(&o)), (1, String::new()));
 
+    // apply -q too: the verdict line only, and the change still made.
+    let scratch = example_root();
+    let o = on_root("apply", scratch.path(), &["-q", "--only", "sysctl"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("compliant: "), "{}", stdout(&o));
+    assert!(
+        scratch
+            .path()
+            .join("etc/sysctl.d/90-guestprep.conf")
+            .exists()
+    );
+
     // Options where people put them: before the verb.
     let pol = policies();
     let o = guestprep(&[

@@ -40,7 +40,7 @@ pub struct ApplyArgs {
     pub select: super::SelectArgs,
 }
 
-pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
+pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
     let started = Instant::now();
     // Validate the whole policy before taking the lock or touching anything.
     let (mut sys, loaded) = args.target.open()?;
@@ -121,7 +121,13 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     };
     report.exit_code = code.code();
 
-    output::ignore_closed(print(args, &outcome.diffs, &outcome.changes, &report))?;
+    output::ignore_closed(print(
+        args,
+        &outcome.diffs,
+        &outcome.changes,
+        &report,
+        quiet,
+    ))?;
     Ok(code)
 }
 
@@ -131,8 +137,16 @@ fn print(
     diffs: &[String],
     changes: &[crate::report::ChangeRecord],
     report: &ComplianceReport,
+    quiet: u8,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
+    // -q: the verdict line only; -qq: nothing (the exit code says it). --json is never cut.
+    if !args.json && quiet > 0 {
+        if quiet == 1 {
+            output::verdict(&mut out, report)?;
+        }
+        return out.flush();
+    }
     let style = Style::stdout();
     if args.diff {
         // With --json the diffs go to stderr so stdout stays one JSON document.

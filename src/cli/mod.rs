@@ -31,8 +31,8 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Less output: `verify -q` prints only the verdict line, `-qq` nothing (the exit code says
-    /// it); accepted anywhere on the command line.
+    /// Less output: `verify -q` and `apply -q` print only the verdict line, `-qq` nothing (the
+    /// exit code says it); accepted anywhere on the command line.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub quiet: u8,
     #[command(subcommand)]
@@ -195,7 +195,7 @@ pub fn hoist(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 pub fn run(cli: Cli) -> i32 {
     let code = |r: anyhow::Result<ExitCode>| r.map(ExitCode::code);
     let (result, failure) = match &cli.command {
-        Command::Apply(a) => (code(apply::run(a)), ExitCode::ApplyFailed),
+        Command::Apply(a) => (code(apply::run(a, cli.quiet)), ExitCode::ApplyFailed),
         Command::Verify(a) => (code(verify::run(a, cli.quiet)), ExitCode::CheckFailed),
         Command::Policy(p) => (code(policy::run(p)), ExitCode::Usage),
         Command::Schema => (code(schema::run()), ExitCode::Usage),
