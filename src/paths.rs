@@ -13,5 +13,7 @@ pub const SEAL_MANIFEST: &str = "/var/lib/guestprep/seal.json";
 /// Records of DKMS builds that failed (`MODULE_VERSION_KERNEL.json`): not redone while nothing
 /// they depend on changed.
 pub const DKMS_FAILED_DIR: &str = "/var/lib/guestprep/dkms-failed";
+/// What `[[packages.deb]]` installed: `NAME.json` with the version and sha256 of the .deb.
+pub const DEB_RECEIPTS_DIR: &str = "/var/lib/guestprep/debs";
 /// Downloaded release `.deb`s.
 pub const CACHE_DIR: &str = "/var/cache/guestprep";

@@ -7,7 +7,7 @@
 
 mod common;
 use common::container::{Container, rootfs_tar, unpack};
-use common::debs::{broken_deb, hello_deb, plain_deb};
+use common::debs::{broken_deb, hello_deb, plain_deb, shadow_deb};
 use common::http::Server;
 use common::*;
 
@@ -378,6 +378,73 @@ fn installs_builds_and_holds_a_dkms_deb_in_a_real_root() {
         "--retry-failed builds again: {}",
         stdout(&o)
     );
+    // The way out sites take: their own patched build of the same release, same name and
+    // version, pinned by its own sha256. guestprep reinstalls it (dpkg would say "already
+    // installed") and the build is tried again (the package's files changed).
+    let patched = shadow_deb(
+        debs.path(),
+        "guestprep-broken-dkms",
+        "guestprep-broken",
+        "1.0",
+        "guestprep_patched",
+    );
+    assert_ne!(patched, broken);
+    srv.add("patched.deb", patched.clone());
+    std::fs::write(
+        c.root().join("root/patched.toml"),
+        deb_entry(
+            "guestprep-broken-dkms",
+            "guestprep-broken",
+            &srv.url("/ok/patched.deb"),
+            &sha(&patched),
+        ),
+    )
+    .unwrap();
+    let o = c.exec(&[
+        "guestprep",
+        "verify",
+        "--json",
+        "--policy",
+        "/root/patched.toml",
+    ]);
+    let deb = item(&json(&o), "deb:guestprep-broken-dkms").clone();
+    assert_eq!(deb["status"], "drift", "{deb}");
+    assert!(
+        deb["message"]
+            .as_str()
+            .unwrap()
+            .contains("installed from another .deb"),
+        "{deb}"
+    );
+    let o = c.exec(&[
+        "guestprep",
+        "apply",
+        "--json",
+        "--policy",
+        "/root/patched.toml",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let rep = json(&o);
+    assert_eq!(
+        item(&rep, &id)["status"],
+        "compliant",
+        "the patched build built"
+    );
+    assert_eq!(
+        item(&rep, "package-hold:guestprep-broken-dkms")["status"],
+        "compliant"
+    );
+    let st = stdout(&c.exec(&[
+        "dkms",
+        "status",
+        "-m",
+        "guestprep-broken",
+        "-v",
+        "1.0",
+        "-k",
+        &kver,
+    ]));
+    assert!(st.contains("installed"), "dkms status: {st}");
     // First-boot contention: another package manager holds dpkg's lock (fcntl, as apt takes it)
     // for 20 s; apply waits, says for whom, and then installs. It never breaks the lock.
     let late = hello_deb(

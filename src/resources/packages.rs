@@ -406,6 +406,23 @@ impl DebPackage {
     fn cache_path(&self) -> String {
         format!("{CACHE_DIR}/{}_{}.deb", self.spec.name, self.spec.version)
     }
+
+    /// Where guestprep records which .deb it installed (its sha256): a site's patched build of
+    /// the same version is a different package, and only this tells them apart.
+    fn receipt_path(&self) -> String {
+        format!("{}/{}.json", crate::paths::DEB_RECEIPTS_DIR, self.spec.name)
+    }
+
+    /// The sha256 of the .deb guestprep installed at this version, if it did.
+    fn installed_sha(&self, sys: &System, version: &str) -> Result<Option<String>> {
+        let Some(text) = sys.read_string(&self.receipt_path())? else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok((v["version"] == version)
+            .then(|| v["sha256"].as_str().map(str::to_string))
+            .flatten())
+    }
 }
 
 /// Refuses a `.deb` whose DKMS module no installed kernel may build.
@@ -471,9 +488,23 @@ impl Resource for DebPackage {
         let held = st.is_some_and(|s| s.held());
         let expected =
             json!({"version": self.spec.version, "sha256": self.spec.sha256, "url": self.spec.url});
-        let actual = json!({"version": installed, "held": held});
+        let from = match &installed {
+            Some(v) => self.installed_sha(sys, v)?,
+            None => None,
+        };
+        let actual = json!({"version": installed, "held": held, "sha256": from});
         let (status, mut msg) = match &installed {
-            Some(v) if *v == self.spec.version => (Status::Compliant, String::new()),
+            Some(v) if *v == self.spec.version => match &from {
+                Some(sha) if *sha != self.spec.sha256 => (
+                    Status::Drift,
+                    format!(
+                        "{v} installed from another .deb (sha256 {}…), the policy pins {}…: reinstalled from it",
+                        &sha[..sha.len().min(12)],
+                        &self.spec.sha256[..self.spec.sha256.len().min(12)]
+                    ),
+                ),
+                _ => (Status::Compliant, String::new()),
+            },
             Some(v) => (
                 Status::Drift,
                 format!("version {v} installed, want {}", self.spec.version),
@@ -499,8 +530,9 @@ impl Resource for DebPackage {
                 retries: self.spec.retries,
                 base_delay: Duration::from_secs_f64(self.spec.retry_delay),
             },
+            // --reinstall: the same version from another .deb (a site's patched build) too.
             Change::Run {
-                argv: apt_get(&["install", "--allow-downgrades", &path]),
+                argv: apt_get(&["install", "--allow-downgrades", "--reinstall", &path]),
             },
         ]
     }
@@ -520,6 +552,18 @@ impl Resource for DebPackage {
                 ));
             }
         }
+        let receipt = json!({
+            "version": self.spec.version,
+            "sha256": self.spec.sha256,
+            "url": self.spec.url,
+            "at": crate::report::rfc3339(std::time::SystemTime::now()),
+        });
+        crate::fsutil::write_atomic(
+            &sys.root,
+            &self.receipt_path(),
+            &serde_json::to_vec_pretty(&receipt)?,
+            Some(0o644),
+        )?;
         Ok(details)
     }
 }
