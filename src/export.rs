@@ -37,7 +37,14 @@ pub fn prometheus(r: &ComplianceReport) -> String {
         &[(String::new(), u8::from(r.compliant).to_string())],
     );
     let s = &r.summary;
-    let counts = [s.compliant, s.drift, s.pending_reboot, s.error, s.skipped];
+    let counts = [
+        s.compliant,
+        s.drift,
+        s.pending_reboot,
+        s.error,
+        s.skipped,
+        s.waived,
+    ];
     metric(
         "guestprep_items",
         "Items of the last report, by status.",
@@ -94,7 +101,8 @@ pub fn prometheus(r: &ComplianceReport) -> String {
     o
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
+/// `{k="v",…}` with the values escaped as the exposition format wants.
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
     let inner: Vec<String> = pairs
         .iter()
         .map(|(k, v)| {

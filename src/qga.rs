@@ -79,11 +79,23 @@ pub struct Agent {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     timeout: Duration,
+    /// No answer is awaited past this instant, however many commands remain (`fleet`: one hung
+    /// agent costs its timeout once).
+    deadline: Option<Instant>,
 }
 
 impl Agent {
     /// Connects and synchronises (guest-sync-delimited), so the next answer is ours.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QgaError> {
+        Self::connect_until(path, timeout, None)
+    }
+
+    /// As [`Agent::connect`], and every later answer must also come before `deadline`.
+    pub fn connect_until(
+        path: &Path,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Self, QgaError> {
         let stream = UnixStream::connect(path).map_err(|source| QgaError::Connect {
             path: path.to_path_buf(),
             source,
@@ -94,9 +106,16 @@ impl Agent {
             reader: BufReader::new(stream),
             writer,
             timeout,
+            deadline,
         };
         a.sync()?;
         Ok(a)
+    }
+
+    /// When the answer to a command sent now is due.
+    fn due(&self) -> Instant {
+        let d = Instant::now() + self.timeout;
+        self.deadline.map_or(d, |end| d.min(end))
     }
 
     fn no_answer(&self, command: &str) -> QgaError {
@@ -163,7 +182,7 @@ impl Agent {
         let id = id & 0x7fff_ffff;
         self.writer.write_all(&[0xff])?;
         self.send(&json!({"execute": "guest-sync-delimited", "arguments": {"id": id}}))?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.due();
         loop {
             self.read_until(0xff, "guest-sync-delimited", deadline)?;
             let line = self.read_until(b'\n', "guest-sync-delimited", deadline)?;
@@ -184,7 +203,7 @@ impl Agent {
             msg["arguments"] = a;
         }
         self.send(&msg)?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.due();
         loop {
             let line = self.read_until(b'\n', command, deadline)?;
             if let Some(v) = parse_answer(&line, command)? {

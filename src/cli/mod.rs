@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod daemon;
 pub mod dkms;
+pub mod fleet;
 pub mod generate;
 pub mod policy;
 pub mod prefetch;
@@ -66,6 +67,9 @@ pub enum Command {
     /// machine-id, cloud-init state, logs…), by named operations; refuses unless compliant.
     #[command(after_help = crate::seal::operations_help())]
     Seal(seal::SealArgs),
+    /// On a Proxmox node: every VM's compliance through its guest agent, concurrently, as a
+    /// table, JSON, or a Prometheus textfile; exit 0 all compliant, 1 any not, 6 any silent.
+    Fleet(fleet::FleetArgs),
     /// Will a DKMS package build here? `dkms try FILE.deb|URL`: its module built for each
     /// installed kernel with headers in a throwaway tree; nothing installed. Exit 0 only if it
     /// builds for every kernel asked (1 otherwise).
@@ -207,6 +211,7 @@ pub fn run(cli: Cli) -> i32 {
             ExitCode::CheckFailed,
         ),
         Command::Seal(a) => (code(seal::run(a)), ExitCode::ApplyFailed),
+        Command::Fleet(a) => (fleet::run(a, cli.quiet), ExitCode::AgentUnavailable),
         Command::Dkms(a) => (code(dkms::run(a)), ExitCode::ApplyFailed),
         Command::Completions(a) => (code(generate::completions(a)), ExitCode::Usage),
         Command::Man(a) => (code(generate::man(a)), ExitCode::Usage),

@@ -12,10 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::exit::ExitCode;
+use crate::guest_report::{self, FetchError};
 use crate::output::{self, Style};
 use crate::paths::REPORT as REPORT_PATH;
 use crate::qga::{Agent, QgaError};
-use crate::report::{ComplianceReport, parse_rfc3339};
+use crate::report::ComplianceReport;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -319,19 +320,6 @@ fn print_report(r: &ComplianceReport, raw: &[u8], json: bool) -> Result<()> {
     Ok(())
 }
 
-fn parse_report(raw: &[u8], what: &str) -> Result<ComplianceReport, String> {
-    let r: ComplianceReport = serde_json::from_slice(raw)
-        .map_err(|e| format!("{what} is not a guestprep compliance report: {e}"))?;
-    if r.api_version != crate::report::API_VERSION {
-        return Err(format!(
-            "{what} has apiVersion {}; this guestprep reads {}",
-            r.api_version,
-            crate::report::API_VERSION
-        ));
-    }
-    Ok(r)
-}
-
 fn report(
     agent: &mut Agent,
     json: bool,
@@ -339,27 +327,30 @@ fn report(
     max_age: Option<Duration>,
     guest_command: &str,
 ) -> Result<ExitCode> {
-    let raw = match agent.read_file(path, 16 << 20) {
-        Ok(r) => r,
-        Err(e) if e.is_not_found() => {
-            return if exists(agent, guest_command) {
-                fail(
-                    ExitCode::NotInGuest,
-                    format!(
-                        "no report at {path} in the guest, but {guest_command} is there: is the daemon running? \
-                         (in the guest: systemctl status guestprep.service)"
-                    ),
-                )
-            } else {
-                fail(
-                    ExitCode::NotInGuest,
-                    format!(
-                        "guestprep is not installed in the guest: no report at {path} and no {guest_command}"
-                    ),
-                )
-            };
+    let f = match guest_report::fetch(agent, path, guest_command) {
+        Ok(f) => f,
+        Err(FetchError::Missing {
+            installed: true, ..
+        }) => {
+            return fail(
+                ExitCode::NotInGuest,
+                format!(
+                    "no report at {path} in the guest, but {guest_command} is there: is the daemon running? \
+                     (in the guest: systemctl status guestprep.service)"
+                ),
+            );
         }
-        Err(e) if e.is_disabled() => {
+        Err(FetchError::Missing {
+            installed: false, ..
+        }) => {
+            return fail(
+                ExitCode::NotInGuest,
+                format!(
+                    "guestprep is not installed in the guest: no report at {path} and no {guest_command}"
+                ),
+            );
+        }
+        Err(FetchError::Disabled(e)) => {
             return fail(
                 ExitCode::AgentUnavailable,
                 format!(
@@ -368,78 +359,40 @@ fn report(
                 ),
             );
         }
-        Err(e) => return agent_failure(e),
+        Err(FetchError::Invalid(m)) => return fail(ExitCode::CheckFailed, m),
+        Err(FetchError::Agent(e)) => return agent_failure(e),
     };
-    let r = match parse_report(&raw, path) {
-        Ok(r) => r,
-        Err(m) => return fail(ExitCode::CheckFailed, m),
-    };
-    let Some(made) = parse_rfc3339(&r.generated_at) else {
+    if let Some(boot) = f.made_before_boot() {
         return fail(
-            ExitCode::CheckFailed,
-            format!("{path}: generatedAt `{}` is not a time", r.generated_at),
+            ExitCode::StaleReport,
+            format!(
+                "stale report: {path} was made at {}, before the guest's last boot at {boot}; the daemon has not \
+                 run since (in the guest: systemctl status guestprep.service)",
+                f.report.generated_at,
+            ),
         );
-    };
-    // Staleness by the guest's own clock: no trust in the host's clock being in step.
-    let now = agent.guest_time().ok();
-    let uptime = agent
-        .read_file("/proc/uptime", 4096)
-        .ok()
-        .and_then(|b| crate::qga::parse_uptime(&b));
-    if let (Some(now), Some(up)) = (now, uptime) {
-        let boot = now - up;
-        // generatedAt has whole seconds: allow one.
-        if (made as f64) < boot - 1.0 {
-            return fail(
-                ExitCode::StaleReport,
-                format!(
-                    "stale report: {path} was made at {}, before the guest's last boot at {}; the daemon has not \
-                     run since (in the guest: systemctl status guestprep.service)",
-                    r.generated_at,
-                    crate::report::rfc3339(
-                        std::time::UNIX_EPOCH
-                            + Duration::try_from_secs_f64(boot.max(0.0)).unwrap_or_default()
-                    )
-                ),
-            );
-        }
     }
     if let Some(limit) = max_age {
-        let Some(now) = now else {
+        let Some(age) = f.age() else {
             return fail(
                 ExitCode::AgentUnavailable,
                 "--max-age needs the guest's clock, and guest-get-time failed",
             );
         };
-        let age = (now - made as f64).max(0.0);
         if age > limit.as_secs_f64() {
             return fail(
                 ExitCode::StaleReport,
                 format!(
                     "stale report: {path} was made {}s ago (at {}), more than --max-age {}",
                     age.round(),
-                    r.generated_at,
+                    f.report.generated_at,
                     crate::policy::format_timespan(limit)
                 ),
             );
         }
     }
-    print_report(&r, &raw, json)?;
-    Ok(ExitCode::from_code(r.exit_code))
-}
-
-/// Whether a path exists in the guest (it can be opened for reading).
-fn exists(agent: &mut Agent, path: &str) -> bool {
-    match agent.execute(
-        "guest-file-open",
-        Some(serde_json::json!({"path": path, "mode": "r"})),
-    ) {
-        Ok(h) => {
-            let _ = agent.execute("guest-file-close", Some(serde_json::json!({"handle": h})));
-            true
-        }
-        Err(e) => !e.is_not_found(),
-    }
+    print_report(&f.report, &f.raw, json)?;
+    Ok(ExitCode::from_code(f.report.exit_code))
 }
 
 fn verify(
@@ -486,7 +439,7 @@ fn verify(
             );
         }
     };
-    match parse_report(&res.stdout, &format!("the output of {program} verify")) {
+    match guest_report::parse(&res.stdout, &format!("the output of {program} verify")) {
         Ok(r) => {
             if res.truncated {
                 eprintln!("guestprep qga: warning: the guest agent truncated the output");

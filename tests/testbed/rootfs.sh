@@ -7,7 +7,7 @@
 #   tests/testbed/rootfs.sh dkms      # systemd, dkms, build-essential, a kernel and its headers
 #   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
 #                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
-#                                     # and a second (trixie-backports) kernel
+#                                     # cloud-init, and a second (trixie-backports) kernel
 #   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/docs.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
@@ -41,7 +41,9 @@ case "$name" in
     # reboot. e2fsprogs: fsck and resize for the root. apt: guestprep installs and holds with it.
     # A second, newer kernel from trixie-backports (its meta package too, as a site that tried it
     # would have): GRUB boots it by default until `[kernel] version` pins trixie's own.
-    include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter,locales
+    # cloud-init: the guest boots as a Proxmox clone does, from a NoCloud seed whose user-data runs
+    # `guestprep apply` (docs/integrations.md).
+    include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter,locales,cloud-init
     mirrors+=("deb http://deb.debian.org/debian trixie-backports main")
     hooks+=(--customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t trixie-backports linux-image-amd64 >/dev/null')
     ;;

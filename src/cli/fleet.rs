@@ -1,0 +1,152 @@
+//! `guestprep fleet`: on a Proxmox node, every VM's compliance through its guest agent, at once.
+//!
+//! Owns the command's arguments and where the answers go (stdout, the textfile); the survey is
+//! [`crate::fleet`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::exit::UsageError;
+use crate::fleet::{self, Options, render};
+use crate::paths::REPORT as REPORT_PATH;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit codes:
+  0  every running VM with its guest agent on has a fresh compliant report (pending reboot allowed)
+  1  a VM drifts, has an error, a stale report, no report, or no guestprep
+  2  usage
+  6  a VM's agent did not answer within --timeout (or does not allow file-read)
+Stopped VMs and VMs with the agent option off count for nothing.
+
+The textfile is for node-exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter);
+guestprep-fleet.timer (in the package, not enabled) writes it every 5 minutes.")]
+pub struct FleetArgs {
+    /// Where QEMU puts the VMs' guest agent sockets (VMID.qga) and pid files (VMID.pid).
+    #[arg(long, value_name = "DIR", default_value = "/var/run/qemu-server")]
+    pub qga_dir: PathBuf,
+    /// The node's VM configurations (VMID.conf: name, agent option).
+    #[arg(long, value_name = "DIR", default_value = "/etc/pve/qemu-server")]
+    pub config_dir: PathBuf,
+    /// Only these VMs (repeatable, or comma-separated).
+    #[arg(long, value_name = "VMID", value_delimiter = ',')]
+    pub vmid: Vec<u32>,
+    /// Only VMs whose name matches this glob (`k8s-*`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub name: Vec<String>,
+    /// Leave out VMs that are not running.
+    #[arg(long)]
+    pub only_running: bool,
+    /// Seconds one VM may take in all (connect and every answer): a hung agent costs this once.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Agents asked at once (default: four per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub parallel: Option<u64>,
+    /// A report older than this is stale (`15min`); one made before the guest's boot always is.
+    #[arg(long, value_name = "SPAN", value_parser = crate::policy::parse_timespan)]
+    pub max_age: Option<Duration>,
+    /// The report's path in the guests.
+    #[arg(long, value_name = "PATH", default_value = REPORT_PATH)]
+    pub path: String,
+    /// Where guestprep is in the guests, to tell "not installed" from "daemon not running".
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/guestprep")]
+    pub guest_command: String,
+    /// Print a JSON list, one object per VM with its report (or the reason there is none).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the Prometheus textfile here (atomically, mode 0644).
+    #[arg(long, value_name = "PATH")]
+    pub prometheus_textfile: Option<PathBuf>,
+}
+
+pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
+    if !args.qga_dir.is_dir() {
+        return Err(UsageError(format!(
+            "--qga-dir {}: no such directory (is this a Proxmox VE node?)",
+            args.qga_dir.display()
+        ))
+        .into());
+    }
+    if let Some(p) = &args.prometheus_textfile {
+        let dir = parent(p);
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--prometheus-textfile {}: the directory {} does not exist",
+                p.display(),
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    let started = Instant::now();
+    let vms = fleet::pve::discover(&args.qga_dir, &args.config_dir)?;
+    let vms = fleet::select(vms, &args.vmid, &args.name, args.only_running);
+    let opts = Options {
+        timeout: Duration::from_secs(args.timeout),
+        parallel: args
+            .parallel
+            .map_or_else(fleet::default_parallel, |n| n as usize),
+        report_path: args.path.clone(),
+        guest_command: args.guest_command.clone(),
+        max_age: args.max_age,
+        keep_reports: args.json,
+    };
+    let results = fleet::survey(&vms, &opts);
+    let elapsed = started.elapsed();
+    if let Some(p) = &args.prometheus_textfile {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        write_textfile(p, &render::prometheus(&results, now, elapsed))?;
+    }
+    let text = if args.json {
+        render::json(&results)
+    } else if quiet > 0 {
+        format!("{}\n", render::summary_line(&results, elapsed))
+    } else {
+        render::table(&results, elapsed)
+    };
+    if quiet < 2 || args.json {
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`fleet | head`) is not an error: the exit code still says it.
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e).context("writing to standard output");
+        }
+    }
+    Ok(fleet::exit_code(&results).code())
+}
+
+fn parent(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes the textfile through a temporary file in its directory and a rename, so the collector
+/// never reads half of it.
+fn write_textfile(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".guestprep-fleet.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming the textfile into {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! A guest's compliance report read from the host through its guest agent: the daemon's
+//! `/run/guestprep/report.json` by file-read, parsed, and dated by the guest's own clock (its age,
+//! and whether it was made before the guest's last boot). `guestprep qga report` and
+//! `guestprep fleet` both read reports this way and differ only in what they make of the answer.
+
+use std::time::Duration;
+
+use crate::qga::{Agent, QgaError};
+use crate::report::{API_VERSION, ComplianceReport, parse_rfc3339, rfc3339};
+
+/// Reports larger than this are refused (a real one is tens of KiB).
+pub const MAX_REPORT: usize = 16 << 20;
+
+/// A report as read from a guest.
+#[derive(Debug)]
+pub struct Fetched {
+    pub report: ComplianceReport,
+    /// The file's bytes, as the daemon wrote them.
+    pub raw: Vec<u8>,
+    /// When it was made (seconds since the epoch).
+    pub made: i64,
+    /// The guest's clock when it was read, if the agent told it.
+    pub guest_now: Option<f64>,
+    /// The guest's last boot (its clock minus its uptime), if the agent told both.
+    pub guest_boot: Option<f64>,
+}
+
+impl Fetched {
+    /// Seconds since the report was made, by the guest's clock (never negative).
+    pub fn age(&self) -> Option<f64> {
+        self.guest_now.map(|now| (now - self.made as f64).max(0.0))
+    }
+
+    /// The guest's boot time when the report was made before it (whole seconds in generatedAt:
+    /// one second of slack), i.e. no daemon has run since the guest booted.
+    pub fn made_before_boot(&self) -> Option<String> {
+        let boot = self.guest_boot?;
+        ((self.made as f64) < boot - 1.0).then(|| {
+            rfc3339(
+                std::time::UNIX_EPOCH
+                    + Duration::try_from_secs_f64(boot.max(0.0)).unwrap_or_default(),
+            )
+        })
+    }
+}
+
+/// Why there is no report.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The agent did not answer, or the connection failed.
+    #[error(transparent)]
+    Agent(QgaError),
+    /// The agent answers but does not allow file-read.
+    #[error("the guest agent does not allow reading files ({0})")]
+    Disabled(QgaError),
+    /// No report file; `installed`: whether the guestprep program is in the guest.
+    #[error("no report at {path} in the guest")]
+    Missing { path: String, installed: bool },
+    /// A file that is not a report of this version.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads the report at `path` in the guest; `program` is where guestprep is installed there (to
+/// tell "not installed" from "daemon not running" when there is no report).
+pub fn fetch(agent: &mut Agent, path: &str, program: &str) -> Result<Fetched, FetchError> {
+    let raw = match agent.read_file(path, MAX_REPORT) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return Err(FetchError::Missing {
+                path: path.to_string(),
+                installed: exists(agent, program),
+            });
+        }
+        Err(e) if e.is_disabled() => return Err(FetchError::Disabled(e)),
+        Err(e) => return Err(FetchError::Agent(e)),
+    };
+    let report = parse(&raw, path).map_err(FetchError::Invalid)?;
+    let made = parse_rfc3339(&report.generated_at).ok_or_else(|| {
+        FetchError::Invalid(format!(
+            "{path}: generatedAt `{}` is not a time",
+            report.generated_at
+        ))
+    })?;
+    // Dated by the guest's own clock: no trust in the host's clock being in step.
+    let guest_now = agent.guest_time().ok();
+    let uptime = agent
+        .read_file("/proc/uptime", 4096)
+        .ok()
+        .and_then(|b| crate::qga::parse_uptime(&b));
+    let guest_boot = guest_now.zip(uptime).map(|(now, up)| now - up);
+    Ok(Fetched {
+        report,
+        raw,
+        made,
+        guest_now,
+        guest_boot,
+    })
+}
+
+/// Parses a report (`what` names it in the error).
+pub fn parse(raw: &[u8], what: &str) -> Result<ComplianceReport, String> {
+    let r: ComplianceReport = serde_json::from_slice(raw)
+        .map_err(|e| format!("{what} is not a guestprep compliance report: {e}"))?;
+    if r.api_version != API_VERSION {
+        return Err(format!(
+            "{what} has apiVersion {}; this guestprep reads {API_VERSION}",
+            r.api_version
+        ));
+    }
+    Ok(r)
+}
+
+/// Whether a path exists in the guest (it can be opened for reading).
+pub fn exists(agent: &mut Agent, path: &str) -> bool {
+    match agent.execute(
+        "guest-file-open",
+        Some(serde_json::json!({"path": path, "mode": "r"})),
+    ) {
+        Ok(h) => {
+            let _ = agent.execute("guest-file-close", Some(serde_json::json!({"handle": h})));
+            true
+        }
+        Err(e) => !e.is_not_found(),
+    }
+}
