@@ -15,7 +15,7 @@ pub enum ExitCode {
     ApplyFailed = 4,
     /// No drift, but an item could not be checked (`verify`).
     CheckFailed = 5,
-    /// `qga`: the guest agent cannot be reached or does not answer.
+    /// `qga`, `fleet`: the guest agent cannot be reached or does not answer.
     AgentUnavailable = 6,
     /// `qga`: guestprep or its report is not in the guest.
     NotInGuest = 7,
@@ -52,12 +52,12 @@ impl ExitCode {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  compliant / converged
-  1  drift (verify, apply --check)
+  1  drift (verify, apply --check); fleet: a VM is not compliant
   2  invalid policy or usage; nothing was changed
   3  compliant except for a pending reboot
   4  a change could not be applied, drift remains after apply, or the apply lock was not free
   5  no drift, but an item could not be checked (verify)
-  6  qga: the guest agent cannot be reached or does not answer
+  6  qga, fleet: a guest agent cannot be reached or does not answer
   7  qga: guestprep, or its report, is not in the guest
   8  qga report: the report is stale (older than the guest's boot, or than --max-age)";
 

@@ -5,6 +5,7 @@
 pub mod container;
 pub mod daemon;
 pub mod debs;
+pub mod fleet;
 pub mod http;
 
 use std::collections::BTreeMap;
