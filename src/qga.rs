@@ -96,10 +96,7 @@ impl Agent {
         timeout: Duration,
         deadline: Option<Instant>,
     ) -> Result<Self, QgaError> {
-        let stream = UnixStream::connect(path).map_err(|source| QgaError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let stream = connect_within(path, Instant::now() + timeout, deadline)?;
         let writer = stream.try_clone()?;
         let mut a = Agent {
             path: path.to_path_buf(),
@@ -306,6 +303,54 @@ impl Agent {
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Connects to a unix socket without ever blocking past the timeout: an agent that accepts no
+/// connection (hung, or busy with another client) leaves its listen backlog full, and a blocking
+/// `connect` would then wait forever. Non-blocking, a full backlog is `EAGAIN`: retried until due.
+fn connect_within(
+    path: &Path,
+    due: Instant,
+    deadline: Option<Instant>,
+) -> Result<UnixStream, QgaError> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let start = Instant::now();
+    let due = deadline.map_or(due, |d| due.min(d));
+    let failed = |source: std::io::Error| QgaError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
+    let addr = UnixAddr::new(path).map_err(|e| failed(e.into()))?;
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| failed(e.into()))?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(Errno::EAGAIN | Errno::EINPROGRESS) if Instant::now() < due => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
+                return Err(QgaError::NoAnswer {
+                    path: path.to_path_buf(),
+                    command: "connect (the agent accepts no connection)".into(),
+                    secs: due.saturating_duration_since(start).as_secs().max(1),
+                });
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(failed(e.into())),
         }
     }
 }

@@ -289,6 +289,18 @@ fn selection_table_and_exit_codes() {
         let o = run(bed.fleet(BIN, &[&t[..], &["--vmid", id]].concat()));
         assert_eq!(code(&o), 1, "{id}: {}", stdout(&o));
     }
+    // A hung agent accepts no connection, and each earlier client left one pending in its listen
+    // backlog: once it is full, connecting must still give up at the timeout (it used to block).
+    for round in 0..4 {
+        let start = Instant::now();
+        let o = run(bed.fleet(BIN, &["--timeout", "1", "--vmid", "1048", "--json"]));
+        assert_eq!(code(&o), 6, "round {round}: {}", stderr(&o));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "round {round} against the hung agent took {:?}",
+            start.elapsed()
+        );
+    }
     // --name globs and --only-running.
     let o = run(bed.fleet(
         BIN,

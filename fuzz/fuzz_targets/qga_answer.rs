@@ -1,6 +1,7 @@
-//! Fuzz target: what a guest agent (an untrusted guest) can send the host. An answer line, a
-//! report read from the guest, its /proc/uptime, a base64 payload: never a panic, and whatever is
-//! printed for a person carries no raw control character.
+//! Fuzz target: what a guest agent (an untrusted guest) can send the host, and what a Proxmox
+//! node's files say of a VM. An answer line, a report read from the guest (shown alone and in
+//! `fleet`'s table and textfile), its /proc/uptime, a base64 payload, a VM configuration: never a
+//! panic, and whatever is printed for a person carries no raw control character.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,5 +20,35 @@ fuzz_target!(|data: &[u8]| {
         );
         let _ = guestprep::exit::ExitCode::from_code(r.exit_code);
         let _ = guestprep::report::parse_rfc3339(&r.generated_at);
+        // As `guestprep fleet` shows it: the guest's seal id and version in the table.
+        let vm = guestprep::fleet::VmResult {
+            vmid: 100,
+            name: r.host.hostname.clone(),
+            compliant: r.compliant,
+            state: guestprep::fleet::State::Drift,
+            reason: None,
+            message: None,
+            running: true,
+            agent: Some(true),
+            up: true,
+            report_age_seconds: Some(1.0),
+            generated_at: Some(r.generated_at.clone()),
+            exit_code: Some(r.exit_code),
+            summary: Some(r.summary.clone()),
+            seal_id: r.seal.as_ref().map(|s| s.seal_id.clone()),
+            guestprep_version: Some(r.guestprep_version.clone()),
+            duration_ms: 1,
+            report: None,
+        };
+        let vms = [vm];
+        let table = guestprep::fleet::render::table(&vms, std::time::Duration::from_millis(5));
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "a control character reaches the terminal: {table:?}"
+        );
+        let _ = guestprep::fleet::render::prometheus(&vms, 0, std::time::Duration::ZERO);
+        let _ = guestprep::fleet::render::json(&vms);
     }
+    let _ = guestprep::guest_report::parse(data, "report.json");
+    let _ = guestprep::fleet::pve::parse_config(&String::from_utf8_lossy(data));
 });
