@@ -558,9 +558,12 @@ for clone in a b; do
   boot "$seed"
   cloud_init_done
   [ "$(qga cat /var/lib/cloud/data/instance-id)" = "$iid" ] || fail "clone $clone: cloud-init's instance is not $iid"
-  # cloud-init found no earlier instance: the template's was sealed away.
-  prev=$(qga cat /var/lib/cloud/data/previous-instance-id)
-  [ "$prev" = NO_PREVIOUS_INSTANCE_ID ] || fail "clone $clone: cloud-init saw an earlier instance '$prev'"
+  # cloud-init found no earlier instance (its own log says so): the template's was sealed away;
+  # its state holds this instance only.
+  qga cat /var/log/cloud-init.log >"$work/cloud-init-$clone.log"
+  grep -q 'previous iid found to be NO_PREVIOUS_INSTANCE_ID' "$work/cloud-init-$clone.log" ||
+    fail "clone $clone: cloud-init found an earlier instance: $(grep 'previous iid found' "$work/cloud-init-$clone.log" | head -n3)"
+  [ "$(gx ls /var/lib/cloud/instances)" = "$iid" ] || fail "clone $clone: cloud-init instances: $(gx ls /var/lib/cloud/instances)"
   applied_once_by_cloud_init "clone-$clone"
   [ "$(gx hostname)" = "$host" ] || fail "clone $clone is named $(gx hostname), not $host"
   id=$(qga cat /etc/machine-id)
