@@ -325,7 +325,7 @@ boots=0
 # boot SEED [nowait]: starts QEMU with the disk and the seed as an IDE CD-ROM, waits for the
 # agent and (unless nowait) for systemd's start jobs, cloud-init's included.
 boot() {
-  local seed=$1 wait=${2:-wait}
+  local seed=$1 wait=${2:-wait} tries=${3:-1}
   boots=$((boots + 1))
   rm -f "$sock"
   qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$mem" -smp 2 -nodefaults \
@@ -342,6 +342,16 @@ boot() {
   until [ -S "$sock" ] && "$gp" qga --socket "$sock" --timeout 2 ping >/dev/null 2>&1; do
     kill -0 "$qemu_pid" 2>/dev/null ||
       fail "QEMU exited during boot $boots: $(cat "$work/qemu-$boots.log")"
+    # Debian's kernel sometimes dies in early boot under multi-threaded TCG (an int3 Oops while
+    # patching static keys, before any of guestprep runs): boot once more, and say so.
+    if [ "$tries" -lt 2 ] && grep -q 'Kernel panic - not syncing' "$work/serial-$boots.log" 2>/dev/null; then
+      log "boot $boots: the guest kernel panicked in early boot under TCG ($(grep -m1 -o 'RIP: [^ ]*' "$work/serial-$boots.log")); booting again"
+      kill "$qemu_pid"
+      wait "$qemu_pid" 2>/dev/null || true
+      qemu_pid=""
+      boot "$seed" "$wait" $((tries + 1))
+      return
+    fi
     [ "$SECONDS" -lt "$deadline" ] ||
       fail "the guest agent did not answer within ${boot_timeout}s of boot $boots (serial log below)"
     sleep 1
