@@ -25,34 +25,19 @@ const STATUSES: [Status; 6] = [
 pub fn prometheus(r: &ComplianceReport) -> String {
     let mut o = String::new();
     let mut metric = |name: &str, help: &str, samples: &[(String, String)]| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(o, "{name}{labels} {value}");
-        }
+        gauge(&mut o, name, help, samples.iter().cloned())
     };
     metric(
         "guestprep_compliant",
         "1 when no item of the policy is in drift or error.",
         &[(String::new(), u8::from(r.compliant).to_string())],
     );
-    let s = &r.summary;
-    let counts = [
-        s.compliant,
-        s.drift,
-        s.pending_reboot,
-        s.error,
-        s.skipped,
-        s.waived,
-    ];
     metric(
         "guestprep_items",
         "Items of the last report, by status.",
-        &STATUSES
-            .iter()
-            .zip(counts)
-            .map(|(st, n)| (labels(&[("status", st.as_str())]), n.to_string()))
-            .collect::<Vec<_>>(),
+        &r.summary
+            .by_status()
+            .map(|(st, n)| (labels(&[("status", st.as_str())]), n.to_string())),
     );
     let per_item: Vec<(String, String)> = r
         .items
@@ -99,6 +84,20 @@ pub fn prometheus(r: &ComplianceReport) -> String {
         )],
     );
     o
+}
+
+/// One gauge in the text exposition format: HELP, TYPE, a line per sample (labels, value).
+pub(crate) fn gauge(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, String)>,
+) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(o, "{name}{labels} {value}");
+    }
 }
 
 /// `{k="v",…}` with the values escaped as the exposition format wants.

@@ -127,6 +127,18 @@ impl Summary {
         }
         s
     }
+
+    /// Each status with its count, in the order the summary lists them.
+    pub fn by_status(&self) -> [(Status, usize); 6] {
+        [
+            (Status::Compliant, self.compliant),
+            (Status::Drift, self.drift),
+            (Status::PendingReboot, self.pending_reboot),
+            (Status::Error, self.error),
+            (Status::Skipped, self.skipped),
+            (Status::Waived, self.waived),
+        ]
+    }
 }
 
 /// Facts about the managed system (read from the root when offline).

@@ -4,7 +4,7 @@
 //! [`crate::fleet`].
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -73,7 +73,7 @@ pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
         .into());
     }
     if let Some(p) = &args.prometheus_textfile {
-        let dir = parent(p);
+        let dir = super::parent_dir(p);
         if !dir.is_dir() {
             return Err(UsageError(format!(
                 "--prometheus-textfile {}: the directory {} does not exist",
@@ -102,7 +102,8 @@ pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        write_textfile(p, &render::prometheus(&results, now, elapsed))?;
+        // Atomic: the collector never reads half of it.
+        super::write_host_file(p, &render::prometheus(&results, now, elapsed))?;
     }
     let text = if args.json {
         render::json(&results)
@@ -121,32 +122,4 @@ pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
         }
     }
     Ok(fleet::exit_code(&results).code())
-}
-
-fn parent(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// Writes the textfile through a temporary file in its directory and a rename, so the collector
-/// never reads half of it.
-fn write_textfile(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = parent(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".guestprep-fleet.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming the textfile into {}", path.display()))?;
-    Ok(())
 }

@@ -195,6 +195,37 @@ pub fn hoist(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     out
 }
 
+/// The directory a host file given on the command line goes in (`.` for a bare name).
+pub(crate) fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
+
+/// Writes a file of the host (not of the checked root: `verify --output`, `fleet`'s textfile)
+/// atomically, mode 0644 as a file made with `>` would be for others to read: a temporary file
+/// beside it, synced, then a rename.
+pub(crate) fn write_host_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".guestprep.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// Runs a parsed command line and returns the process exit code. Errors are printed here, once.
 pub fn run(cli: Cli) -> i32 {
     let code = |r: anyhow::Result<ExitCode>| r.map(ExitCode::code);

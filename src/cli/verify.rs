@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::{Format, SelectArgs, Target, selected};
@@ -118,27 +118,6 @@ fn render(r: &ComplianceReport, f: Format, style: &Style, quiet: u8) -> Result<S
     })
 }
 
-/// Writes a file of the host (not of the checked root) atomically: a temp file beside it, then
-/// a rename.
-fn write_file(path: &PathBuf, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
-    tmp.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    // A report is for others to read (a CI's artifact store), as a file made with `>` would be.
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 pub fn run(args: &VerifyArgs, quiet: u8) -> Result<ExitCode> {
     let outs = outputs(args)?;
     let filter = args.select.filter()?;
@@ -158,7 +137,7 @@ pub fn run(args: &VerifyArgs, quiet: u8) -> Result<ExitCode> {
     for (f, path) in &outs {
         let text = render(&r, *f, &style, quiet)?;
         match path {
-            Some(p) => write_file(p, &text)?,
+            Some(p) => super::write_host_file(p, &text)?,
             None => {
                 let mut out = std::io::stdout().lock();
                 output::ignore_closed(out.write_all(text.as_bytes()).and_then(|()| out.flush()))?;

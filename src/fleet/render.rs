@@ -129,11 +129,7 @@ pub fn prometheus(results: &[VmResult], now_unix: i64, elapsed: std::time::Durat
         crate::export::labels(&pairs)
     };
     let mut metric = |name: &str, help: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(o, "{name}{labels} {value}");
-        }
+        crate::export::gauge(&mut o, name, help, samples)
     };
     let expected: Vec<&VmResult> = results.iter().filter(|r| r.state.expects_agent()).collect();
     metric(
@@ -155,15 +151,8 @@ pub fn prometheus(results: &[VmResult], now_unix: i64, elapsed: std::time::Durat
     let mut items = Vec::new();
     for r in results {
         if let Some(s) = &r.summary {
-            for (status, n) in [
-                ("compliant", s.compliant),
-                ("drift", s.drift),
-                ("pending-reboot", s.pending_reboot),
-                ("error", s.error),
-                ("skipped", s.skipped),
-                ("waived", s.waived),
-            ] {
-                items.push((vm_labels(r, &[("status", status)]), n.to_string()));
+            for (status, n) in s.by_status() {
+                items.push((vm_labels(r, &[("status", status.as_str())]), n.to_string()));
             }
         }
     }
