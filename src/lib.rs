@@ -23,8 +23,10 @@ pub mod qga;
 pub mod report;
 pub mod resources;
 pub mod root;
+pub mod saferead;
 pub mod seal;
 pub mod systemd;
+pub mod text;
 pub mod waivers;
 
 use anyhow::Result;

@@ -11,7 +11,7 @@
 //! kernels without it).
 
 use std::ffi::OsString;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -195,32 +195,54 @@ impl Root {
         Ok(self.dir.join(done))
     }
 
-    /// Opens a file of the managed system for reading; `None` if it does not exist.
+    /// Opens a file of the managed system for reading; `None` if it does not exist. Non-blocking
+    /// (a FIFO never blocks the open) and refused unless it is a regular file
+    /// ([`NotRegular`](crate::saferead::NotRegular), naming the path and its type).
     pub fn open(&self, abs: &str) -> Result<Option<std::fs::File>> {
-        if !self.live {
-            match self.open_in(abs, OFlag::O_RDONLY)? {
-                Opened::Fd(fd) => return Ok(Some(std::fs::File::from(fd))),
-                Opened::Missing => return Ok(None),
-                Opened::Unsupported => {}
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let file = 'opened: {
+            if !self.live {
+                match self.open_in(abs, flags)? {
+                    Opened::Fd(fd) => break 'opened std::fs::File::from(fd),
+                    Opened::Missing => return Ok(None),
+                    Opened::Unsupported => {}
+                }
             }
-        }
-        let p = self.resolve(abs)?;
-        match std::fs::File::open(&p) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("opening {}", p.display())),
+            let p = self.resolve(abs)?;
+            match nix::fcntl::open(&p, flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .with_context(|| format!("opening {}", p.display()));
+                }
+            }
+        };
+        crate::saferead::regular(&file, &self.what(abs))?;
+        Ok(Some(file))
+    }
+
+    /// `abs` as messages name it: the path alone on `/`, with the image's directory offline.
+    pub fn what(&self, abs: &str) -> String {
+        if self.live {
+            abs.to_string()
+        } else {
+            format!("{abs} in {}", self.describe())
         }
     }
 
-    /// Reads a file of the managed system; `None` if it does not exist.
+    /// Reads a file of the managed system; `None` if it does not exist. At most
+    /// [`CONFIG_LIMIT`](crate::saferead::CONFIG_LIMIT) bytes: a larger file is an error.
     pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        self.read_limited(abs, crate::saferead::CONFIG_LIMIT)
+    }
+
+    /// [`Root::read`] with the limit that fits the file (a database, an archive's tables).
+    pub fn read_limited(&self, abs: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         let Some(mut f) = self.open(abs)? else {
             return Ok(None);
         };
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .with_context(|| format!("reading {abs} in {}", self.describe()))?;
-        Ok(Some(buf))
+        crate::saferead::read_bounded(&mut f, &self.what(abs), limit).map(Some)
     }
 
     /// Reads a text file of the managed system (lossy UTF-8); `None` if it does not exist.
@@ -478,13 +500,13 @@ impl Root {
         ) {
             Ok(fd) => {
                 let mut f = std::fs::File::from(fd);
-                if !f.metadata()?.is_file() {
-                    bail!("{abs} exists but is not a regular file");
-                }
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)
-                    .with_context(|| format!("reading {abs} in {}", self.dir.display()))?;
-                Ok(Some(buf))
+                crate::saferead::regular(&f, &self.what(abs))?;
+                crate::saferead::read_bounded(
+                    &mut f,
+                    &self.what(abs),
+                    crate::saferead::CONFIG_LIMIT,
+                )
+                .map(Some)
             }
             Err(Errno::ENOENT) => Ok(None),
             Err(Errno::ELOOP) => Err(SymlinkAtOwnedPath {

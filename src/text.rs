@@ -1,0 +1,62 @@
+//! Text for messages: control characters escaped, and short excerpts of untrusted bytes.
+//!
+//! Anything guestprep quotes from outside (a policy key, a path in an image, a guest agent's
+//! answer) goes through [`escape`] or [`excerpt`] before it reaches a terminal: a NUL, ESC, BEL or
+//! newline in a quoted key would otherwise be printed raw.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// `s` with every control character (C0, DEL, C1) written as `\n`, `\t`, `\e` or `\u{..}`.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// At most `max` characters of `bytes` (lossy UTF-8), escaped, with the total length when cut.
+pub fn excerpt(bytes: &[u8], max: usize) -> String {
+    let head = &bytes[..bytes.len().min(max.saturating_mul(4))];
+    let text = String::from_utf8_lossy(head);
+    let cut: String = text.chars().take(max).collect();
+    let shown = escape(&cut).into_owned();
+    if cut.len() < bytes.len() {
+        format!("{shown}… ({} bytes in all)", bytes.len())
+    } else {
+        shown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\u{0}b\u{1b}[2J\u{7}\n"), "a\\u{0}b\\e[2J\\u{7}\\n");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn excerpts_are_short_and_say_the_length() {
+        let long = vec![b'x'; 31 << 20];
+        let e = excerpt(&long, 80);
+        assert!(e.len() < 120, "{e}");
+        assert!(e.ends_with(&format!("({} bytes in all)", long.len())));
+        assert_eq!(excerpt(b"ok", 80), "ok");
+    }
+}
