@@ -572,7 +572,7 @@ pub fn dkms_progress(trees: &[std::path::PathBuf], since: std::time::SystemTime)
         }
     }
     let (_, log) = newest?;
-    let mut f = std::fs::File::open(&log).ok()?;
+    let mut f = crate::saferead::open_regular(&log).ok()??;
     let mut head = [0u8; 256];
     let n = f.read(&mut head).ok()?;
     let head = String::from_utf8_lossy(&head[..n]);

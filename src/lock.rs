@@ -6,6 +6,7 @@
 //! goes with the process, so a killed apply never leaves a stale lock behind.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,11 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::root::Root;
 
 pub const LOCK_FILE: &str = crate::paths::APPLY_LOCK;
+
+fn libc_flags() -> i32 {
+    (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NOCTTY)
+        .bits()
+}
 
 pub struct ApplyLock {
     _lock: Flock<std::fs::File>,
@@ -31,8 +37,11 @@ pub fn acquire(root: &Root, timeout: Duration) -> Result<ApplyLock> {
             .write(true)
             .create(true)
             .truncate(false)
+            // A FIFO or a link planted there is refused, never blocked on or followed.
+            .custom_flags(libc_flags())
             .open(&path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
+        crate::saferead::regular(&file, &path.display().to_string())?;
         (path, file)
     } else {
         let path = root.dir().to_path_buf();

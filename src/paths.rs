@@ -17,3 +17,24 @@ pub const DKMS_FAILED_DIR: &str = "/var/lib/guestprep/dkms-failed";
 pub const DEB_RECEIPTS_DIR: &str = "/var/lib/guestprep/debs";
 /// Downloaded release `.deb`s.
 pub const CACHE_DIR: &str = "/var/cache/guestprep";
+
+/// Where guestprep keeps itself: its policy (vendor and admin), its report and lock, its state
+/// and cache. `[[files]]` may not manage anything here: a valid policy could install an invalid
+/// one, replace the report or the seal manifest, and every later run would fail.
+pub const OWN_DIRS: &[&str] = &[
+    "/etc/guestprep",
+    "/usr/lib/guestprep",
+    "/run/guestprep",
+    "/var/lib/guestprep",
+    "/var/cache/guestprep",
+];
+
+/// Kernel file systems: not files a policy can own (writes there are settings, not content; the
+/// sections that set them, `[sysctl]` and `[modules]`, exist for that).
+pub const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// `dir` itself or a path below it.
+pub fn is_at_or_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}

@@ -231,10 +231,10 @@ impl Root {
         }
     }
 
-    /// Reads a file of the managed system; `None` if it does not exist. At most
-    /// [`CONFIG_LIMIT`](crate::saferead::CONFIG_LIMIT) bytes: a larger file is an error.
+    /// Reads a file of the managed system; `None` if it does not exist. At most what
+    /// [`limit_for`](crate::saferead::limit_for) allows for that path: a larger file is an error.
     pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
-        self.read_limited(abs, crate::saferead::CONFIG_LIMIT)
+        self.read_limited(abs, crate::saferead::limit_for(abs))
     }
 
     /// [`Root::read`] with the limit that fits the file (a database, an archive's tables).

@@ -24,6 +24,15 @@ pub const CONFIG_LIMIT: u64 = 16 << 20;
 /// The limit for a database-like file read whole (dpkg's status, the locale archive's tables).
 pub const DATABASE_LIMIT: u64 = 256 << 20;
 
+/// The limit for `abs` (a path of the managed system): databases guestprep reads whole (dpkg's
+/// status, the locale archive) may be large on a big system; every other file is a configuration.
+pub fn limit_for(abs: &str) -> u64 {
+    match abs {
+        "/var/lib/dpkg/status" | "/usr/lib/locale/locale-archive" => DATABASE_LIMIT,
+        _ => CONFIG_LIMIT,
+    }
+}
+
 /// A path that is not a regular file where guestprep reads one.
 #[derive(Debug, thiserror::Error)]
 #[error("{path} is a {kind}, not a regular file: guestprep reads only regular files there")]

@@ -28,6 +28,15 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A multi-line message for a terminal: every control character but the newline escaped (the
+/// lines are guestprep's own; what they quote is escaped again where it is quoted).
+pub fn escape_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|l| escape(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// At most `max` characters of `bytes` (lossy UTF-8), escaped, with the total length when cut.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {
     let head = &bytes[..bytes.len().min(max.saturating_mul(4))];
@@ -49,6 +58,7 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(escape("a\u{0}b\u{1b}[2J\u{7}\n"), "a\\u{0}b\\e[2J\\u{7}\\n");
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape_lines("one\u{1b}\ntwo\u{7}"), "one\\e\ntwo\\u{7}");
     }
 
     #[test]

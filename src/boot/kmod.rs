@@ -23,7 +23,12 @@ pub fn decompress(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
     if bytes.starts_with(b"\x7fELF") {
         return Ok(bytes.to_vec());
     } else if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        lzma_rs::xz_decompress(&mut &bytes[..], &mut out).map_err(|e| anyhow!("xz: {e}"))?;
+        // The writer refuses past the limit, so a bomb stops there instead of filling memory.
+        let mut w = Bounded {
+            out: &mut out,
+            limit,
+        };
+        lzma_rs::xz_decompress(&mut &bytes[..], &mut w).map_err(|e| anyhow!("xz: {e}"))?;
     } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         ruzstd::decoding::StreamingDecoder::new(bytes)
             .map_err(|e| anyhow!("zstd: {e}"))?
@@ -40,6 +45,32 @@ pub fn decompress(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
         bail!("the module is larger than {limit} bytes decompressed");
     }
     Ok(out)
+}
+
+/// A writer into `out` that fails once more than `limit` bytes are written (one byte over, so
+/// the caller can tell "exactly the limit" from "more").
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    limit: u64,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (self.limit + 1).saturating_sub(self.out.len() as u64);
+        if room == 0 {
+            return Err(std::io::Error::other(format!(
+                "larger than {} bytes decompressed",
+                self.limit
+            )));
+        }
+        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16> {

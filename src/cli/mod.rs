@@ -251,16 +251,19 @@ pub fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             if let Some(inv) = e.downcast_ref::<crate::policy::InvalidPolicy>() {
-                eprintln!("{inv}");
+                eprintln!("{}", crate::text::escape_lines(&inv.to_string()));
                 eprintln!("nothing was changed");
                 return ExitCode::Usage.code();
             }
             if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("guestprep: error: {u}");
+                eprintln!("guestprep: error: {}", crate::text::escape_lines(&u.to_string()));
                 eprintln!("nothing was changed");
                 return ExitCode::Usage.code();
             }
-            eprintln!("guestprep: error: {e:#}");
+            eprintln!(
+                "guestprep: error: {}",
+                crate::text::escape_lines(&format!("{e:#}"))
+            );
             let code = if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)

@@ -71,9 +71,13 @@ fn decompress<'a>(name: &str, data: &'a [u8]) -> Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// The largest `.deb` guestprep reads (it is read whole): a DKMS driver is a few MB.
+pub const DEB_LIMIT: u64 = 512 << 20;
+
 /// Reads a `.deb` file.
 pub fn read(path: &Path) -> Result<DebInfo> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::saferead::read_regular(path, DEB_LIMIT)?
+        .with_context(|| format!("reading {}: no such file", path.display()))?;
     inspect(&bytes).with_context(|| format!("inspecting {}", path.display()))
 }
 

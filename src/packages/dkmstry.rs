@@ -115,9 +115,14 @@ pub fn try_build(
                 Ok(_) => Outcome::Builds,
                 Err(e) => {
                     let log = tree.join(&m.name).join(&m.version).join("build/make.log");
-                    let errors = std::fs::read_to_string(&log)
-                        .map(|t| crate::resources::packages::first_errors(&t, 5))
-                        .unwrap_or_default();
+                    let errors = crate::saferead::read_regular_string(
+                        &log,
+                        crate::saferead::CONFIG_LIMIT * 4,
+                    )
+                    .ok()
+                    .flatten()
+                    .map(|t| crate::resources::packages::first_errors(&t, 5))
+                    .unwrap_or_default();
                     Outcome::Fails(if errors.is_empty() {
                         vec![format!("{e:#}")]
                     } else {

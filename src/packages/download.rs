@@ -89,7 +89,8 @@ pub struct Fetched {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = crate::saferead::open_regular(path)?
+        .with_context(|| format!("opening {}: no such file", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

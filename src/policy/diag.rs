@@ -25,10 +25,15 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key or a quoted value may hold any character TOML allows in a string: NUL, ESC,
+        // a newline. Printed escaped, so a terminal shows them instead of obeying them.
+        use crate::text::escape;
+        let origin = self.origin.to_string();
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
+            write!(f, "{}: {}", escape(&origin), escape(&self.message))
         } else {
-            write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+            let key = escape(&self.key);
+            write!(f, "{}: `{key}`: {}", escape(&origin), escape(&self.message))
         }
     }
 }

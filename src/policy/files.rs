@@ -150,7 +150,7 @@ impl V {
                 }
             }
             let path = match self.string(t, &p, "path") {
-                Some(path) => match check_abs_path(&path) {
+                Some(path) => match check_abs_path(&path).and_then(|()| check_not_reserved(&path)) {
                     Ok(()) => Some(path),
                     Err(m) => {
                         self.err(
@@ -238,7 +238,24 @@ impl V {
     }
 }
 
-/// An absolute, normalised path: no `..`, no `.`, no empty components, not `/` itself.
+/// A path `[[files]]` may manage: not guestprep's own files, not a kernel file system.
+fn check_not_reserved(path: &str) -> Result<(), String> {
+    use crate::paths::{KERNEL_DIRS, OWN_DIRS, is_at_or_under};
+    if let Some(d) = OWN_DIRS.iter().find(|d| is_at_or_under(path, d)) {
+        return Err(format!(
+            "`{path}` is guestprep's own ({d}): a policy cannot manage its policy, report, state \
+             or cache through [[files]] (use a fragment in /etc/guestprep/policy.d/ for policy)"
+        ));
+    }
+    if let Some(d) = KERNEL_DIRS.iter().find(|d| is_at_or_under(path, d)) {
+        return Err(format!(
+            "`{path}` is on the kernel's {d} file system, not a file a policy can own (use \
+             [sysctl] for /proc/sys, [modules] for module options)"
+        ));
+    }
+    Ok(())
+}
+
 /// A user or group: a name as useradd allows it, or a number.
 fn check_account(s: &str) -> Result<(), String> {
     let name_ok = s
@@ -248,7 +265,19 @@ fn check_account(s: &str) -> Result<(), String> {
         && s.len() <= 32
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
-    if name_ok || (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit())) {
+    let number = (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse::<u64>().ok())
+        .flatten();
+    if let Some(n) = number {
+        // chown(2) reads (uid_t)-1 as "leave it unchanged": apply would never converge.
+        if n >= u64::from(u32::MAX) {
+            return Err(format!(
+                "`{s}` is not an id a file can have: ids go up to 4294967294 (4294967295 means \
+                 \"unchanged\" to chown)"
+            ));
+        }
+        Ok(())
+    } else if name_ok {
         Ok(())
     } else {
         Err(format!(

@@ -169,8 +169,9 @@ impl Fragment {
             Some(abs) => root
                 .read(abs)?
                 .with_context(|| format!("policy fragment {} disappeared", self.shown.display())),
-            None => std::fs::read(&self.shown)
-                .with_context(|| format!("reading policy fragment {}", self.shown.display())),
+            None => crate::saferead::read_regular(&self.shown, crate::saferead::CONFIG_LIMIT)
+                .with_context(|| format!("reading policy fragment {}", self.shown.display()))?
+                .with_context(|| format!("policy fragment {} disappeared", self.shown.display())),
         }
     }
 }
@@ -211,8 +212,9 @@ pub fn discover(sources: &Sources, root: &Root) -> Result<Vec<Fragment>> {
                 if abs != ADMIN_FILE && is_masked(root, &abs)? {
                     continue;
                 }
-                if abs == ADMIN_FILE && !matches!(root.stat(&abs)?, crate::root::Node::File { .. })
-                {
+                // A missing policy.toml is normal; anything else there is read, and what is not a
+                // regular file (a FIFO, a device, a directory) is an error, never skipped.
+                if abs == ADMIN_FILE && root.stat(&abs)? == crate::root::Node::Missing {
                     continue;
                 }
                 out.push(Fragment {
