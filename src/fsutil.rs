@@ -56,7 +56,20 @@ pub fn write_atomic(root: &Root, abs: &str, content: &[u8], mode: Option<u32>) -
             }
             .into());
         }
-        _ => bail!("{abs} exists but is not a regular file"),
+        Node::Other(kind) => {
+            return Err(crate::saferead::NotRegular {
+                path: abs.to_string(),
+                kind,
+            }
+            .into());
+        }
+        Node::Dir { .. } => {
+            return Err(crate::saferead::NotRegular {
+                path: abs.to_string(),
+                kind: "directory",
+            }
+            .into());
+        }
     };
     let final_mode = mode.unwrap_or_else(|| old.map_or(DEFAULT_MODE, |(m, _, _)| m));
     let tmp = format!(".{name}{TMP_MARK}{}", std::process::id());

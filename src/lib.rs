@@ -77,9 +77,9 @@ pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
             });
-            let unreadable = e.chain().any(|c| {
-                c.is::<saferead::NotRegular>() || c.is::<saferead::TooLarge>()
-            });
+            let unreadable = e
+                .chain()
+                .any(|c| c.is::<saferead::NotRegular>() || c.is::<saferead::TooLarge>());
             if unreadable || (missing && matches!(sources, Sources::Explicit(_))) {
                 Err(UsageError(format!("{e:#}")).into())
             } else {

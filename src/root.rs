@@ -44,8 +44,8 @@ pub enum Node {
         gid: u32,
     },
     Symlink(PathBuf),
-    /// A device, socket or fifo.
-    Other,
+    /// A device, socket or FIFO: what it is, for messages.
+    Other(&'static str),
 }
 
 /// A path guestprep owns is a symlink: it never writes through one (the link could point at any
@@ -478,7 +478,7 @@ impl Root {
                             gid: m.gid(),
                         })
                     }
-                    Ok(_) => Ok(Node::Other),
+                    Ok(m) => Ok(Node::Other(crate::saferead::kind_of(m.file_type()))),
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(Node::Missing),
                     Err(e) => Err(e).with_context(|| format!("inspecting {}", p.display())),
                 }
@@ -569,7 +569,11 @@ fn node_of(st: &nix::sys::stat::FileStat, link: Option<PathBuf>) -> Node {
             uid: st.st_uid,
             gid: st.st_gid,
         },
-        _ => Node::Other,
+        0o010000 => Node::Other("FIFO"),
+        0o020000 => Node::Other("character device"),
+        0o060000 => Node::Other("block device"),
+        0o140000 => Node::Other("socket"),
+        _ => Node::Other("special file"),
     }
 }
 

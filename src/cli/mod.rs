@@ -256,7 +256,10 @@ pub fn run(cli: Cli) -> i32 {
                 return ExitCode::Usage.code();
             }
             if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("guestprep: error: {}", crate::text::escape_lines(&u.to_string()));
+                eprintln!(
+                    "guestprep: error: {}",
+                    crate::text::escape_lines(&u.to_string())
+                );
                 eprintln!("nothing was changed");
                 return ExitCode::Usage.code();
             }

@@ -150,17 +150,19 @@ impl V {
                 }
             }
             let path = match self.string(t, &p, "path") {
-                Some(path) => match check_abs_path(&path).and_then(|()| check_not_reserved(&path)) {
-                    Ok(()) => Some(path),
-                    Err(m) => {
-                        self.err(
-                            &t.get("path").expect("present").node.origin,
-                            &format!("{p}.path"),
-                            m,
-                        );
-                        None
+                Some(path) => {
+                    match check_abs_path(&path).and_then(|()| check_not_reserved(&path)) {
+                        Ok(()) => Some(path),
+                        Err(m) => {
+                            self.err(
+                                &t.get("path").expect("present").node.origin,
+                                &format!("{p}.path"),
+                                m,
+                            );
+                            None
+                        }
                     }
-                },
+                }
                 None => {
                     if t.get("path").is_none() {
                         self.err(origin, &format!("{p}.path"), "missing required key `path`");

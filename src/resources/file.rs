@@ -187,7 +187,20 @@ impl Resource for FileResource {
                     ),
                 ));
             }
-            _ => return Err(anyhow!("{} exists but is not a regular file", self.path)),
+            Node::Other(kind) => {
+                return Err(crate::saferead::NotRegular {
+                    path: self.path.clone(),
+                    kind,
+                }
+                .into());
+            }
+            Node::Dir { .. } => {
+                return Err(crate::saferead::NotRegular {
+                    path: self.path.clone(),
+                    kind: "directory",
+                }
+                .into());
+            }
         };
         let actual = match (&current, mode) {
             (Some(c), Some(m)) => {

@@ -139,8 +139,14 @@ impl OfflineUnits {
                 if self.root.lstat(&abs)? == Node::Missing || self.is_masked_link(&abs)? {
                     continue;
                 }
-                if matches!(self.root.stat(&abs)?, Node::File { .. }) {
-                    return Ok(Some(abs));
+                match self.root.stat(&abs)? {
+                    Node::File { .. } => return Ok(Some(abs)),
+                    // systemd refuses a unit file that is not regular (stat_verify_regular): say
+                    // what is there rather than "not found".
+                    Node::Other(kind) => {
+                        return Err(crate::saferead::NotRegular { path: abs, kind }.into());
+                    }
+                    _ => {}
                 }
             }
         }
