@@ -688,13 +688,42 @@ fn error_item(r: &dyn Resource, e: &anyhow::Error) -> Item {
 
 /// Checks every resource. Writes nothing.
 pub fn verify(sys: &System, resources: &[Box<dyn Resource>]) -> Vec<Item> {
+    verify_each(sys, resources, |_| {})
+}
+
+/// [`verify`], telling `done` of each item as soon as it is checked (the daemon publishes what a
+/// stuck round finished).
+pub fn verify_each(
+    sys: &System,
+    resources: &[Box<dyn Resource>],
+    mut done: impl FnMut(&Item),
+) -> Vec<Item> {
     resources
         .iter()
-        .map(|r| match r.check(sys) {
-            Ok(obs) => item_of(sys, r.as_ref(), obs),
-            Err(e) => error_item(r.as_ref(), &e),
+        .map(|r| {
+            let item = match r.check(sys) {
+                Ok(obs) => item_of(sys, r.as_ref(), obs),
+                Err(e) => error_item(r.as_ref(), &e),
+            };
+            done(&item);
+            item
         })
         .collect()
+}
+
+/// An item whose check could not run to its end: `error`, with why.
+pub fn unfinished_item(id: String, kind: String, message: String) -> Item {
+    Item {
+        id,
+        kind,
+        status: Status::Error,
+        expected: Value::Null,
+        actual: Value::Null,
+        message,
+        origin: None,
+        remediation: None,
+        waiver: None,
+    }
 }
 
 /// Options of an apply run.

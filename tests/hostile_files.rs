@@ -308,3 +308,57 @@ fn a_policy_that_is_not_a_regular_file_is_exit_2() {
         }
     }
 }
+
+#[test]
+fn a_stuck_round_is_published_as_errors_and_sigterm_still_stops_the_daemon() {
+    // A round that cannot finish in time: 20,000 drop-ins in /etc/sysctl.d for the sysctl items
+    // to read (about a second of work against a 50 ms `verify_timeout`).
+    let root = example_root();
+    let d = root.path().join("etc/sysctl.d");
+    for i in 0..20_000 {
+        std::fs::write(d.join(format!("{i:06}-x.conf")), "kernel.x = 1\n").unwrap();
+    }
+    let pol = tempfile::tempdir().unwrap();
+    let p = pol.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "[agent]\nverify_timeout = \"50ms\"\n[sysctl]\n\"net.ipv4.ip_forward\" = 1\n\
+         \"vm.swappiness\" = 10\n[swap]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut daemon = common::daemon::Daemon::start(root.path(), &[&p]);
+    // READY=1 came with the stuck round's report: errors for what it could not finish.
+    let rep = daemon.read_report().expect("a report at READY=1");
+    let statuses: BTreeMap<String, String> = verdicts(&rep);
+    eprintln!("the stuck round's report: {statuses:?}");
+    let stuck: Vec<&serde_json::Value> = rep["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["status"] == "error"
+                && i["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("did not finish within 50ms")
+        })
+        .collect();
+    assert_eq!(stuck.len(), 1, "one item is the stuck one: {rep:#}");
+    assert!(
+        rep["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["id"].as_str().unwrap().starts_with("sysctl:"))
+            .all(|i| i["status"] == "error"),
+        "no sysctl item may keep a verdict it did not reach: {rep:#}"
+    );
+    assert_ne!(rep["summary"]["status"], "compliant", "{rep:#}");
+    // SIGTERM in the middle of the round: stopped within a second.
+    let t = Instant::now();
+    let st = daemon.stop();
+    let took = t.elapsed();
+    eprintln!("SIGTERM during a stuck round: stopped in {took:?} ({st})");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    assert!(st.success(), "{st}");
+}

@@ -48,19 +48,68 @@ pub struct Round {
     pub unconverged: Vec<String>,
 }
 
+/// What a round has verified so far, shared with the loop: a round stuck past `verify_timeout`
+/// is published as it stands.
+#[derive(Default)]
+pub struct Progress {
+    /// Every item of the round, in order: id and kind.
+    pub planned: Vec<(String, String)>,
+    pub done: Vec<crate::report::Item>,
+}
+
+impl Progress {
+    /// The round's items as they stand after `limit`: those finished, the one stuck and the
+    /// rest, both `error`.
+    pub fn unfinished(&self, limit: Duration) -> Vec<crate::report::Item> {
+        let mut items = self.done.clone();
+        let mut rest = self.planned.iter().skip(items.len());
+        let Some((stuck, kind)) = rest.next() else {
+            return items;
+        };
+        items.push(engine::unfinished_item(
+            stuck.clone(),
+            kind.clone(),
+            format!(
+                "its check did not finish within {} ([agent] verify_timeout): something it reads \
+                 does not answer; the daemon reports again when it does",
+                policy::format_timespan(limit)
+            ),
+        ));
+        for (id, kind) in rest {
+            items.push(engine::unfinished_item(
+                id.clone(),
+                kind.clone(),
+                format!("not verified: the round is stuck on {stuck}"),
+            ));
+        }
+        items
+    }
+}
+
 /// Verifies the root against the policy; with `enforce`, re-applies drift that file writes alone
-/// repair (except the items in `skip`). Blocking.
+/// repair (except the items in `skip`). Blocking; tells `progress` of each item checked.
 pub fn round(
     root_dir: &Path,
     loaded: &Loaded,
     enforce: bool,
     skip: &HashSet<String>,
+    progress: &std::sync::Mutex<Progress>,
 ) -> Result<Round> {
     let started = Instant::now();
     let root = Root::new(root_dir)?;
     let sys = System::new(root.clone());
     let resources = crate::resources::build(&loaded.policy, &root);
-    let mut items = engine::verify(&sys, &resources);
+    if let Ok(mut p) = progress.lock() {
+        p.planned = resources
+            .iter()
+            .map(|r| (r.id(), r.kind().to_string()))
+            .collect();
+    }
+    let mut items = engine::verify_each(&sys, &resources, |i| {
+        if let Ok(mut p) = progress.lock() {
+            p.done.push(i.clone());
+        }
+    });
 
     let (mut files, mut dirs) = sys.touched_paths();
     files.push(APPLIED_STAMP.to_string());
@@ -259,14 +308,47 @@ async fn serve(root_dir: PathBuf, policy: Vec<PathBuf>) -> Result<ExitCode> {
         );
         // A thread per round, off the runtime: verification blocks (and talks to systemd through
         // its own D-Bus runtime); idle, the daemon keeps a single thread.
-        let (done, result) = tokio::sync::oneshot::channel();
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+        let shared = progress.clone();
+        let round_started = Instant::now();
         std::thread::Builder::new()
             .name("verify".into())
             .spawn(move || {
-                let _ = done.send(round(&dir, &l, enforce, &sk));
+                let _ = done.send(round(&dir, &l, enforce, &sk, &shared));
             })
             .context("starting the verification thread")?;
-        let res = result.await.context("the verification thread died")?;
+        // While the round runs, SIGTERM still stops the daemon, and a round stuck past
+        // `verify_timeout` is published as it stands (never the last report's verdicts).
+        let limit = tokio::time::sleep(agent.verify_timeout);
+        tokio::pin!(limit);
+        let mut stuck = false;
+        let res = loop {
+            tokio::select! {
+                r = &mut result => break r.context("the verification thread died")?,
+                _ = &mut limit, if !stuck => {
+                    stuck = true;
+                    let items = progress.lock().map(|p| p.unfinished(agent.verify_timeout))
+                        .unwrap_or_default();
+                    let report = crate::report_of(items, &loaded, &root, round_started);
+                    if let Err(e) = publish(&root, &report, &agent) {
+                        tracing::error!("{e:#}");
+                    }
+                    let status = status_line(&report);
+                    tracing::error!(
+                        "{status} (verification stuck for {}; published what it could not finish)",
+                        policy::format_timespan(agent.verify_timeout)
+                    );
+                    let ready = if first { "READY=1\n" } else { "" };
+                    notify::notify_or_log(&format!("{ready}STATUS={status}"));
+                    last_status = status;
+                }
+                _ = term.recv() => return Ok(stop("SIGTERM")),
+                _ = int.recv() => return Ok(stop("SIGINT")),
+                // A stuck round stops the watchdog: systemd restarts a daemon that cannot verify.
+                _ = pending_tick(&mut watchdog), if !stuck => notify::notify_or_log("WATCHDOG=1"),
+            }
+        };
         match res {
             Ok(r) => {
                 skip.extend(r.unconverged);

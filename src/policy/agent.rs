@@ -31,6 +31,10 @@ pub struct Agent {
     /// Also write a node-exporter textfile-collector file here (`*.prom`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prometheus_textfile: Option<String>,
+    /// A verification round that takes longer is published as it stands: the items it finished,
+    /// the one it is stuck on and those it never reached as `error`; never the last report.
+    #[serde(serialize_with = "ser_secs")]
+    pub verify_timeout: std::time::Duration,
 }
 
 impl Default for Agent {
@@ -40,6 +44,7 @@ impl Default for Agent {
             debounce: std::time::Duration::from_millis(200),
             enforce: false,
             prometheus_textfile: None,
+            verify_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -81,7 +86,13 @@ impl V {
         self.known_keys(
             t,
             p,
-            &["interval", "debounce", "enforce", "prometheus_textfile"],
+            &[
+                "interval",
+                "debounce",
+                "enforce",
+                "prometheus_textfile",
+                "verify_timeout",
+            ],
         );
         let mut a = Agent::default();
         let min = std::time::Duration::from_secs(1);
@@ -95,6 +106,13 @@ impl V {
         );
         if let Some(d) = self.timespan(t, p, "debounce", min, max) {
             a.debounce = d;
+        }
+        let (min, max) = (
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(3600),
+        );
+        if let Some(d) = self.timespan(t, p, "verify_timeout", min, max) {
+            a.verify_timeout = d;
         }
         a.enforce = self.bool(t, p, "enforce").unwrap_or(false);
         if let Some(path) = self.string(t, p, "prometheus_textfile") {
