@@ -1,5 +1,8 @@
 //! Carrying a plan out: each step re-checks what it acts on, so nothing is followed even if the
-//! tree changed since planning.
+//! tree changed since planning, and nothing but a regular file or a directory is ever opened (a
+//! FIFO or device that appeared since planning is refused, not opened for writing).
+//!
+//! Each step is a crash-test point (`GUESTPREP_FAILPOINT`, see [`crate::fsutil::failpoint`]).
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -14,6 +17,7 @@ use crate::root::Root;
 /// still a regular file) so nothing is followed even if the tree changed since planning.
 pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
     for s in &plan.steps {
+        crate::fsutil::failpoint();
         let host = root.path(&s.path)?;
         let parent = Path::new(&s.path)
             .parent()
@@ -51,19 +55,30 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
         .filter_map(|s| Path::new(&s.path).parent().and_then(Path::to_str))
         .collect();
     for d in dirs {
-        if let Ok(f) = std::fs::File::open(root.path(d)?) {
-            let _ = f.sync_all();
+        // Opened as a directory (O_DIRECTORY): a FIFO put there since is refused, never opened.
+        if let Ok(Some(fd)) = root.open_dir(d, false) {
+            let _ = nix::unistd::fsync(&fd);
         }
     }
     Ok(())
 }
 
-/// Cuts a regular file to zero bytes in place (one ftruncate: atomic), never through a symlink.
+/// Cuts a regular file to zero bytes in place (one ftruncate: atomic), never through a symlink;
+/// what is not a regular file (any more) is refused before it is opened, and again on the open
+/// descriptor.
 fn truncate(host: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::symlink_metadata(host) {
+        Ok(m) if !m.is_file() => bail!(
+            "a {} now, not a regular file",
+            crate::saferead::kind_of(m.file_type())
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        _ => {}
+    }
     let f = match std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(host)
     {
         Ok(f) => f,

@@ -9,12 +9,16 @@ use super::MANIFEST;
 use super::plan::Step;
 use crate::root::Root;
 
-/// The seal manifest, `/var/lib/guestprep/seal.json`, also the report's `seal` field.
+/// The seal manifest, `/var/lib/guestprep/seal.json`, also the report's `seal` field. A seal
+/// that was interrupted, or a sealed template sealed again, keeps the first seal's id, time, host
+/// name and machine-id and adds its operations and paths; a machine with a new machine-id (booted
+/// since) is sealed afresh.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     /// Random, one per seal: the template a clone came from.
     pub seal_id: String,
+    /// When the template was first sealed (RFC 3339).
     pub sealed_at: String,
     pub guestprep_version: String,
     /// The policy the template was compliant with when sealed.
@@ -26,15 +30,24 @@ pub struct Manifest {
     /// always gives the same value, which does not reveal the machine-id (machine-id(5) says not
     /// to expose it). Empty when the template had none.
     pub template_machine_id: String,
+    /// The operations of every seal of this template, in the order they run.
     pub operations: Vec<String>,
-    /// True when sealed with `--force` although not compliant.
+    /// True when sealed with `--force` although not compliant (by any seal of this template).
     pub forced: bool,
+    /// Every path the seals of this template removed or truncated, once each.
     pub removed: Vec<Step>,
 }
 
 /// The plan's steps with the raw machine-id in a path (journald's `/var/log/journal/ID/`) shown
 /// as `<machine-id>`: the manifest is read from the host and by every clone.
 pub fn redact_machine_id(steps: &[Step], machine_id: &str) -> Vec<Step> {
+    redact(steps, machine_id, "")
+}
+
+/// [`redact_machine_id`], also when the raw machine-id is no longer known (a seal resumed after
+/// /etc/machine-id was emptied): any 32-hex-digit run in a path whose application-specific ID is
+/// `app_id` (the manifest's `templateMachineId`) is the template's machine-id too.
+pub fn redact(steps: &[Step], machine_id: &str, app_id: &str) -> Vec<Step> {
     steps
         .iter()
         .map(|s| {
@@ -42,8 +55,23 @@ pub fn redact_machine_id(steps: &[Step], machine_id: &str) -> Vec<Step> {
             if machine_id.len() >= 16 {
                 s.path = s.path.replace(machine_id, "<machine-id>");
             }
+            if !app_id.is_empty() {
+                for run in hex_runs(&s.path) {
+                    if app_specific_machine_id(&run) == app_id {
+                        s.path = s.path.replace(&run, "<machine-id>");
+                    }
+                }
+            }
             s
         })
+        .collect()
+}
+
+/// The maximal runs of exactly 32 lowercase hex digits in `path` (machine-id candidates).
+fn hex_runs(path: &str) -> Vec<String> {
+    path.split(|c: char| !matches!(c, '0'..='9' | 'a'..='f'))
+        .filter(|r| r.len() == 32)
+        .map(String::from)
         .collect()
 }
 

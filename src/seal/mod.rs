@@ -5,17 +5,22 @@
 //! a symlink), carrying the plan out, and the seal manifest every clone's report carries. Safety
 //! rules, all enforced here: a path is touched only if no directory above it in the root is a
 //! symlink; a symlink is removed, never followed; a file is truncated only if it is a regular
-//! file; a directory a package owns (dpkg's lists) is emptied, never removed.
+//! file; a directory a package owns (dpkg's lists) is emptied, never removed; a FIFO, device or
+//! socket is never opened (removed where seal removes files, reported where it truncates them).
+//! A seal is resumable (`journal.rs`): killed or failed at any point, the next run finishes it,
+//! and sealing a sealed template keeps the first seal's facts.
 
 mod execute;
+mod journal;
 mod manifest;
 mod ops;
 mod plan;
 
 pub use execute::execute;
-pub use manifest::{Manifest, app_specific_machine_id, new_seal_id, redact_machine_id};
+pub use journal::{Earlier, Finished, JOURNAL, finish, machine_id, record, to_json};
+pub use manifest::{Manifest, app_specific_machine_id, new_seal_id, redact, redact_machine_id};
 pub use ops::{OPERATIONS, Operation, check_spec, operations_help, ordered, select, split_spec};
-pub use plan::{Action, Plan, Settings, Step, plan, size};
+pub use plan::{Action, Plan, Settings, SettingsError, Step, plan, size};
 
 /// Where the manifest is written.
 pub const MANIFEST: &str = crate::paths::SEAL_MANIFEST;

@@ -1,11 +1,13 @@
 //! The planner: every path each operation would touch and its size, found without following a
-//! symlink; what is left alone and why. Nothing is changed here.
+//! symlink; what is left alone and why. Nothing is changed here, and nothing is opened but small
+//! regular files (dpkg's lists, /etc/passwd, /etc/machine-id) through [`Root`]'s safe reads: a
+//! FIFO, device or socket is inspected with `lstat` only.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::ErrorKind;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,18 +54,36 @@ pub struct Settings {
     pub prometheus_textfile: Option<String>,
 }
 
-/// The directories dpkg's file lists name: never removed, only emptied.
-fn package_dirs(root: &Root) -> HashSet<String> {
+/// A `[seal]` setting or operation list that cannot be planned: a usage error (exit 2), unlike
+/// an image the planner cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+/// The directories dpkg's file lists name: never removed, only emptied. A list that cannot be
+/// read (a FIFO, a device, too large) is an error: without it a package's directory could be
+/// removed.
+fn package_dirs(root: &Root) -> Result<HashSet<String>> {
     let mut dirs = HashSet::new();
-    for name in root.list_dir("/var/lib/dpkg/info").unwrap_or_default() {
+    for name in root.list_dir("/var/lib/dpkg/info")? {
         if !name.ends_with(".list") {
             continue;
         }
-        if let Ok(Some(text)) = root.read_string(&format!("/var/lib/dpkg/info/{name}")) {
+        let abs = format!("/var/lib/dpkg/info/{name}");
+        let text = root.read_string(&abs).with_context(|| {
+            format!("reading dpkg's file list {abs} (seal needs it to know which directories packages own)")
+        })?;
+        if let Some(text) = text {
             dirs.extend(text.lines().map(|l| l.trim_end_matches('/').to_string()));
         }
     }
-    dirs
+    Ok(dirs)
+}
+
+/// A FIFO, device or socket: never opened, never truncated.
+fn special(m: &std::fs::Metadata) -> Option<&'static str> {
+    let ft = m.file_type();
+    (!ft.is_file() && !ft.is_dir() && !ft.is_symlink()).then(|| crate::saferead::kind_of(ft))
 }
 
 /// The planner: finds the paths of each operation.
@@ -95,6 +115,14 @@ impl Planner<'_> {
     fn step(&mut self, abs: &str, action: Action, bytes: u64) {
         // Several users may share a home (`/bin` of daemon, bin, sys): one step per path.
         if self.plan.steps.iter().any(|s| s.path == abs) {
+            return;
+        }
+        // The seal's own record is never part of a seal (a textfile path could name it).
+        if [super::MANIFEST, super::JOURNAL]
+            .iter()
+            .any(|r| Path::new(r).starts_with(abs))
+        {
+            self.skip(abs, "guestprep's seal record: kept");
             return;
         }
         self.plan.steps.push(Step {
@@ -178,6 +206,42 @@ impl Planner<'_> {
             Some(m) if m.file_type().is_symlink() => {
                 self.skip(abs, "a symlink: not followed, not truncated")
             }
+            Some(m) if m.is_dir() => self.skip(abs, "a directory, not a file: not truncated"),
+            Some(m) => {
+                if let Some(kind) = special(&m) {
+                    self.skip(abs, &format!("a {kind}: not a regular file, not truncated"));
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// /etc/machine-id: emptied (or set to `uninitialized`) if it is a regular file; a FIFO,
+    /// device or socket there is machine state that would hang the clone's boot, removed (unlinked,
+    /// never opened): the clone then makes its machine-id at first boot, as for a missing file.
+    /// /var/lib/dbus/machine-id is removed unless it is a symlink (Debian links it to
+    /// /etc/machine-id) or a directory.
+    fn machine_id(&mut self, uninitialized: bool) -> Result<()> {
+        const ETC: &str = "/etc/machine-id";
+        const DBUS: &str = "/var/lib/dbus/machine-id";
+        match self.lstat(ETC)? {
+            None => {}
+            Some(m) if special(&m).is_some() => self.remove(ETC)?,
+            Some(m) if uninitialized && m.is_file() => {
+                let cur = self.root.read_limited(ETC, 64).ok().flatten();
+                if !self.parents_plain(ETC)? {
+                    self.skip(ETC, "a directory above it is a symlink");
+                } else if cur.as_deref() != Some(b"uninitialized\n") {
+                    self.step(ETC, Action::Uninitialize, m.len());
+                }
+            }
+            // A symlink or a directory is reported there; a regular file emptied.
+            Some(_) => self.truncate(ETC)?,
+        }
+        match self.lstat(DBUS)? {
+            Some(m) if m.is_dir() => self.skip(DBUS, "a directory, not a machine-id file"),
+            Some(m) if !m.file_type().is_symlink() => self.remove(DBUS)?,
             _ => {}
         }
         Ok(())
@@ -223,9 +287,12 @@ impl Planner<'_> {
     }
 
     /// Home directories from /etc/passwd (and /root), for users with a real one.
-    fn homes(&self, only: Option<&[String]>) -> Vec<(String, String)> {
+    fn homes(&self, only: Option<&[String]>) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        let passwd = self.root.read_string("/etc/passwd").ok().flatten();
+        let passwd = self
+            .root
+            .read_string("/etc/passwd")
+            .context("reading /etc/passwd for the users' home directories")?;
         for line in passwd.as_deref().unwrap_or("").lines() {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() < 7 || !f[5].starts_with('/') || f[5] == "/" {
@@ -239,7 +306,7 @@ impl Planner<'_> {
         if only.is_none() && !out.iter().any(|(_, h)| h == "/root") {
             out.push(("root".into(), "/root".into()));
         }
-        out
+        Ok(out)
     }
 }
 
@@ -256,13 +323,13 @@ pub(super) fn rotated(name: &str) -> bool {
 /// Plans the chosen operations: every path and size, nothing changed.
 pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<Plan> {
     if ops.contains("user-ssh-keys") && s.user_ssh_keys.is_empty() {
-        bail!(
-            "the user-ssh-keys operation removes the authorized_keys of named users only: name them in [seal] user_ssh_keys"
-        );
+        return Err(SettingsError(
+            "the user-ssh-keys operation removes the authorized_keys of named users only: name them in [seal] user_ssh_keys".into(),
+        ).into());
     }
     let mut p = Planner {
         root,
-        owned: package_dirs(root),
+        owned: package_dirs(root)?,
         plan: Plan::default(),
         op: "",
     };
@@ -270,22 +337,7 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
         p.op = op.name;
         match op.name {
             "ssh-hostkeys" => p.remove_matching("/etc/ssh", |n| n.starts_with("ssh_host_"))?,
-            "machine-id" => {
-                if s.uninitialized_machine_id {
-                    let cur = root.read_string("/etc/machine-id")?.unwrap_or_default();
-                    if cur != "uninitialized\n" && p.parents_plain("/etc/machine-id")? {
-                        p.step("/etc/machine-id", Action::Uninitialize, cur.len() as u64);
-                    }
-                } else {
-                    p.truncate("/etc/machine-id")?;
-                }
-                // Debian links it to /etc/machine-id: only a copy of its own is removed.
-                if p.lstat("/var/lib/dbus/machine-id")?
-                    .is_some_and(|m| m.is_file())
-                {
-                    p.remove("/var/lib/dbus/machine-id")?;
-                }
-            }
+            "machine-id" => p.machine_id(s.uninitialized_machine_id)?,
             "cloud-init" => {
                 p.empty("/var/lib/cloud")?;
                 for f in ["/var/log/cloud-init.log", "/var/log/cloud-init-output.log"] {
@@ -302,7 +354,7 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
             }
             "logfiles" => p.logs("/var/log")?,
             "bash-history" => {
-                for (_, home) in p.homes(None) {
+                for (_, home) in p.homes(None)? {
                     p.remove(&format!("{home}/.bash_history"))?;
                 }
                 // As virt-sysprep: every /home/*/.bash_history, of users /etc/passwd lists or not.
@@ -353,13 +405,14 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
             "net-hostname" => p.truncate("/etc/hostname")?,
             "user-ssh-keys" => {
                 for u in &s.user_ssh_keys {
-                    if p.homes(Some(std::slice::from_ref(u))).is_empty() {
-                        bail!(
+                    if p.homes(Some(std::slice::from_ref(u)))?.is_empty() {
+                        return Err(SettingsError(format!(
                             "[seal] user_ssh_keys names `{u}`, who has no home directory in /etc/passwd"
-                        );
+                        ))
+                        .into());
                     }
                 }
-                for (_, home) in p.homes(Some(&s.user_ssh_keys)) {
+                for (_, home) in p.homes(Some(&s.user_ssh_keys))? {
                     p.remove(&format!("{home}/.ssh/authorized_keys"))?;
                     p.remove(&format!("{home}/.ssh/authorized_keys2"))?;
                 }

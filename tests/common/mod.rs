@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod debs;
 pub mod fleet;
 pub mod http;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
