@@ -115,7 +115,7 @@ fn load_strict(root: &Root, abs: &str, what: &str) -> Result<Option<Manifest>> {
 pub fn machine_id(root: &Root) -> Result<String> {
     match root.lstat(MACHINE_ID)? {
         Node::File { .. } | Node::Symlink(_) => {}
-        Node::Missing | Node::Dir { .. } | Node::Other => return Ok(String::new()),
+        Node::Missing | Node::Dir { .. } | Node::Other(_) => return Ok(String::new()),
     }
     match root.read_limited(MACHINE_ID, 4096) {
         Ok(b) => Ok(b
