@@ -34,6 +34,9 @@ pub struct System {
     /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
     reads: RefCell<HashMap<String, Option<String>>>,
     dirs: RefCell<HashMap<String, Vec<String>>>,
+    /// Paths inspected without their text being kept (an lstat, a binary read, a timestamp):
+    /// watched by the daemon all the same.
+    seen: RefCell<std::collections::BTreeSet<String>>,
     /// Changes started and changes that succeeded since the engine last reset them: how far an
     /// item's apply got (a resource may also fail between two changes, as a preflight does).
     started: std::cell::Cell<usize>,
@@ -49,6 +52,7 @@ impl System {
             units: OnceCell::new(),
             reads: RefCell::default(),
             dirs: RefCell::default(),
+            seen: RefCell::default(),
             started: std::cell::Cell::new(0),
             executed: std::cell::Cell::new(0),
         }
@@ -74,12 +78,67 @@ impl System {
         Ok(v)
     }
 
+    fn saw(&self, abs: &str) {
+        if !self.seen.borrow().contains(abs) {
+            self.seen.borrow_mut().insert(abs.to_string());
+        }
+    }
+
+    /// Reads a file of the managed system, bytes (recorded: the daemon watches it).
+    pub fn read(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        self.saw(abs);
+        self.root.read(abs)
+    }
+
+    /// Reads a regular file without following a symlink at it (recorded).
+    pub fn read_owned(&self, abs: &str) -> Result<Option<Vec<u8>>> {
+        self.saw(abs);
+        self.root.read_owned(abs)
+    }
+
+    /// Opens a regular file of the managed system for a streamed read (recorded).
+    pub fn open(&self, abs: &str) -> Result<Option<std::fs::File>> {
+        self.saw(abs);
+        self.root.open(abs)
+    }
+
+    /// What is at `abs`, its last component not followed (recorded).
+    pub fn lstat(&self, abs: &str) -> Result<crate::root::Node> {
+        self.saw(abs);
+        self.root.lstat(abs)
+    }
+
+    /// What `abs` is, every symlink followed inside the root (recorded).
+    pub fn stat(&self, abs: &str) -> Result<crate::root::Node> {
+        self.saw(abs);
+        self.root.stat(abs)
+    }
+
+    /// Whether `abs` exists, symlinks followed inside the root (recorded).
+    pub fn exists(&self, abs: &str) -> bool {
+        self.saw(abs);
+        self.root.exists(abs)
+    }
+
+    /// When `abs` was last modified (recorded).
+    pub fn modified(&self, abs: &str) -> Result<Option<std::time::SystemTime>> {
+        self.saw(abs);
+        self.root.modified(abs)
+    }
+
+    /// `/` or `offline root DIR`, for messages.
+    pub fn describe(&self) -> String {
+        self.root.describe()
+    }
+
     /// The files read and the directories listed since the last change, in the root's terms:
     /// what the checks depend on, for the daemon to watch.
     pub fn touched_paths(&self) -> (Vec<String>, Vec<String>) {
         let mut files: Vec<String> = self.reads.borrow().keys().cloned().collect();
+        files.extend(self.seen.borrow().iter().cloned());
         let mut dirs: Vec<String> = self.dirs.borrow().keys().cloned().collect();
         files.sort();
+        files.dedup();
         dirs.sort();
         (files, dirs)
     }
@@ -87,6 +146,7 @@ impl System {
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
         self.reads.borrow_mut().clear();
+        self.seen.borrow_mut().clear();
         self.dirs.borrow_mut().clear();
     }
 

@@ -428,3 +428,78 @@ fn an_apply_that_changed_something_wakes_the_daemon() {
     );
     assert!(d.stop().success());
 }
+
+/// A real glibc locale archive holding `locale`, made by the real `localedef` into `root`.
+fn locale_archive(root: &Path, locale: &str) {
+    std::fs::create_dir_all(root.join("usr/lib/locale")).unwrap();
+    let (name, charset) = locale.split_once('.').unwrap();
+    let o = Command::new("localedef")
+        .args(["-i", name, "-f", charset, "--prefix"])
+        .arg(root)
+        .arg(locale)
+        .output()
+        .expect("localedef (libc-bin)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The daemon watches everything a check read, through the one door (`System`): a changed
+/// /etc/localtime link or locale archive reaches the report without waiting for the hour-long
+/// timer.
+#[test]
+fn a_changed_time_zone_or_locale_archive_reaches_the_report_without_the_timer() {
+    let root = example_root();
+    let r = root.path();
+    for zone in ["Europe/Paris", "Etc/UTC"] {
+        let z = r.join("usr/share/zoneinfo").join(zone);
+        std::fs::create_dir_all(z.parent().unwrap()).unwrap();
+        std::fs::write(&z, b"TZif2 test zone\n").unwrap();
+    }
+    std::os::unix::fs::symlink(
+        "../usr/share/zoneinfo/Europe/Paris",
+        r.join("etc/localtime"),
+    )
+    .unwrap();
+    std::fs::write(r.join("etc/locale.gen"), "en_US.UTF-8 UTF-8\n").unwrap();
+    locale_archive(r, "en_US.UTF-8");
+    let dir = tempfile::tempdir().unwrap();
+    let p = fragment(
+        dir.path(),
+        "p.toml",
+        "[agent]\ninterval = \"1h\"\n[time]\ntimezone = \"Europe/Paris\"\n\
+         [locale]\ngenerate = [\"en_US.UTF-8\"]\n",
+    );
+    let mut d = Daemon::start(r, &[&p]);
+    let rep = d.read_report().unwrap();
+    assert_eq!(status_of(&rep, "time:timezone"), "compliant", "{rep:#}");
+    assert_eq!(status_of(&rep, "locale:generate"), "compliant", "{rep:#}");
+
+    // timedatectl's way: the link replaced.
+    std::fs::remove_file(r.join("etc/localtime")).unwrap();
+    std::os::unix::fs::symlink("../usr/share/zoneinfo/Etc/UTC", r.join("etc/localtime")).unwrap();
+    let (_, took) = d.wait_report(
+        |r| status_of(r, "time:timezone") == "drift",
+        "time:timezone drift",
+    );
+    eprintln!("a changed /etc/localtime reached the report in {took:?} (timer: 1h)");
+
+    // locale-gen's way: the archive rebuilt without the locale (localedef into a scratch root,
+    // then moved into place).
+    let other = tempfile::tempdir().unwrap();
+    locale_archive(other.path(), "de_DE.UTF-8");
+    std::fs::copy(
+        other.path().join("usr/lib/locale/locale-archive"),
+        r.join("usr/lib/locale/.new-archive"),
+    )
+    .unwrap();
+    std::fs::rename(
+        r.join("usr/lib/locale/.new-archive"),
+        r.join("usr/lib/locale/locale-archive"),
+    )
+    .unwrap();
+    let (_, took) = d.wait_report(
+        |r| status_of(r, "locale:generate") == "drift",
+        "locale:generate drift",
+    );
+    eprintln!("a rebuilt locale archive reached the report in {took:?} (timer: 1h)");
+    assert!(d.stop().success());
+}

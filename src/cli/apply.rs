@@ -79,11 +79,8 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
     // Tell a running daemon (it watches this file): its report follows at once. Offline, only
     // when a daemon keeps that image's report (its directory exists): an offline run writes
     // nothing into an image but what the policy asks.
-    let daemon_here = sys.is_live()
-        || matches!(
-            sys.root.lstat("/run/guestprep")?,
-            crate::root::Node::Dir { .. }
-        );
+    let daemon_here =
+        sys.is_live() || matches!(sys.lstat("/run/guestprep")?, crate::root::Node::Dir { .. });
     if !args.check && !outcome.changes.is_empty() && daemon_here {
         let stamp = format!(
             "{} {} change(s)\n",

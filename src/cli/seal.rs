@@ -127,7 +127,7 @@ fn carry_out(
     if seal::Earlier::load(&sys.root).ok().as_ref() != Some(earlier) {
         eprintln!(
             "guestprep seal: another seal changed {} while this one waited: run it again; nothing was changed",
-            sys.root.describe()
+            sys.describe()
         );
         return Ok(ExitCode::ApplyFailed);
     }
@@ -166,7 +166,7 @@ fn carry_out(
     if done.wrote {
         eprintln!(
             "guestprep seal: sealed {} (seal {}{}): {} path(s), {}. Power off now (systemctl poweroff) and make the template (qm template VMID).",
-            sys.root.describe(),
+            sys.describe(),
             manifest.seal_id,
             if earlier.continued(machine_id).is_some() {
                 format!(", first sealed {}", manifest.sealed_at)
@@ -179,7 +179,7 @@ fn carry_out(
     } else {
         eprintln!(
             "guestprep seal: {} is sealed already (seal {} of {}): nothing to do",
-            sys.root.describe(),
+            sys.describe(),
             manifest.seal_id,
             manifest.sealed_at
         );

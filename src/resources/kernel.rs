@@ -192,7 +192,7 @@ impl Resource for GrubDefault {
         if boots.as_deref() == Some(self.version.as_str()) {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
-        let installed = sys.root.exists(&format!("/boot/vmlinuz-{}", self.version));
+        let installed = sys.exists(&format!("/boot/vmlinuz-{}", self.version));
         let mut msg = match (&chosen, &path) {
             (_, None) if !installed => format!("/boot/vmlinuz-{} is not installed", self.version),
             (_, None) => format!(
@@ -217,7 +217,7 @@ impl Resource for GrubDefault {
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if cannot_change(sys).is_some()
             || obs.actual["defaultBoots"].is_null()
-                && !sys.root.exists(&format!("/boot/vmlinuz-{}", self.version))
+                && !sys.exists(&format!("/boot/vmlinuz-{}", self.version))
         {
             return Vec::new();
         }
@@ -228,7 +228,7 @@ impl Resource for GrubDefault {
         vec![
             Change::Write {
                 path: GRUB_FILE.into(),
-                old: sys.root.read(GRUB_FILE).ok().flatten(),
+                old: sys.read(GRUB_FILE).ok().flatten(),
                 content,
                 mode: Some(0o644),
             },
@@ -303,7 +303,7 @@ impl Resource for Running {
                 json!(null),
                 format!(
                     "the running kernel is a property of a booted machine: {}",
-                    sys.root.describe()
+                    sys.describe()
                 ),
             ));
         };

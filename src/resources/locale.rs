@@ -25,14 +25,14 @@ const LOCALE_CONF: &str = "/etc/locale.conf";
 /// /etc/locale.conf (measured); older images have /etc/default/locale itself. guestprep never
 /// writes through the link: it writes the file the link names.
 fn lang_file(sys: &System) -> Result<&'static str> {
-    Ok(match sys.root.lstat(DEFAULT)? {
+    Ok(match sys.lstat(DEFAULT)? {
         crate::root::Node::Symlink(t)
             if t == std::path::Path::new("../locale.conf")
                 || t == std::path::Path::new(LOCALE_CONF) =>
         {
             LOCALE_CONF
         }
-        crate::root::Node::Missing if sys.root.exists(LOCALE_CONF) => LOCALE_CONF,
+        crate::root::Node::Missing if sys.exists(LOCALE_CONF) => LOCALE_CONF,
         _ => DEFAULT,
     })
 }
@@ -139,7 +139,7 @@ pub struct Generate {
 
 impl Generate {
     fn generated(&self, sys: &System) -> Result<Vec<String>> {
-        let mut have = match sys.root.read(ARCHIVE)? {
+        let mut have = match sys.read(ARCHIVE)? {
             Some(b) => archive_names(&b)?,
             None => Vec::new(),
         };

@@ -130,7 +130,7 @@ pub(crate) fn cannot_change(sys: &System) -> Option<String> {
     (!sys.is_live() && !sys.chroot).then(|| {
         format!(
             "package actions on an {} run only with `apply --chroot`",
-            sys.root.describe()
+            sys.describe()
         )
     })
 }
@@ -307,7 +307,7 @@ fn built_nowhere(sys: &System, k: &DkmsSpec, kernels: &[String]) -> Result<bool>
                 return Ok(false);
             }
         }
-        failed |= sys.root.exists(&format!(
+        failed |= sys.exists(&format!(
             "{}/{}_{}_{kernel}.json",
             crate::paths::DKMS_FAILED_DIR,
             k.module,
@@ -650,7 +650,7 @@ impl DkmsBuilt {
             format!("/var/lib/dpkg/info/{}.md5sums", self.package),
             format!("/var/lib/dpkg/info/{}:amd64.md5sums", self.package),
         ] {
-            if let Some(b) = sys.root.read(&f)? {
+            if let Some(b) = sys.read(&f)? {
                 h.update(&b);
             }
         }
@@ -660,7 +660,7 @@ impl DkmsBuilt {
             "build/include/generated/utsrelease.h",
         ] {
             let p = format!("/usr/lib/modules/{}/{f}", self.kernel);
-            if let Some(t) = sys.root.modified(&p)? {
+            if let Some(t) = sys.modified(&p)? {
                 h.update(format!("{p} {t:?}").as_bytes());
             }
         }
@@ -668,7 +668,7 @@ impl DkmsBuilt {
     }
 
     fn failed_before(&self, sys: &System, conf: &str) -> Result<Option<FailedBuild>> {
-        let Some(text) = sys.root.read(&self.record_path())? else {
+        let Some(text) = sys.read(&self.record_path())? else {
             return Ok(None);
         };
         let Ok(rec) = serde_json::from_slice::<FailedBuild>(&text) else {
@@ -895,7 +895,7 @@ impl Resource for DkmsBuilt {
                 }
             }
         }
-        if sys.root.lstat(&record)? != crate::root::Node::Missing {
+        if sys.lstat(&record)? != crate::root::Node::Missing {
             crate::fsutil::remove(&sys.root, &record)?;
         }
         Ok(details)
@@ -983,7 +983,7 @@ impl Resource for SecureBootKey {
             .read(&format!("{EFIVARS}/{SECURE_BOOT_VAR}"))
             .ok()
             .flatten();
-        let key = sys.root.read(DKMS_MOK)?;
+        let key = sys.read(DKMS_MOK)?;
         // Newer kernels show the MOK list as a plain file; efivarfs always has it.
         let list = match sys
             .root

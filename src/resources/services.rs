@@ -121,11 +121,11 @@ impl Follow {
     fn changes(&self, sys: &System) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         for f in &self.files {
-            let t = match sys.root.modified(f)? {
+            let t = match sys.modified(f)? {
                 Some(t) => Some(t),
                 None => {
                     let dir = f.rsplit_once('/').map_or("/", |(d, _)| d);
-                    sys.root.modified(if dir.is_empty() { "/" } else { dir })?
+                    sys.modified(if dir.is_empty() { "/" } else { dir })?
                 }
             };
             if let Some(t) = t {

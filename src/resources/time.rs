@@ -24,7 +24,7 @@ pub fn resources(t: &Time) -> Vec<Box<dyn Resource>> {
 
 /// The zone /etc/localtime names: its link target after `zoneinfo/`.
 fn linked_zone(sys: &System) -> Result<Option<String>> {
-    Ok(match sys.root.lstat(LOCALTIME)? {
+    Ok(match sys.lstat(LOCALTIME)? {
         Node::Symlink(target) => {
             let t = target.to_string_lossy().into_owned();
             t.split_once("zoneinfo/").map(|(_, z)| z.to_string())
@@ -45,18 +45,15 @@ pub fn set(sys: &System, zone: &str) -> Result<Vec<String>> {
             "systemd-timedated set the time zone to {zone}"
         )]);
     }
-    if !sys.root.exists(&format!("{ZONEINFO}/{zone}")) {
-        bail!(
-            "{ZONEINFO}/{zone} does not exist in the {}",
-            sys.root.describe()
-        );
+    if !sys.exists(&format!("{ZONEINFO}/{zone}")) {
+        bail!("{ZONEINFO}/{zone} does not exist in the {}", sys.describe());
     }
     // A copied zone file (not a link) is replaced by the link, as timedated does.
-    if matches!(sys.root.lstat(LOCALTIME)?, Node::File { .. }) {
+    if matches!(sys.lstat(LOCALTIME)?, Node::File { .. }) {
         crate::fsutil::remove(&sys.root, LOCALTIME)?;
     }
     crate::fsutil::symlink_atomic(&sys.root, LOCALTIME, &format!("..{ZONEINFO}/{zone}"))?;
-    if matches!(sys.root.lstat(TIMEZONE)?, Node::File { .. }) {
+    if matches!(sys.lstat(TIMEZONE)?, Node::File { .. }) {
         crate::fsutil::write_atomic(&sys.root, TIMEZONE, format!("{zone}\n").as_bytes(), None)?;
     }
     Ok(vec![format!("{LOCALTIME} -> ..{ZONEINFO}/{zone}")])
@@ -80,7 +77,7 @@ impl Resource for Timezone {
         let linked = linked_zone(sys)?;
         let file = sys.read_string(TIMEZONE)?.map(|s| s.trim().to_string());
         let actual = json!({"localtime": linked, "timezoneFile": file});
-        if !sys.root.exists(&format!("{ZONEINFO}/{}", self.zone)) {
+        if !sys.exists(&format!("{ZONEINFO}/{}", self.zone)) {
             return Ok(Observation::new(
                 Status::Error,
                 expected,

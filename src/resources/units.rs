@@ -109,7 +109,7 @@ impl Resource for DropinsLoaded {
         let actual = json!({"dropInPaths": rt.drop_in_paths, "needDaemonReload": rt.need_daemon_reload, "loadState": rt.load_state});
         let mut problems = Vec::new();
         for p in &self.paths {
-            if sys.root.exists(p) && !rt.drop_in_paths.contains(p) {
+            if sys.exists(p) && !rt.drop_in_paths.contains(p) {
                 problems.push(format!("systemd has not loaded {p}"));
             }
         }
@@ -214,9 +214,7 @@ impl Resource for UnitItem {
         let expected = self.expected(sys.is_live());
         // systemd refuses to mask over a real unit file: say so before asking it.
         let etc = format!("/etc/systemd/system/{}", self.name);
-        if self.want == Want::Masked
-            && matches!(sys.root.lstat(&etc)?, crate::root::Node::File { .. })
-        {
+        if self.want == Want::Masked && matches!(sys.lstat(&etc)?, crate::root::Node::File { .. }) {
             return Ok(Observation::new(
                 Status::Error,
                 expected,
