@@ -363,6 +363,8 @@ pub fn fetch(spec: &Spec) -> Result<Fetched> {
 /// The HTTP client. `http://` never needs a CA store; `https://` without one is an error that
 /// names what to install (rustls finds no system certificates on a minimal root).
 fn client(url: &str) -> Result<reqwest::blocking::Client> {
+    // The process's TLS provider (ring): installed once; a second install is refused, harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(30))
         .timeout(Duration::from_secs(1800))
