@@ -6,13 +6,17 @@
 //! removes the ones a crash left behind.
 //!
 //! `GUESTPREP_FAILPOINT=N` makes the process kill itself (SIGKILL) at the N-th step of any write:
-//! the crash tests use it to stop `apply` at every point. It is read once and costs nothing unset.
+//! the crash tests use it to stop `apply` at every point. Only with the `failpoints` cargo feature,
+//! which the tests turn on (Cargo.toml's dev-dependency on guestprep itself) and release builds
+//! never have: a production binary cannot be made to kill itself by its environment.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
@@ -205,20 +209,25 @@ pub fn clean_stale_temps(root: &Root, abs: &str) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+#[cfg(feature = "failpoints")]
 static FAILPOINT: OnceLock<Option<u64>> = OnceLock::new();
+#[cfg(feature = "failpoints")]
 static STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// Crash-test hook: SIGKILL this process at the N-th step when `GUESTPREP_FAILPOINT=N`.
 pub fn failpoint() {
-    let target = FAILPOINT.get_or_init(|| {
-        std::env::var("GUESTPREP_FAILPOINT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if let Some(n) = target
-        && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    #[cfg(feature = "failpoints")]
     {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        let target = FAILPOINT.get_or_init(|| {
+            std::env::var("GUESTPREP_FAILPOINT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        if let Some(n) = target
+            && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+        {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 
