@@ -20,7 +20,8 @@ Exit codes:
   0  every running VM with its guest agent on has a fresh compliant report (pending reboot allowed)
   1  a VM drifts, has an error, a stale report, no report, or no guestprep
   2  usage
-  6  a VM's agent did not answer within --timeout (or does not allow file-read)
+  6  a VM's agent did not answer within --timeout, sent what is not an answer, or does not
+     allow file-read; or the node's own files of a VM (VMID.pid, VMID.conf) are not regular files
 Stopped VMs and VMs with the agent option off count for nothing.
 
 The textfile is for node-exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter);
@@ -41,7 +42,8 @@ pub struct FleetArgs {
     /// Leave out VMs that are not running.
     #[arg(long)]
     pub only_running: bool,
-    /// Seconds one VM may take in all (connect and every answer): a hung agent costs this once.
+    /// Seconds one VM may take in all (connect and every answer, whatever its agent sends): a hung
+    /// or drip-feeding agent costs this once.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Agents asked at once (default: four per core).

@@ -221,6 +221,9 @@ pub(crate) fn check_host_file(path: &std::path::Path, what: &str) -> anyhow::Res
         ))
         .into())
     };
+    if path.as_os_str().is_empty() {
+        return Err(UsageError(format!("{what}: the path is empty")).into());
+    }
     if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         return refuse("the path names a directory".into(), "");
     }

@@ -103,12 +103,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects and synchronises (guest-sync-delimited), so the next answer is ours.
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QgaError> {
-        Self::connect_until(path, timeout, None)
-    }
-
-    /// As [`Agent::connect`], and every later answer must also come before `deadline`.
+    /// Connects and synchronises (guest-sync-delimited), so the next answer is ours. Each answer
+    /// is due within `timeout`, and every one before `deadline` (the whole exchange's).
     pub fn connect_until(
         path: &Path,
         timeout: Duration,
