@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::qga::{Agent, QgaError};
 use crate::report::{API_VERSION, ComplianceReport, parse_rfc3339, rfc3339};
+use crate::text::{excerpt, excerpt_of};
 
 /// Reports larger than this are refused (a real one is tens of KiB).
 pub const MAX_REPORT: usize = 16 << 20;
@@ -79,7 +80,7 @@ pub fn fetch(agent: &mut Agent, path: &str, program: &str) -> Result<Fetched, Fe
     let made = parse_rfc3339(&report.generated_at).ok_or_else(|| {
         FetchError::Invalid(format!(
             "{path}: generatedAt `{}` is not a time",
-            report.generated_at
+            excerpt(report.generated_at.as_bytes(), 40)
         ))
     })?;
     // Dated by the guest's own clock: no trust in the host's clock being in step.
@@ -98,14 +99,18 @@ pub fn fetch(agent: &mut Agent, path: &str, program: &str) -> Result<Fetched, Fe
     })
 }
 
-/// Parses a report (`what` names it in the error).
+/// Parses a report (`what` names it in the error, which quotes only a short excerpt of it).
 pub fn parse(raw: &[u8], what: &str) -> Result<ComplianceReport, String> {
-    let r: ComplianceReport = serde_json::from_slice(raw)
-        .map_err(|e| format!("{what} is not a guestprep compliance report: {e}"))?;
+    let r: ComplianceReport = serde_json::from_slice(raw).map_err(|e| {
+        format!(
+            "{what} is not a guestprep compliance report: {}",
+            excerpt_of(&e, 200)
+        )
+    })?;
     if r.api_version != API_VERSION {
         return Err(format!(
             "{what} has apiVersion {}; this guestprep reads {API_VERSION}",
-            r.api_version
+            excerpt(r.api_version.as_bytes(), 40)
         ));
     }
     Ok(r)

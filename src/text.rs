@@ -50,6 +50,37 @@ pub fn excerpt(bytes: &[u8], max: usize) -> String {
     }
 }
 
+/// At most `max` characters of what `d` displays, escaped, `…` when cut. The text is never
+/// formatted whole: a parser's message that quotes a 40 MiB string costs `max` characters.
+pub fn excerpt_of(d: &impl std::fmt::Display, max: usize) -> String {
+    struct Capped {
+        text: String,
+        room: usize,
+        cut: bool,
+    }
+    impl Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if self.room == 0 {
+                    self.cut = true;
+                    return Err(std::fmt::Error);
+                }
+                self.text.push(c);
+                self.room -= 1;
+            }
+            Ok(())
+        }
+    }
+    let mut w = Capped {
+        text: String::new(),
+        room: max,
+        cut: false,
+    };
+    let _ = write!(w, "{d}");
+    let shown = escape(&w.text).into_owned();
+    if w.cut { format!("{shown}…") } else { shown }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +99,13 @@ mod tests {
         assert!(e.len() < 120, "{e}");
         assert!(e.ends_with(&format!("({} bytes in all)", long.len())));
         assert_eq!(excerpt(b"ok", 80), "ok");
+    }
+
+    #[test]
+    fn excerpts_of_a_display_stop_formatting_at_the_limit() {
+        let long = "y".repeat(1 << 20);
+        let e = excerpt_of(&format_args!("bad \u{1b} {long}"), 10);
+        assert_eq!(e, "bad \\e yyyy…");
+        assert_eq!(excerpt_of(&7, 10), "7");
     }
 }

@@ -1,13 +1,24 @@
 //! Fuzz target: what a guest agent (an untrusted guest) can send the host, and what a Proxmox
 //! node's files say of a VM. An answer line, a report read from the guest (shown alone and in
-//! `fleet`'s table and textfile), its /proc/uptime, a base64 payload, a VM configuration: never a
-//! panic, and whatever is printed for a person carries no raw control character.
+//! `fleet`'s table and textfile), its /proc/uptime, a base64 payload, a file-read chunk, an exec
+//! status, a VM configuration: never a panic, messages short, and whatever is printed for a
+//! person carries no raw control character.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = guestprep::qga::parse_answer(data, "guest-file-read");
+    // A file-read chunk (never more than its limit, never a claimed byte not sent) and an
+    // exec status, each decoded from the line itself; every message a short excerpt.
+    let mut file = Vec::new();
+    match guestprep::qga::file_chunk(data, &mut file, 1 << 16) {
+        Ok(_) => assert!(file.len() <= 1 << 16),
+        Err(e) => assert!(e.to_string().len() < 4096, "a long message"),
+    }
+    if let Err(e) = guestprep::qga::exec_status(data) {
+        assert!(e.to_string().len() < 4096, "a long message");
+    }
     let _ = guestprep::qga::parse_uptime(data);
     let _ = guestprep::qga::decode(&String::from_utf8_lossy(data));
     if let Ok(r) = serde_json::from_slice::<guestprep::report::ComplianceReport>(data) {

@@ -20,7 +20,8 @@ Exit codes:
   0  every running VM with its guest agent on has a fresh compliant report (pending reboot allowed)
   1  a VM drifts, has an error, a stale report, no report, or no guestprep
   2  usage
-  6  a VM's agent did not answer within --timeout (or does not allow file-read)
+  6  a VM's agent did not answer within --timeout, sent what is not an answer, or does not
+     allow file-read; or the node's own files of a VM (VMID.pid, VMID.conf) are not regular files
 Stopped VMs and VMs with the agent option off count for nothing.
 
 The textfile is for node-exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter);
@@ -41,7 +42,8 @@ pub struct FleetArgs {
     /// Leave out VMs that are not running.
     #[arg(long)]
     pub only_running: bool,
-    /// Seconds one VM may take in all (connect and every answer): a hung agent costs this once.
+    /// Seconds one VM may take in all (connect and every answer, whatever its agent sends): a hung
+    /// or drip-feeding agent costs this once.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Agents asked at once (default: four per core).
@@ -59,7 +61,8 @@ pub struct FleetArgs {
     /// Print a JSON list, one object per VM with its report (or the reason there is none).
     #[arg(long)]
     pub json: bool,
-    /// Also write the Prometheus textfile here (atomically, mode 0644).
+    /// Also write the Prometheus textfile here (atomically, mode 0644; only where nothing is or
+    /// over a regular file); `-`: to standard output, instead of the table.
     #[arg(long, value_name = "PATH")]
     pub prometheus_textfile: Option<PathBuf>,
 }
@@ -72,16 +75,25 @@ pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
         ))
         .into());
     }
-    if let Some(p) = &args.prometheus_textfile {
-        let dir = super::parent_dir(p);
-        if !dir.is_dir() {
-            return Err(UsageError(format!(
-                "--prometheus-textfile {}: the directory {} does not exist",
-                p.display(),
-                dir.display()
-            ))
-            .into());
-        }
+    // `-`: the textfile on standard output, instead of the table. A file is checked before
+    // any VM is asked, and again when written.
+    let (textfile, to_stdout) = match args.prometheus_textfile.as_deref() {
+        Some(p) if p == std::path::Path::new("-") => (None, true),
+        Some(p) => (
+            Some((p, format!("--prometheus-textfile {}", p.display()))),
+            false,
+        ),
+        None => (None, false),
+    };
+    if to_stdout && args.json {
+        return Err(UsageError(
+            "--json and --prometheus-textfile - both go to standard output: give the textfile a path"
+                .into(),
+        )
+        .into());
+    }
+    if let Some((p, what)) = &textfile {
+        super::check_host_file(p, what)?;
     }
     let started = Instant::now();
     let vms = fleet::pve::discover(&args.qga_dir, &args.config_dir)?;
@@ -98,21 +110,26 @@ pub fn run(args: &FleetArgs, quiet: u8) -> Result<i32> {
     };
     let results = fleet::survey(&vms, &opts);
     let elapsed = started.elapsed();
-    if let Some(p) = &args.prometheus_textfile {
+    let prometheus = || {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        render::prometheus(&results, now, elapsed)
+    };
+    if let Some((p, what)) = &textfile {
         // Atomic: the collector never reads half of it.
-        super::write_host_file(p, &render::prometheus(&results, now, elapsed))?;
+        super::write_host_file(p, &prometheus(), what)?;
     }
-    let text = if args.json {
+    let text = if to_stdout {
+        prometheus()
+    } else if args.json {
         render::json(&results)
     } else if quiet > 0 {
         format!("{}\n", render::summary_line(&results, elapsed))
     } else {
         render::table(&results, elapsed)
     };
-    if quiet < 2 || args.json {
+    if quiet < 2 || args.json || to_stdout {
         let mut out = std::io::stdout().lock();
         // A closed pipe (`fleet | head`) is not an error: the exit code still says it.
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())

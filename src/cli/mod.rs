@@ -202,13 +202,72 @@ pub(crate) fn parent_dir(path: &std::path::Path) -> &std::path::Path {
         .unwrap_or(std::path::Path::new("."))
 }
 
+/// Whether a host file guestprep writes (`verify --output FORMAT=PATH`, `fleet
+/// --prometheus-textfile PATH`) may be written: its directory exists and at PATH is nothing
+/// (`false`) or a regular file (`true`), which is replaced. Anything else is a [`UsageError`]
+/// naming `what` (the argument as given), and is left as it is:
+/// - a device, FIFO or socket: as root, `--output json=/dev/null` must not replace the host's
+///   /dev/null with a regular file;
+/// - a directory;
+/// - a symlink: replacing the link with a file would silently undo what its owner set up, and
+///   writing through it would let whoever made the link choose which file root replaces (in a
+///   shared directory, anyone). The message names its target: give that path instead.
+pub(crate) fn check_host_file(path: &std::path::Path, what: &str) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let refuse = |why: String, hint: &str| -> anyhow::Result<bool> {
+        Err(UsageError(format!(
+            "{what}: {why}; guestprep writes only where nothing is or over a regular file, and \
+             left it as it is{hint}"
+        ))
+        .into())
+    };
+    if path.as_os_str().is_empty() {
+        return Err(UsageError(format!("{what}: the path is empty")).into());
+    }
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return refuse("the path names a directory".into(), "");
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "{what}: the directory {} does not exist",
+            dir.display()
+        ))
+        .into());
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
+        Ok(m) if m.file_type().is_file() => Ok(true),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target =
+                std::fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+            refuse(
+                format!("a symlink (to {}) is there", crate::text::escape(&target)),
+                ": give the path of its target instead",
+            )
+        }
+        Ok(m) => refuse(
+            format!("a {} is there", crate::saferead::kind_of(m.file_type())),
+            "",
+        ),
+    }
+}
+
 /// Writes a file of the host (not of the checked root: `verify --output`, `fleet`'s textfile)
 /// atomically, mode 0644 as a file made with `>` would be for others to read: a temporary file
-/// beside it, synced, then a rename.
-pub(crate) fn write_host_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+/// beside it, synced, then a rename, only where nothing is or over a regular file (checked
+/// again here, just before the rename: see [`check_host_file`]; where nothing was, the rename
+/// does not replace what appeared meanwhile). `what` names the argument in messages.
+pub(crate) fn write_host_file(
+    path: &std::path::Path,
+    text: &str,
+    what: &str,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
+    check_host_file(path, what)?;
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".guestprep.")
@@ -221,8 +280,19 @@ pub(crate) fn write_host_file(path: &std::path::Path, text: &str) -> anyhow::Res
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let written = if check_host_file(path, what)? {
+        tmp.persist(path)
+    } else {
+        match tmp.persist_noclobber(path) {
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Something appeared meanwhile: replaced only if it is a regular file.
+                check_host_file(path, what)?;
+                e.file.persist(path)
+            }
+            other => other,
+        }
+    };
+    written.with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -278,6 +348,60 @@ pub fn run(cli: Cli) -> i32 {
             };
             code.code()
         }
+    }
+}
+
+#[cfg(test)]
+mod host_file_tests {
+    use super::{UsageError, write_host_file};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    /// The writer itself refuses (not only the commands' early checks): whatever is at the path
+    /// when it writes, unless a regular file or nothing, stays as it was.
+    #[test]
+    fn only_nothing_or_a_regular_file_is_replaced() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        let mode = Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&d.join("fifo"), mode).unwrap();
+        mknod(&d.join("null"), SFlag::S_IFCHR, mode, makedev(1, 3)).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::fs::write(d.join("target"), "old").unwrap();
+        std::os::unix::fs::symlink("target", d.join("link")).unwrap();
+        for name in ["fifo", "null", "sock", "dir", "link", "dir/"] {
+            let p = d.join(name);
+            let before = std::fs::symlink_metadata(&p).unwrap();
+            let e = write_host_file(&p, "new", "--x").unwrap_err();
+            assert!(e.is::<UsageError>(), "{name}: {e:#}");
+            let after = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!(
+                (before.ino(), before.file_type(), before.rdev()),
+                (after.ino(), after.file_type(), after.rdev()),
+                "{name}"
+            );
+        }
+        assert!(
+            std::fs::symlink_metadata(d.join("null"))
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        assert_eq!(std::fs::read_to_string(d.join("target")).unwrap(), "old");
+        write_host_file(&d.join("target"), "new", "--x").unwrap();
+        write_host_file(&d.join("fresh"), "new", "--x").unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("target")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(d.join("fresh")).unwrap(), "new");
+        let e = write_host_file(&d.join("no/such/x"), "new", "--x").unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".guestprep."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
 

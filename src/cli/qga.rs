@@ -35,7 +35,8 @@ pub struct QgaArgs {
     /// Proxmox VM id: the socket is /var/run/qemu-server/VMID.qga.
     #[arg(long, value_name = "VMID")]
     pub vmid: Option<u32>,
-    /// Seconds to wait for each answer of the agent.
+    /// Seconds the whole exchange with the agent may take (connecting and every answer, whatever
+    /// the agent sends); `verify`, `apply` and `exec` add their --exec-timeout for the program.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub timeout: u64,
     /// Print JSON (the report itself for `report` and `verify`); before or after the verb.
@@ -150,7 +151,21 @@ pub fn run(args: &QgaArgs) -> Result<i32> {
         (None, None) => unreachable!("clap requires one"),
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let mut agent = match Agent::connect(&socket, timeout) {
+    // A deadline for the whole exchange, not per answer: an agent that answers slowly, or a
+    // byte at a time, or never finishes a file, costs --timeout (and the program's own time).
+    let program_time = match &args.command {
+        QgaCommand::Verify { exec_timeout, .. }
+        | QgaCommand::Apply { exec_timeout, .. }
+        | QgaCommand::Exec { exec_timeout, .. } => Duration::from_secs(*exec_timeout),
+        _ => Duration::ZERO,
+    };
+    // The program's input is read first: a slow pipe is not the agent's time.
+    let input = match &args.command {
+        QgaCommand::Exec { input, .. } => read_input(input.as_deref())?,
+        _ => None,
+    };
+    let deadline = std::time::Instant::now() + timeout + program_time;
+    let mut agent = match Agent::connect_until(&socket, timeout, Some(deadline)) {
         Ok(a) => a,
         Err(e) => return agent_failure(e).map(ExitCode::code),
     };
@@ -189,21 +204,9 @@ pub fn run(args: &QgaArgs) -> Result<i32> {
         }
         QgaCommand::Exec {
             exec_timeout,
-            input,
             command,
+            ..
         } => {
-            let input = match input.as_deref() {
-                None => None,
-                Some(p) if p == std::path::Path::new("-") => {
-                    let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                        .context("reading standard input")?;
-                    Some(b)
-                }
-                Some(p) => {
-                    Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-                }
-            };
             return exec(
                 &mut agent,
                 &command[0],
@@ -215,6 +218,20 @@ pub fn run(args: &QgaArgs) -> Result<i32> {
         QgaCommand::Cat { path } => cat(&mut agent, path),
     };
     code.map(ExitCode::code)
+}
+
+/// `exec --input FILE` (`-`: our standard input).
+fn read_input(input: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
+    Ok(match input {
+        None => None,
+        Some(p) if p == std::path::Path::new("-") => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                .context("reading standard input")?;
+            Some(b)
+        }
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+    })
 }
 
 /// `exec` and `apply`: the guest program's output on ours, its exit code as ours.

@@ -51,9 +51,19 @@ pub fn report(target: &Target, filter: &Filter) -> Result<ComplianceReport> {
     Ok(r)
 }
 
-/// The outputs asked for: (format, file or standard output). `--json` and `--format` are
-/// shorthands for one output to standard output; two to standard output is a usage error.
-fn outputs(args: &VerifyArgs) -> Result<Vec<(Format, Option<PathBuf>)>> {
+/// One output asked for: its format, its file (`None`: standard output), and the argument as
+/// given, for messages.
+struct Output {
+    format: Format,
+    path: Option<PathBuf>,
+    what: String,
+}
+
+/// The outputs asked for. `--json` and `--format` are shorthands for one output to standard
+/// output, as is `--output FORMAT=-`; two to standard output is a usage error. Each file is
+/// checked here, before any work: only nothing or a regular file may be at its path
+/// ([`super::check_host_file`]).
+fn outputs(args: &VerifyArgs) -> Result<Vec<Output>> {
     use clap::ValueEnum;
     if args.json
         && let Some(f) = args.format
@@ -66,11 +76,16 @@ fn outputs(args: &VerifyArgs) -> Result<Vec<(Format, Option<PathBuf>)>> {
         ))
         .into());
     }
+    let to_stdout = |format, what: &str| Output {
+        format,
+        path: None,
+        what: what.to_string(),
+    };
     let mut out = Vec::new();
     if args.json {
-        out.push((Format::Json, None));
+        out.push(to_stdout(Format::Json, "--json"));
     } else if let Some(f) = args.format {
-        out.push((f, None));
+        out.push(to_stdout(f, "--format"));
     }
     for spec in &args.outputs {
         let (name, path) = match spec.split_once('=') {
@@ -79,24 +94,29 @@ fn outputs(args: &VerifyArgs) -> Result<Vec<(Format, Option<PathBuf>)>> {
                     UsageError(format!("--output {spec}: the path after `=` is empty")).into(),
                 );
             }
+            Some((n, "-")) => (n, None),
             Some((n, p)) => (n, Some(PathBuf::from(p))),
             None => (spec.as_str(), None),
         };
-        let f = Format::from_str(name, true).map_err(|_| {
+        let format = Format::from_str(name, true).map_err(|_| {
             UsageError(format!(
                 "--output {spec}: unknown format `{name}` (human, json, prometheus, junit)"
             ))
         })?;
-        out.push((f, path));
+        let what = format!("--output {spec}");
+        if let Some(p) = &path {
+            super::check_host_file(p, &what)?;
+        }
+        out.push(Output { format, path, what });
     }
-    if out.iter().filter(|(_, p)| p.is_none()).count() > 1 {
+    if out.iter().filter(|o| o.path.is_none()).count() > 1 {
         return Err(UsageError(
             "two outputs to standard output: give all but one a path (--output FORMAT=PATH)".into(),
         )
         .into());
     }
-    if !out.iter().any(|(_, p)| p.is_none()) {
-        out.push((Format::Human, None));
+    if !out.iter().any(|o| o.path.is_none()) {
+        out.push(to_stdout(Format::Human, "human"));
     }
     Ok(out)
 }
@@ -134,10 +154,10 @@ pub fn run(args: &VerifyArgs, quiet: u8) -> Result<ExitCode> {
         _ => report(&args.target, &filter)?,
     };
     let style = Style::stdout();
-    for (f, path) in &outs {
-        let text = render(&r, *f, &style, quiet)?;
-        match path {
-            Some(p) => super::write_host_file(p, &text)?,
+    for o in &outs {
+        let text = render(&r, o.format, &style, quiet)?;
+        match &o.path {
+            Some(p) => super::write_host_file(p, &text, &o.what)?,
             None => {
                 let mut out = std::io::stdout().lock();
                 output::ignore_closed(out.write_all(text.as_bytes()).and_then(|()| out.flush()))?;

@@ -45,7 +45,9 @@ pub enum State {
     InvalidReport,
     /// The agent answers but does not allow file-read.
     FileReadDisabled,
-    /// The agent socket refuses connections or the agent does not answer in time.
+    /// The agent socket refuses connections or the agent does not answer in time (or sends what
+    /// is not an answer); or the node's own files of the VM cannot be read (a FIFO at its pid
+    /// file, a device at its configuration).
     NoAnswer,
     /// The VM's guest agent option is off.
     AgentOff,
@@ -230,6 +232,15 @@ pub fn ask(vm: &Vm, opts: &Options) -> VmResult {
 }
 
 fn ask_inner(vm: &Vm, opts: &Options, start: Instant) -> VmResult {
+    // The node's own files for this VM are broken (a FIFO at its pid file…): not asked, not
+    // taken for stopped either; the operator has to look.
+    if let Some(p) = &vm.problem {
+        return VmResult::new(
+            vm,
+            State::NoAnswer,
+            Some(crate::output::escape_controls(p, false)),
+        );
+    }
     if !vm.running {
         return VmResult::new(vm, State::Stopped, Some("the VM is not running".into()));
     }
@@ -400,6 +411,7 @@ mod tests {
             agent: Some(true),
             running,
             socket: None,
+            problem: None,
         }
     }
 

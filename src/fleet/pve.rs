@@ -3,11 +3,12 @@
 //! runtime directory (`/var/run/qemu-server/`: `VMID.pid` of a running QEMU, `VMID.qga`, the
 //! agent's chardev socket, which QEMU creates only when the agent option was on at start).
 //!
-//! Never trusts those files to be well formed: an unreadable or odd configuration gives a VM
-//! without a name and with the agent option unknown, never an error for the whole node.
+//! Never trusts those files to be well formed: an odd configuration gives a VM without a name and
+//! with the agent option unknown, never an error for the whole node. They are read through
+//! [`crate::saferead`]: a FIFO, device or socket where a pid file or configuration should be,
+//! one too large or unreadable, is that VM's [`Vm::problem`], never a hang.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -25,10 +26,15 @@ pub struct Vm {
     pub running: bool,
     /// The guest agent socket, when there is one.
     pub socket: Option<PathBuf>,
+    /// Why this VM's own files cannot be read (a FIFO at its pid file, a device at its
+    /// configuration…): it is then not asked, and shown as not answering with this message.
+    pub problem: Option<String>,
 }
 
 /// Configurations larger than this are not read (a real one is a few KiB).
 const MAX_CONFIG: u64 = 1 << 20;
+/// Pid files larger than this are not read (a real one is a number and a newline).
+const MAX_PID: u64 = 4096;
 
 /// The VMs of a node: every id with a configuration in `config_dir`, a pid file or an agent
 /// socket in `run_dir`, sorted by id. `run_dir` must exist; `config_dir` may not (a test bed, or
@@ -67,16 +73,24 @@ pub fn discover(run_dir: &Path, config_dir: &Path) -> Result<Vec<Vm>> {
     Ok(seen
         .into_iter()
         .map(|(vmid, s)| {
-            let (name, agent) =
-                s.config
-                    .as_deref()
-                    .and_then(read_config)
-                    .map_or((None, None), |c| {
-                        let parsed = parse_config(&c);
-                        (parsed.name, Some(parsed.agent))
-                    });
+            let mut problem = None;
+            let config = match s.config.as_deref().map(read_config) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    problem = Some(e);
+                    None
+                }
+                None => None,
+            };
+            let (name, agent) = config.map_or((None, None), |c| {
+                let parsed = parse_config(&c);
+                (parsed.name, Some(parsed.agent))
+            });
             let running = match &s.pid {
-                Some(p) => pid_alive(p),
+                Some(p) => pid_alive(p).unwrap_or_else(|e| {
+                    problem.get_or_insert(e);
+                    false
+                }),
                 None => s.socket.is_some(),
             };
             Vm {
@@ -85,6 +99,7 @@ pub fn discover(run_dir: &Path, config_dir: &Path) -> Result<Vec<Vm>> {
                 agent,
                 running,
                 socket: s.socket,
+                problem,
             }
         })
         .collect())
@@ -99,25 +114,26 @@ fn id_and_ext(name: &std::ffi::OsStr) -> Option<(u32, &str)> {
     Some((id.parse().ok()?, ext))
 }
 
-fn read_config(path: &Path) -> Option<String> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_CONFIG)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
+/// A node file of a VM through [`crate::saferead`]: `Ok(None)` when it vanished meanwhile (the VM
+/// was removed or stopped), `Err` with the reason in words when it is not a readable regular file
+/// of a sane size.
+fn read_node_file(path: &Path, limit: u64) -> Result<Option<String>, String> {
+    crate::saferead::read_regular_string(path, limit).map_err(|e| format!("{e:#}"))
+}
+
+fn read_config(path: &Path) -> Result<Option<String>, String> {
+    read_node_file(path, MAX_CONFIG)
 }
 
 /// Whether the pid file names a live process.
-fn pid_alive(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
+fn pid_alive(path: &Path) -> Result<bool, String> {
+    let Some(text) = read_node_file(path, MAX_PID)? else {
+        return Ok(false);
     };
-    match text.trim().parse::<i32>() {
+    Ok(match text.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => Path::new(&format!("/proc/{pid}")).exists(),
         _ => false,
-    }
+    })
 }
 
 /// What the fleet needs of a VM configuration.
@@ -264,5 +280,46 @@ mod tests {
             ]
         );
         assert!(discover(&run.path().join("absent"), conf.path()).is_err());
+    }
+
+    #[test]
+    fn node_files_that_are_not_regular_files_are_the_vms_problem() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let run = tempfile::tempdir().unwrap();
+        let conf = tempfile::tempdir().unwrap();
+        let mode = Mode::from_bits_truncate(0o600);
+        // 100: a FIFO for a pid file (would block a plain read forever).
+        nix::unistd::mkfifo(&run.path().join("100.pid"), mode).unwrap();
+        std::fs::write(conf.path().join("100.conf"), "name: a\nagent: 1\n").unwrap();
+        // 101: a FIFO for a configuration; 102: a character device (/dev/null's numbers).
+        nix::unistd::mkfifo(&conf.path().join("101.conf"), mode).unwrap();
+        mknod(
+            &conf.path().join("102.conf"),
+            SFlag::S_IFCHR,
+            mode,
+            makedev(1, 3),
+        )
+        .unwrap();
+        // 103: a configuration of 2 GiB (sparse): too large, not read.
+        let big = std::fs::File::create(conf.path().join("103.conf")).unwrap();
+        big.set_len(2 << 30).unwrap();
+        // 104: a directory for a pid file.
+        std::fs::create_dir(run.path().join("104.pid")).unwrap();
+        let vms = discover(run.path(), conf.path()).unwrap();
+        let problems: Vec<_> = vms
+            .iter()
+            .map(|v| (v.vmid, v.problem.clone().unwrap_or_default()))
+            .collect();
+        for ((vmid, p), want) in problems.iter().zip([
+            "100.pid is a FIFO",
+            "101.conf is a FIFO",
+            "102.conf is a character device",
+            "more than the 1048576 bytes",
+            "104.pid is a directory",
+        ]) {
+            assert!(p.contains(want), "{vmid}: {p}");
+        }
+        // The rest of the configuration still counts where it was read.
+        assert_eq!(vms[0].name.as_deref(), Some("a"));
     }
 }

@@ -231,6 +231,7 @@ mod tests {
             agent: Some(true),
             running: state != State::Stopped,
             socket: None,
+            problem: None,
         };
         let mut r = VmResult::new(&vm, state, None);
         r.up = state.has_fresh_report();

@@ -5,10 +5,20 @@
 //! Owns the wire protocol: JSON commands, one per line; `guest-sync-delimited` with a random id
 //! (its answer is preceded by a 0xFF byte, so stale output of an earlier client is skipped);
 //! errors as `{"error": {"class", "desc"}}`; file-open/read/close with base64 chunks;
-//! guest-exec and guest-exec-status polling; and a timeout on every answer. Typed errors, since
-//! the caller maps each to its own exit code and message.
+//! guest-exec and guest-exec-status polling. Bounded whatever the agent sends: every answer is
+//! due within the timeout and before the connection's deadline (each read waits only for what
+//! is left of it, so a byte every second cannot stretch it), every answer line has a size cap
+//! ([`MAX_ANSWER`], [`MAX_EXEC_ANSWER`]), base64 payloads are decoded from the line itself, and
+//! messages quote a short escaped excerpt. Typed errors, since the caller maps each to its own
+//! exit code and message.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod answer;
+
+pub use answer::{
+    ExecState, decode, exec_status, file_chunk, parse_answer, parse_answer_as, parse_uptime,
+};
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,9 +79,16 @@ pub struct ExecResult {
     pub truncated: bool,
 }
 
-/// The longest answer line read from an agent: qemu-ga's guest-exec output is capped at 16 MiB
-/// before base64, so a real answer fits.
-pub const MAX_LINE: usize = 32 << 20;
+/// The longest answer line read for a command (guest-info, file-open, guest-exec, one 64 KiB
+/// chunk of guest-file-read: about 88 KiB): more is a protocol error, never buffered.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// The longest `guest-exec-status` answer: qemu-ga caps each captured stream at 16 MiB before
+/// base64, and both may come in one answer.
+pub const MAX_EXEC_ANSWER: usize = 2 * (16usize << 20).div_ceil(3) * 4 + MAX_ANSWER;
+
+/// How much of a file one `guest-file-read` asks for.
+const CHUNK: u64 = 64 << 10;
 
 /// A connection to one guest agent.
 pub struct Agent {
@@ -79,18 +96,15 @@ pub struct Agent {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     timeout: Duration,
-    /// No answer is awaited past this instant, however many commands remain (`fleet`: one hung
+    /// Nothing is awaited past this instant, however many commands remain and whatever the
+    /// agent sends meanwhile (`qga`: `--timeout` bounds the whole exchange; `fleet`: one hung
     /// agent costs its timeout once).
     deadline: Option<Instant>,
 }
 
 impl Agent {
-    /// Connects and synchronises (guest-sync-delimited), so the next answer is ours.
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QgaError> {
-        Self::connect_until(path, timeout, None)
-    }
-
-    /// As [`Agent::connect`], and every later answer must also come before `deadline`.
+    /// Connects and synchronises (guest-sync-delimited), so the next answer is ours. Each answer
+    /// is due within `timeout`, and every one before `deadline` (the whole exchange's).
     pub fn connect_until(
         path: &Path,
         timeout: Duration,
@@ -100,7 +114,7 @@ impl Agent {
         let writer = stream.try_clone()?;
         let mut a = Agent {
             path: path.to_path_buf(),
-            reader: BufReader::new(stream),
+            reader: BufReader::with_capacity(64 << 10, stream),
             writer,
             timeout,
             deadline,
@@ -123,53 +137,111 @@ impl Agent {
         }
     }
 
-    /// Reads until `delim` (included) within the deadline, and at most [`MAX_LINE`] bytes: an
-    /// agent that never ends its line cannot fill the host's memory.
-    fn read_until(
-        &mut self,
-        delim: u8,
-        command: &str,
-        deadline: Instant,
-    ) -> Result<Vec<u8>, QgaError> {
-        let mut buf = Vec::new();
+    /// Makes sure something is buffered, waiting no later than `due` in all: each read waits
+    /// only for what is left, so an agent sending a byte at a time cannot stretch the deadline.
+    fn fill(&mut self, command: &str, due: Instant) -> Result<(), QgaError> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(self.no_answer(command));
             }
-            let room = MAX_LINE.saturating_sub(buf.len()) as u64;
-            if room == 0 {
-                return Err(QgaError::Protocol(format!(
-                    "{command}: the agent sent more than {MAX_LINE} bytes without ending its answer"
-                )));
-            }
             self.reader.get_ref().set_read_timeout(Some(left))?;
-            match (&mut self.reader).take(room).read_until(delim, &mut buf) {
-                Ok(0) => {
+            match self.reader.fill_buf() {
+                Ok([]) => {
                     return Err(QgaError::Protocol(format!(
                         "the agent closed the connection during {command}"
                     )));
                 }
-                Ok(_) if buf.last() == Some(&delim) => return Ok(buf),
-                Ok(_) => continue,
+                Ok(_) => return Ok(()),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return Err(self.no_answer(command));
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    fn send(&mut self, msg: &Value) -> Result<(), QgaError> {
-        let mut line = serde_json::to_vec(msg).expect("JSON");
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
+    /// Reads until `delim` (included) before `due`, and at most `cap` bytes: an agent that never
+    /// ends its line costs `cap` bytes, not the host's memory.
+    fn read_until(
+        &mut self,
+        delim: u8,
+        command: &str,
+        due: Instant,
+        cap: usize,
+    ) -> Result<Vec<u8>, QgaError> {
+        let mut line = Vec::new();
+        loop {
+            self.fill(command, due)?;
+            let buf = self.reader.buffer();
+            let (take, done) = match buf.iter().position(|&b| b == delim) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take > cap {
+                return Err(QgaError::Protocol(format!(
+                    "{command}: the agent sent more than {cap} bytes without ending its answer"
+                )));
+            }
+            line.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            if done {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Discards what the agent sends up to `delim` (included), before `due`, keeping none of it.
+    fn skip_until(&mut self, delim: u8, command: &str, due: Instant) -> Result<(), QgaError> {
+        loop {
+            self.fill(command, due)?;
+            let buf = self.reader.buffer();
+            let (take, done) = match buf.iter().position(|&b| b == delim) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            self.reader.consume(take);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes all of `bytes` before `due`: an agent that stops reading cannot block the host.
+    fn write_all(&mut self, bytes: &[u8], command: &str, due: Instant) -> Result<(), QgaError> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.no_answer(command));
+            }
+            self.writer.set_write_timeout(Some(left))?;
+            match self.writer.write(rest) {
+                Ok(0) => {
+                    return Err(QgaError::Protocol(format!(
+                        "the agent closed the connection during {command}"
+                    )));
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(self.no_answer(command));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
+    fn send(&mut self, msg: &Value, command: &str, due: Instant) -> Result<(), QgaError> {
+        let mut line = serde_json::to_vec(msg).expect("JSON");
+        line.push(b'\n');
+        self.write_all(&line, command, due)
+    }
+
     /// `guest-sync-delimited`: a 0xFF byte resets the agent's parser; its answer starts with
-    /// 0xFF; whatever an earlier client left unread is skipped until our id comes back.
+    /// 0xFF; whatever an earlier client left unread is skipped (not kept) until our id comes back.
     fn sync(&mut self) -> Result<(), QgaError> {
         let id = (std::process::id() as u64) << 20
             ^ (std::time::SystemTime::now()
@@ -177,12 +249,17 @@ impl Agent {
                 .map(|d| d.subsec_nanos() as u64)
                 .unwrap_or(0));
         let id = id & 0x7fff_ffff;
-        self.writer.write_all(&[0xff])?;
-        self.send(&json!({"execute": "guest-sync-delimited", "arguments": {"id": id}}))?;
-        let deadline = self.due();
+        let command = "guest-sync-delimited";
+        let due = self.due();
+        self.write_all(&[0xff], command, due)?;
+        self.send(
+            &json!({"execute": command, "arguments": {"id": id}}),
+            command,
+            due,
+        )?;
         loop {
-            self.read_until(0xff, "guest-sync-delimited", deadline)?;
-            let line = self.read_until(b'\n', "guest-sync-delimited", deadline)?;
+            self.skip_until(0xff, command, due)?;
+            let line = self.read_until(b'\n', command, due, MAX_ANSWER)?;
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
             if let Ok(v) = serde_json::from_str::<Value>(text)
@@ -193,21 +270,35 @@ impl Agent {
         }
     }
 
-    /// Runs one command and returns its `return` value.
-    pub fn execute(&mut self, command: &str, args: Option<Value>) -> Result<Value, QgaError> {
+    /// Sends one command and reads answer lines (at most `cap` bytes each) until `take` makes
+    /// something of one (`None`: an event or a blank, not our answer), all before the answer is
+    /// due.
+    fn request<R>(
+        &mut self,
+        command: &str,
+        args: Option<Value>,
+        cap: usize,
+        mut take: impl FnMut(&[u8]) -> Result<Option<R>, QgaError>,
+    ) -> Result<R, QgaError> {
         let mut msg = json!({ "execute": command });
         if let Some(a) = args {
             msg["arguments"] = a;
         }
-        self.send(&msg)?;
-        let deadline = self.due();
+        let due = self.due();
+        self.send(&msg, command, due)?;
         loop {
-            let line = self.read_until(b'\n', command, deadline)?;
-            if let Some(v) = parse_answer(&line, command)? {
-                return Ok(v);
+            let line = self.read_until(b'\n', command, due, cap)?;
+            if let Some(r) = take(&line)? {
+                return Ok(r);
             }
-            // An event or anything else: not our answer.
         }
+    }
+
+    /// Runs one command and returns its `return` value.
+    pub fn execute(&mut self, command: &str, args: Option<Value>) -> Result<Value, QgaError> {
+        self.request(command, args, MAX_ANSWER, |line| {
+            parse_answer(line, command)
+        })
     }
 
     /// `guest-info`: the agent's version and its commands with their enabled flags.
@@ -221,7 +312,12 @@ impl Agent {
         ns.as_f64()
             .map(|n| n / 1e9)
             .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e11)
-            .ok_or_else(|| QgaError::Protocol(format!("guest-get-time returned {ns}")))
+            .ok_or_else(|| {
+                QgaError::Protocol(format!(
+                    "guest-get-time returned {}",
+                    crate::text::excerpt_of(&ns, 80)
+                ))
+            })
     }
 
     /// Reads a whole file of the guest (at most `limit` bytes).
@@ -237,26 +333,21 @@ impl Agent {
     fn read_handle(&mut self, handle: &Value, limit: usize) -> Result<Vec<u8>, QgaError> {
         let mut data = Vec::new();
         loop {
-            let r = self.execute(
+            let ended = self.request(
                 "guest-file-read",
-                Some(json!({"handle": handle, "count": 65536})),
+                Some(json!({"handle": handle, "count": CHUNK})),
+                MAX_ANSWER,
+                |line| file_chunk(line, &mut data, limit),
             )?;
-            if let Some(b) = r["buf-b64"].as_str() {
-                data.extend(decode(b)?);
-            }
-            if data.len() > limit {
-                return Err(QgaError::Protocol(format!(
-                    "the file is larger than {limit} bytes"
-                )));
-            }
-            if r["eof"].as_bool().unwrap_or(true) || r["count"].as_u64() == Some(0) {
+            if ended {
                 return Ok(data);
             }
         }
     }
 
     /// Runs a program in the guest (`guest-exec` with captured output, `input` as its standard
-    /// input) and waits for it with `guest-exec-status`, polling, up to `timeout`.
+    /// input) and waits for it with `guest-exec-status`, polling, up to `timeout` (and never past
+    /// the connection's deadline).
     pub fn exec(
         &mut self,
         program: &str,
@@ -271,37 +362,34 @@ impl Agent {
                 .into();
         }
         let r = self.execute("guest-exec", Some(req))?;
-        let pid = r["pid"]
-            .as_i64()
-            .ok_or_else(|| QgaError::Protocol(format!("guest-exec returned {r}")))?;
-        let deadline = Instant::now() + timeout;
+        let pid = r["pid"].as_i64().ok_or_else(|| {
+            QgaError::Protocol(format!(
+                "guest-exec returned {}",
+                crate::text::excerpt_of(&r, 80)
+            ))
+        })?;
+        let end = Instant::now() + timeout;
+        let deadline = self.deadline.map_or(end, |d| d.min(end));
         let mut delay = Duration::from_millis(20);
         loop {
-            let s = self.execute("guest-exec-status", Some(json!({"pid": pid})))?;
-            if s["exited"].as_bool() == Some(true) {
-                let field = |k: &str| -> Result<Vec<u8>, QgaError> {
-                    s[k].as_str()
-                        .map(decode)
-                        .transpose()
-                        .map(Option::unwrap_or_default)
-                };
-                return Ok(ExecResult {
-                    exit_code: s["exitcode"].as_i64().map(|c| c as i32),
-                    signal: s["signal"].as_i64().map(|c| c as i32),
-                    stdout: field("out-data")?,
-                    stderr: field("err-data")?,
-                    truncated: s["out-truncated"].as_bool().unwrap_or(false)
-                        || s["err-truncated"].as_bool().unwrap_or(false),
-                });
+            let s = self.request(
+                "guest-exec-status",
+                Some(json!({"pid": pid})),
+                MAX_EXEC_ANSWER,
+                exec_status,
+            )?;
+            if let ExecState::Exited(res) = s {
+                return Ok(res);
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(QgaError::NoAnswer {
                     path: self.path.clone(),
                     command: format!("guest-exec of {program} (pid {pid} still running)"),
                     secs: timeout.as_secs(),
                 });
             }
-            std::thread::sleep(delay);
+            std::thread::sleep(delay.min(left));
             delay = (delay * 2).min(Duration::from_millis(250));
         }
     }
@@ -352,89 +440,5 @@ fn connect_within(
             Err(Errno::EINTR) => {}
             Err(e) => return Err(failed(e.into())),
         }
-    }
-}
-
-/// One answer line from an agent: `Some(return value)`, an error the agent reported, or `None`
-/// for a line that is not an answer (an event, a blank). Never panics, whatever the guest sends.
-pub fn parse_answer(line: &[u8], command: &str) -> Result<Option<Value>, QgaError> {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FFFD}');
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| QgaError::Protocol(format!("{command}: not JSON ({e}): {text}")))?;
-    if let Some(r) = v.get("return") {
-        return Ok(Some(r.clone()));
-    }
-    if let Some(e) = v.get("error") {
-        return Err(QgaError::Command {
-            command: command.to_string(),
-            class: e["class"].as_str().unwrap_or("").to_string(),
-            desc: e["desc"].as_str().unwrap_or("").to_string(),
-        });
-    }
-    Ok(None)
-}
-
-/// `/proc/uptime` (procfs-core's parser): its first number, when finite and plausible (a guest's
-/// answer is data).
-pub fn parse_uptime(b: &[u8]) -> Option<f64> {
-    use procfs_core::FromRead;
-    procfs_core::Uptime::from_read(b)
-        .ok()
-        .map(|u| u.uptime)
-        .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
-}
-
-/// A `guest-file-read` or `guest-exec-status` payload, decoded.
-pub fn decode(b: &str) -> Result<Vec<u8>, QgaError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(b)
-        .map_err(|e| QgaError::Protocol(format!("bad base64 from the agent: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uptime_is_a_plausible_number_or_nothing() {
-        assert_eq!(parse_uptime(b"5012.30 9000.10\n"), Some(5012.3));
-        for bad in [
-            &b"-inf 0\n"[..],
-            b"nan 0",
-            b"inf 0",
-            b"-1 0",
-            b"1e300 0",
-            b"",
-            b"x y",
-        ] {
-            assert_eq!(
-                parse_uptime(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn answers_are_parsed_without_trusting_them() {
-        assert_eq!(
-            parse_answer(b"{\"return\": 5}\n", "x").unwrap(),
-            Some(serde_json::json!(5))
-        );
-        assert_eq!(parse_answer(b"\xff\n", "x").unwrap(), None);
-        assert_eq!(parse_answer(b"{\"event\": \"x\"}", "x").unwrap(), None);
-        assert!(matches!(
-            parse_answer(b"{\"error\": {\"class\": \"C\", \"desc\": 7}}", "x"),
-            Err(QgaError::Command { .. })
-        ));
-        assert!(matches!(
-            parse_answer(b"{not json", "x"),
-            Err(QgaError::Protocol(_))
-        ));
     }
 }
