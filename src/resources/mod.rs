@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod locale;
 pub mod modules;
 pub mod packages;
+pub mod secureboot;
 pub mod services;
 pub mod ssh;
 pub mod swap;

@@ -74,7 +74,7 @@ pub fn resources(p: &Packages, root: &Root, pinned: Option<&str>) -> Vec<Box<dyn
         }
     }
     if p.deb.iter().any(|d| d.dkms.is_some()) {
-        out.push(Box::new(SecureBootKey));
+        out.push(Box::new(super::secureboot::SecureBootKey));
     }
     for name in &p.remove {
         out.push(Box::new(AptRemove {
@@ -902,116 +902,6 @@ impl Resource for DkmsBuilt {
     }
 }
 
-/// `dkms:secure-boot`: under Secure Boot a DKMS module loads only if its signing key is enrolled.
-/// DKMS signs with its own key (`/var/lib/dkms/mok.pub`); the item checks that key is in the
-/// enrolled MOK list (`MokListRT`), read from EFI variables: no subprocess. Enrolling needs a person
-/// at the console (MokManager), so apply cannot do it: drift says the `mokutil --import` step.
-pub struct SecureBootKey;
-
-const EFIVARS: &str = "/sys/firmware/efi/efivars";
-const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
-const MOK_LIST_VAR: &str = "MokListRT-605dab50-e046-4300-abb6-3dd810dd8b23";
-const DKMS_MOK: &str = "/var/lib/dkms/mok.pub";
-
-/// The verdict from the three inputs: the `SecureBoot` variable (4 attribute bytes, then 1 when
-/// on), DKMS's certificate (DER) and the enrolled MOK list (EFI signature lists holding DER
-/// certificates).
-pub fn judge_secure_boot(
-    secure_boot: Option<&[u8]>,
-    mok_pub: Option<&[u8]>,
-    mok_list: Option<&[u8]>,
-) -> (Status, String) {
-    let Some(sb) = secure_boot else {
-        return (
-            Status::Skipped,
-            "no SecureBoot EFI variable: not booted with UEFI Secure Boot".to_string(),
-        );
-    };
-    if sb.last() != Some(&1) {
-        return (
-            Status::Compliant,
-            "Secure Boot is off: unsigned or self-signed modules load".to_string(),
-        );
-    }
-    let Some(key) = mok_pub.filter(|k| !k.is_empty()) else {
-        return (
-            Status::Drift,
-            format!(
-                "Secure Boot is on and DKMS has no signing key ({DKMS_MOK}): its modules will be refused. \
-                 Build once to make it, then `mokutil --import {DKMS_MOK}` and confirm at the next boot"
-            ),
-        );
-    };
-    let enrolled = mok_list.is_some_and(|l| l.windows(key.len()).any(|w| w == key));
-    if enrolled {
-        (
-            Status::Compliant,
-            format!("Secure Boot is on and DKMS's key ({DKMS_MOK}) is enrolled"),
-        )
-    } else {
-        (
-            Status::Drift,
-            format!(
-                "Secure Boot is on and DKMS's key ({DKMS_MOK}) is not enrolled: the kernel will refuse its modules. \
-                 Run `mokutil --import {DKMS_MOK}`, reboot, and confirm the key in MokManager at the console"
-            ),
-        )
-    }
-}
-
-impl Resource for SecureBootKey {
-    fn id(&self) -> String {
-        "dkms:secure-boot".to_string()
-    }
-
-    fn kind(&self) -> &'static str {
-        "packages"
-    }
-
-    fn check(&self, sys: &System) -> Result<Observation> {
-        let expected = json!({"dkmsKeyEnrolledWhenSecureBoot": true});
-        if let Some(why) = sys.offline_reason() {
-            return Ok(Observation::new(
-                Status::Skipped,
-                expected,
-                json!(null),
-                format!("Secure Boot is a property of the running machine: {why}"),
-            ));
-        }
-        let sb = sys
-            .root
-            .read(&format!("{EFIVARS}/{SECURE_BOOT_VAR}"))
-            .ok()
-            .flatten();
-        let key = sys.read(DKMS_MOK)?;
-        // Newer kernels show the MOK list as a plain file; efivarfs always has it.
-        let list = match sys
-            .root
-            .read("/sys/firmware/efi/mok-variables/MokListRT")
-            .ok()
-            .flatten()
-        {
-            Some(l) => Some(l),
-            None => sys
-                .root
-                .read(&format!("{EFIVARS}/{MOK_LIST_VAR}"))
-                .ok()
-                .flatten(),
-        };
-        let (status, msg) = judge_secure_boot(sb.as_deref(), key.as_deref(), list.as_deref());
-        let actual = json!({
-            "secureBoot": sb.as_ref().map(|b| b.last() == Some(&1)),
-            "dkmsKey": key.is_some(),
-            "mokList": list.is_some(),
-        });
-        Ok(Observation::new(status, expected, actual, msg))
-    }
-
-    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
-        Vec::new() // enrolling a key needs a person at the console (MokManager)
-    }
-}
-
 /// The file name a URL's path ends with (no query, no fragment, percent-decoding left alone);
 /// `download.deb` when it has none or it is not a plain name.
 pub fn file_name_of(url: &str) -> String {
@@ -1073,31 +963,6 @@ make[2]: *** [scripts/Makefile.build:229: drivers/gpu/drm/i915/i915_buddy.o] Err
             ["make: *** No rule to make target 'x'.  Stop."]
         );
         assert_eq!(first_errors("", 5), Vec::<String>::new());
-    }
-
-    #[test]
-    fn secure_boot_verdicts() {
-        let on = [7u8, 0, 0, 0, 1];
-        let off = [7u8, 0, 0, 0, 0];
-        let cert = b"\x30\x82\x01\x0aDKMS-CERT";
-        let mut list = vec![0xa1, 0x59, 0xc0, 0xa5, 0, 0, 0, 0];
-        list.extend_from_slice(cert);
-        assert_eq!(judge_secure_boot(None, None, None).0, Status::Skipped);
-        assert_eq!(
-            judge_secure_boot(Some(&off), None, None).0,
-            Status::Compliant
-        );
-        assert_eq!(judge_secure_boot(Some(&on), None, None).0, Status::Drift);
-        let (st, msg) = judge_secure_boot(Some(&on), Some(cert), Some(b"other keys"));
-        assert_eq!(st, Status::Drift);
-        assert!(
-            msg.contains("mokutil --import /var/lib/dkms/mok.pub"),
-            "{msg}"
-        );
-        assert_eq!(
-            judge_secure_boot(Some(&on), Some(cert), Some(&list)).0,
-            Status::Compliant
-        );
     }
 
     #[test]
