@@ -21,10 +21,16 @@ use crate::root::Root;
 /// Where downloaded `.deb`s are kept.
 pub const CACHE_DIR: &str = crate::paths::CACHE_DIR;
 
-const APT_ENV: &[&str] = &[
+/// The environment of guestprep's own apt runs. needrestart (run by apt's hook after every
+/// install on Ubuntu, and on Debian where it is installed) must not restart services behind the
+/// plan's back (a libc update would restart containerd on every node): `NEEDRESTART_SUSPEND`
+/// keeps its apt hook from running at all, and `NEEDRESTART_MODE=l` (list only) holds where an
+/// older needrestart ignores the first. What needs a restart is the `service:` items' to say.
+pub(crate) const APT_ENV: &[&str] = &[
     "env",
     "DEBIAN_FRONTEND=noninteractive",
-    "NEEDRESTART_MODE=a",
+    "NEEDRESTART_SUSPEND=1",
+    "NEEDRESTART_MODE=l",
 ];
 
 pub(crate) fn apt_get(args: &[&str]) -> Vec<String> {
@@ -963,6 +969,18 @@ make[2]: *** [scripts/Makefile.build:229: drivers/gpu/drm/i915/i915_buddy.o] Err
             ["make: *** No rule to make target 'x'.  Stop."]
         );
         assert_eq!(first_errors("", 5), Vec::<String>::new());
+    }
+
+    #[test]
+    fn apt_runs_keep_needrestart_from_restarting_services() {
+        // needrestart's apt hook (/usr/lib/needrestart/apt-pinvoke) exits when NEEDRESTART_SUSPEND
+        // is non-empty; needrestart itself reads NEEDRESTART_MODE (`l`: list, never restart).
+        let argv = apt_get(&["install", "x"]);
+        assert!(argv.contains(&"NEEDRESTART_SUSPEND=1".to_string()), "{argv:?}");
+        assert!(argv.contains(&"NEEDRESTART_MODE=l".to_string()), "{argv:?}");
+        assert!(!argv.iter().any(|a| a == "NEEDRESTART_MODE=a"), "{argv:?}");
+        let apt = argv.iter().position(|a| a == "apt-get").unwrap();
+        assert!(argv[..apt].iter().skip(1).all(|a| a.contains('=')), "{argv:?}");
     }
 
     #[test]
