@@ -1,5 +1,5 @@
 //! Benchmark of `guestprep fleet` (the release binary) against a node of real guest agents
-//! (tests/common/fleet.rs: one real qemu-ga per VM, each in its own mount namespace): for 50 and
+//! (tests/it/common/fleet.rs: one real qemu-ga per VM, each in its own mount namespace): for 50 and
 //! for 200 VMs, the wall time of a fleet where every agent answers, and of one where one agent is
 //! hung (SIGSTOP: it should cost one --timeout, not more), and the fleet process's peak RSS
 //! (table and textfile, and `--json`, which keeps every report). Prints numbers; asserts only that
@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo bench --bench fleet` (GUESTPREP_BENCH_FLEET_SIZES="50 200", GUESTPREP_BENCH_RUNS).
 
-#[path = "../tests/common/fleet.rs"]
+// Shared with the tests, which use all of it; the benchmark only part.
+#[allow(dead_code)]
+#[path = "../tests/it/common/fleet.rs"]
 mod fleetbed;
 
 use std::process::{Command, Stdio};

@@ -976,11 +976,17 @@ make[2]: *** [scripts/Makefile.build:229: drivers/gpu/drm/i915/i915_buddy.o] Err
         // needrestart's apt hook (/usr/lib/needrestart/apt-pinvoke) exits when NEEDRESTART_SUSPEND
         // is non-empty; needrestart itself reads NEEDRESTART_MODE (`l`: list, never restart).
         let argv = apt_get(&["install", "x"]);
-        assert!(argv.contains(&"NEEDRESTART_SUSPEND=1".to_string()), "{argv:?}");
+        assert!(
+            argv.contains(&"NEEDRESTART_SUSPEND=1".to_string()),
+            "{argv:?}"
+        );
         assert!(argv.contains(&"NEEDRESTART_MODE=l".to_string()), "{argv:?}");
         assert!(!argv.iter().any(|a| a == "NEEDRESTART_MODE=a"), "{argv:?}");
         let apt = argv.iter().position(|a| a == "apt-get").unwrap();
-        assert!(argv[..apt].iter().skip(1).all(|a| a.contains('=')), "{argv:?}");
+        assert!(
+            argv[..apt].iter().skip(1).all(|a| a.contains('=')),
+            "{argv:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 #   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
 #                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
 #                                     # cloud-init, and a second (trixie-backports) kernel
-#   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/docs.rs)
+#   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/it/docs.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
 set -euo pipefail

@@ -3,7 +3,7 @@
 //! SIGHUP with a bad and a good policy, SIGTERM, and the Prometheus textfile checked by real
 //! parsers (promtool and the Python prometheus_client).
 
-mod common;
+use crate::common;
 use common::daemon::Daemon;
 use common::*;
 

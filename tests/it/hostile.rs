@@ -6,7 +6,7 @@
 //! units backend behind a symlinked /etc/systemd, policy discovery through a symlink, and the
 //! lock file an offline run used to leave in the image.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::os::unix::fs::symlink;

@@ -12,7 +12,7 @@
 //! went and how long the build took. When a build succeeds, the initramfs is checked the same way:
 //! `unmkinitramfs` and `modinfo` against guestprep's `initramfs:KVER` item.
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::http::Server;
 use common::*;

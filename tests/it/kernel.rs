@@ -6,7 +6,7 @@
 //! GRUB is not installed in this root (`kernel:grub-default` is skipped); the VM test boots the
 //! pinned kernel through its real GRUB.
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::debs::{plain_deb, shadow_deb};
 use common::http::Server;

@@ -2,9 +2,9 @@
 //! shipped policies: waivers (with expiry), `--only`/`--skip`, each item's origin and remediation,
 //! several outputs in one run (JUnit checked with a real JUnit parser, Prometheus with promtool),
 //! conflicting flags, `-q`, options before the verb. `--wait` against real systemd is in
-//! tests/systemd.rs.
+//! tests/it/systemd.rs.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::Path;

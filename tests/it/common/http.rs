@@ -3,7 +3,6 @@
 //! `/fail/F` always 500; `/missing/F` 404; `/cut/F` promises the whole length and closes halfway;
 //! `/wrong/F` serves other bytes; `/busy/CODE/RETRY_AFTER/N/F` answers 408, 429 or 503 first.
 //! Every request is logged with its time.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -3,7 +3,7 @@
 //! independently of guestprep: a real `ssh -c aes128-ctr` to the container's sshd, containerd's
 //! and chronyd's main PIDs, `systemctl show -p DropInPaths/NeedDaemonReload`. One boot for all.
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::*;
 

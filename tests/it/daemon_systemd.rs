@@ -6,7 +6,7 @@
 //! `guestprep qga` on this host reads the daemon's report and runs verify through the agent.
 //! One boot for all of it.
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::*;
 

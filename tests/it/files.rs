@@ -2,7 +2,7 @@
 //! /etc/group, not the host's), a path that must be absent, a directory. Offline on a copy of the
 //! example root, run as root so ownership can change; every verdict checked with stat.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,7 +1,7 @@
 //! Policy loading through the real binary: the bad-policy corpus (every error at once, with file,
 //! line, column and key; exit 2; nothing changed), the drop-in order, `policy show`.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::os::unix::fs::symlink;

@@ -5,7 +5,7 @@
 //! apply must download and build nothing; a wrong checksum, a 404 and a BUILD_EXCLUSIVE_KERNEL
 //! mismatch install nothing.
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::debs::{broken_deb, hello_deb, plain_deb, shadow_deb};
 use common::http::Server;

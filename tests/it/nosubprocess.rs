@@ -2,7 +2,7 @@
 //! (every execve and process-creating clone of the run is recorded). CI installs strace; without it
 //! this test fails rather than pass by skipping.
 
-mod common;
+use crate::common;
 use common::*;
 
 fn execs_and_forks(args: &[&str]) -> (i32, Vec<String>) {

@@ -6,7 +6,7 @@
 //! GRUB, kernel modules and sysctls are left to their own tests (a container cannot run
 //! update-grub or load modules), and so is qemu-guest-agent's unit (no virtio port here).
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::*;
 

@@ -3,7 +3,7 @@
 //! `--json`, exit codes, override detection, removal of a dropped section, symlink traps,
 //! crash safety (SIGKILL at every write step) and the apply lock.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::os::unix::fs::symlink;

@@ -2,9 +2,7 @@
 //! per VM, each in its own mount namespace (`unshare -m`) with a private /run where its own
 //! report directory is bind-mounted at /run/guestprep, listening on `RUN/VMID.qga` like QEMU's
 //! chardev; VM configurations in `CONF/VMID.conf` as /etc/pve/qemu-server has them. Shared by
-//! tests/fleet.rs and benches/fleet.rs (which includes this file by path).
-
-#![allow(dead_code)]
+//! tests/it/fleet.rs and benches/fleet.rs (which includes this file by path).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! guest-exec, and every failure with its own message and exit code: no agent, a silent agent,
 //! exec disabled in the agent, guestprep missing, the report missing, a stale report.
 
-mod common;
+use crate::common;
 use common::daemon::Daemon;
 use common::*;
 

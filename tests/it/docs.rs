@@ -2,7 +2,7 @@
 //! docs/integrations.md against the schema of Debian 13's own cloud-init (`cloud-init schema`, in
 //! a cached mmdebstrap root), and its policy fragments with `guestprep policy check`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! the same symlinks; the blocking unit file; an unknown unit; no bus; a chroot without systemd.
 //! One boot for all the live phases (a boot is the slow part).
 
-mod common;
+use crate::common;
 use common::container::{Container, rootfs_tar, unpack};
 use common::*;
 

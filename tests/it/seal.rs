@@ -3,7 +3,7 @@
 //! run changes nothing, the seal leaves nothing of the list and nothing else, the traps' targets
 //! are untouched, the manifest is in every later report; refusals change nothing.
 
-mod common;
+use crate::common;
 use common::seal::*;
 use common::*;
 

@@ -1,11 +1,11 @@
-//! `guestprep fleet` against a node of real guest agents (tests/common/fleet.rs: 50 real
+//! `guestprep fleet` against a node of real guest agents (tests/it/common/fleet.rs: 50 real
 //! `qemu-ga` processes, each in its own mount namespace with its own report bind-mounted at
 //! /run/guestprep): compliant, drifted, pending-reboot, erroring, stale, without a report,
 //! without guestprep, with a broken report, hung by SIGSTOP; plus a socket nothing listens on, a
 //! VM with its agent option off and a stopped one. Every VM must be classified as what it is,
 //! the hung one must cost its timeout once, and the textfile must pass `promtool check metrics`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,6 @@
 //! Builds the test DKMS package with `tests/fixtures/hello-dkms/mkdeb.sh` (shared with the VM
 //! test): a hello-world kernel module with a `dkms.conf`, packaged the way release `.deb`s of DKMS
 //! modules are (source under /usr/src, `dkms add` in postinst, `dkms remove` in prerm).
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;

@@ -6,7 +6,7 @@
 //! still publishes a report and stops within a second of SIGTERM. A policy fragment that is not a
 //! regular file is exit 2.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,6 @@
 //! into a temp directory and booted with `systemd-nspawn -b` (systemd as PID 1, its own D-Bus).
 //! Commands run inside with `nsenter`. No network: the container shares nothing but the host
 //! kernel. A test that needs this and cannot get it fails, with the reason.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! a short message, and its memory bounded whatever the agent sends. Also fleet's node files: a
 //! FIFO or a device at `VMID.pid`/`VMID.conf` is that VM's error, never a hang.
 
-mod common;
+use crate::common;
 use common::{BIN, code, stderr, stdout};
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,7 @@
 //! exponential backoff on 5xx and cut bodies, none on 404 or a checksum mismatch, the cache reused
 //! when its hash is right, and never a partial file left behind.
 
-mod common;
+use crate::common;
 use common::http::Server;
 
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! `guestprep daemon` under test: the real binary as a child process, its log captured, and a
 //! real `NOTIFY_SOCKET` (a datagram socket this side binds) receiving what it tells systemd.
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;

@@ -5,7 +5,7 @@
 //! usage error (exit 2), checked before any work, and the node is left exactly as it was (same
 //! inode, type, device numbers; a link's target unchanged). `-` is standard output.
 
-mod common;
+use crate::common;
 use common::{BIN, code, example_root, policies, stderr, stdout};
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: the real binary, scratch copies of fixture roots, and
 //! tree snapshots to prove what changed and what did not.
-#![allow(dead_code)]
 
 pub mod container;
 pub mod daemon;

@@ -5,7 +5,7 @@
 //! nothing; a sealed template sealed again keeps its first facts; FIFOs and devices where seal
 //! expects files are removed or reported, never read, and every run ends in time.
 
-mod common;
+use crate::common;
 use common::seal::*;
 use common::*;
 
