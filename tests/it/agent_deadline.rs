@@ -54,8 +54,8 @@ const ALL: [Hostile; 7] = [
 const HUGE: usize = (24 << 20) - 4096;
 
 /// Writes `head`, base64 of the [`HUGE`] bytes and `tail`, a piece at a time: this test process
-/// stays small, so the peak memory it measures is its child's (a child starts with its
-/// parent's high-water mark, see [`run_within`]).
+/// stays small (the peak memory is the child's own anyway, measured by GNU time in
+/// [`run_within`]).
 fn write_huge(w: &mut impl Write, head: &str, tail: &str) -> std::io::Result<()> {
     w.write_all(head.as_bytes())?;
     // A multiple of 3: the pieces' base64 join without padding.
@@ -196,7 +196,9 @@ fn drain_stdout(mut r: impl Read) -> (Vec<u8>, usize, bool) {
 }
 
 /// Runs `c`, killing it if it outlives `limit` (which then fails the test, with what it said).
-fn run_within(mut c: Command, limit: Duration) -> Run {
+fn run_within(c: Command, limit: Duration) -> Run {
+    let peak = tempfile::NamedTempFile::new().unwrap();
+    let mut c = crate::common::peak::measured(&c, peak.path());
     let start = Instant::now();
     let mut child = c
         .stdin(Stdio::null())
@@ -229,8 +231,6 @@ fn run_within(mut c: Command, limit: Duration) -> Run {
         std::thread::sleep(Duration::from_millis(10));
     };
     let took = start.elapsed();
-    let usage =
-        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
     let (stdout, stdout_len, stdout_is_huge) = out.join().unwrap();
     Run {
         out: Output {
@@ -239,7 +239,7 @@ fn run_within(mut c: Command, limit: Duration) -> Run {
             stderr: err.join().unwrap(),
         },
         took,
-        max_rss_mb: usage.max_rss() as u64 / 1024,
+        max_rss_mb: crate::common::peak::peak_kib(peak.path()) / 1024,
         stdout_len,
         stdout_is_huge,
     }

@@ -63,13 +63,21 @@ fn files(dir: &Path) -> Vec<String> {
 
 /// `guestprep ARGS` under a hard deadline.
 fn bounded(args: &[&str]) -> std::process::Output {
-    Command::new("timeout")
-        .args(["-s", "KILL", DEADLINE, BIN])
+    bounded_peak(args).0
+}
+
+/// [`bounded`], and the run's own peak RSS in KiB.
+fn bounded_peak(args: &[&str]) -> (std::process::Output, u64) {
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", DEADLINE, BIN])
         .args(args)
-        .env("NO_COLOR", "1")
+        .env("NO_COLOR", "1");
+    let peak = tempfile::NamedTempFile::new().unwrap();
+    let o = crate::common::peak::measured(&c, peak.path())
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    (o, crate::common::peak::peak_kib(peak.path()))
 }
 
 /// Each item's id and status.
@@ -87,12 +95,6 @@ fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Peak resident memory of any child this test process waited for, in KiB.
-fn children_peak_kib() -> i64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .unwrap()
-        .max_rss()
-}
 
 #[test]
 fn fifos_devices_and_sparse_giants_in_an_image_never_hang_abort_or_pass_unread() {
@@ -124,13 +126,15 @@ fn fifos_devices_and_sparse_giants_in_an_image_never_hang_abort_or_pass_unread()
     let next = std::sync::atomic::AtomicUsize::new(0);
     let problems = std::sync::Mutex::new(Vec::<String>::new());
     let named = std::sync::atomic::AtomicUsize::new(0);
+    let peak = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some((rel, h)) = cases.get(i) else { return };
-                    let (p, said) = one_case(base.path(), pol, rel, *h, &baseline);
+                    let (p, said, kib) = one_case(base.path(), pol, rel, *h, &baseline);
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::SeqCst);
                     if said {
                         named.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
@@ -148,7 +152,7 @@ fn fifos_devices_and_sparse_giants_in_an_image_never_hang_abort_or_pass_unread()
         "only {named} of {} cases named the file",
         cases.len()
     );
-    let peak = children_peak_kib();
+    let peak = peak.into_inner();
     eprintln!(
         "{} hostile files ({} files × FIFO, device, 2 GiB sparse), 3 verbs each: {named} named in \
          an error item, the rest not read; peak RSS of any run {} MiB",
@@ -166,7 +170,7 @@ fn one_case(
     rel: &str,
     h: Hostile,
     baseline: &BTreeMap<String, String>,
-) -> (Vec<String>, bool) {
+) -> (Vec<String>, bool, u64) {
     let case = tempfile::tempdir().unwrap();
     copy_tree(base, case.path());
     h.make(&case.path().join(rel));
@@ -174,6 +178,7 @@ fn one_case(
     let what = format!("/{rel} as {h:?}");
     let mut problems = Vec::new();
     let mut named = false;
+    let mut peak = 0;
     for verb in [
         &["verify", "--json"][..],
         &["apply"],
@@ -181,7 +186,8 @@ fn one_case(
     ] {
         let mut args = vec![verb[0], "--root", root, "--policy", pol];
         args.extend(&verb[1..]);
-        let o = bounded(&args);
+        let (o, kib) = bounded_peak(&args);
+        peak = peak.max(kib);
         let rc = o.status.code().unwrap_or(-1);
         let err = stderr(&o);
         if !(0..=6).contains(&rc) {
@@ -218,7 +224,7 @@ fn one_case(
     if matches!(h, Hostile::Fifo) {
         problems.extend(daemon_stops(root, pol, &what));
     }
-    (problems, named)
+    (problems, named, peak)
 }
 
 /// The daemon on a hostile image publishes a report and stops within a second of SIGTERM.

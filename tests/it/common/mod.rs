@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod debs;
 pub mod fleet;
 pub mod http;
+pub mod peak;
 pub mod seal;
 
 use std::collections::BTreeMap;
