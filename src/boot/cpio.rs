@@ -282,11 +282,7 @@ mod tests {
     type Listed = Vec<(String, Option<Vec<u8>>)>;
 
     /// Every entry with the contents of those `keep` selects; then how the stream ended.
-    fn entries(
-        a: &[u8],
-        chunk: usize,
-        keep: &dyn Fn(&str) -> bool,
-    ) -> Result<(Listed, Next)> {
+    fn entries(a: &[u8], chunk: usize, keep: &dyn Fn(&str) -> bool) -> Result<(Listed, Next)> {
         let mut r = Reader::new(std::io::BufReader::with_capacity(chunk, a), 1000, 4096);
         let mut out = Vec::new();
         loop {

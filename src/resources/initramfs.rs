@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use super::initramfs_memo::Memo;
 use crate::boot::initramfs::{self, Contents, Query, Want};
 use crate::boot::kmod;
 use crate::boot::limits::{Budget, Limits};
@@ -55,15 +56,17 @@ pub fn stat_key(file: &std::fs::File) -> Result<String> {
 
 /// The last reading of each image, keyed by its [`stat_key`] and what was asked of it: the
 /// daemon verifies again after every change it sees, and an initramfs is tens of MiB.
-type Memo = BTreeMap<String, (String, Arc<Contents>)>;
-static MEMO: Mutex<Memo> = Mutex::new(BTreeMap::new());
+type InProcess = BTreeMap<String, (String, Arc<Contents>)>;
+static MEMO: Mutex<InProcess> = Mutex::new(BTreeMap::new());
 
+/// What `img` holds: from this process's memo, the persistent one, or read.
 fn read_image(
     sys: &System,
     img: &str,
     file: std::fs::File,
     q: &Query,
     asked: &str,
+    persistent: &mut Memo,
 ) -> Result<Arc<Contents>> {
     let key = format!("{}|{asked}", stat_key(&file)?);
     let slot = format!("{}{img}", sys.root.dir().display());
@@ -73,7 +76,14 @@ fn read_image(
     {
         return Ok(c.clone());
     }
-    let c = Arc::new(initramfs::read(file, q, &Limits::DEFAULT)?);
+    let c = match persistent.image(img, &key) {
+        Some(c) => Arc::new(c),
+        None => {
+            let c = initramfs::read(file, q, &Limits::DEFAULT)?;
+            persistent.put_image(img, &key, &c);
+            Arc::new(c)
+        }
+    };
     memo().insert(slot, (key, c.clone()));
     Ok(c)
 }
@@ -86,7 +96,7 @@ struct Build {
 
 impl Initramfs {
     /// The DKMS-built modules installed for this kernel, by module name.
-    fn dkms_builds(&self, sys: &System) -> Result<BTreeMap<String, Build>> {
+    fn dkms_builds(&self, sys: &System, memo: &mut Memo) -> Result<BTreeMap<String, Build>> {
         let mut out = BTreeMap::new();
         for spec in &self.dkms {
             let conf = sys
@@ -111,9 +121,17 @@ impl Initramfs {
                 if let Some(p) = found.first()
                     && let Some(f) = sys.root.open(p)?
                 {
-                    let l = &Limits::DEFAULT;
-                    let id = kmod::identity(f, l, &Budget::new(l.max_output))
-                        .with_context(|| format!("reading {}", sys.root.what(p)))?;
+                    let stat = stat_key(&f)?;
+                    let id = match memo.module(p, &stat) {
+                        Some(id) => id,
+                        None => {
+                            let l = &Limits::DEFAULT;
+                            let id = kmod::identity(f, l, &Budget::new(l.max_output))
+                                .with_context(|| format!("reading {}", sys.root.what(p)))?;
+                            memo.put_module(p, &stat, &id);
+                            id
+                        }
+                    };
                     let path = p.clone();
                     out.insert(n.replace('-', "_"), Build { path, id });
                 }
@@ -133,9 +151,32 @@ impl Resource for Initramfs {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
+        let mut memo = Memo::load(&sys.root);
+        let obs = self.check_with(sys, &mut memo);
+        memo.save();
+        obs
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift || super::packages::cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        vec![Change::Run {
+            argv: vec![
+                "update-initramfs".into(),
+                "-u".into(),
+                "-k".into(),
+                self.kernel.clone(),
+            ],
+        }]
+    }
+}
+
+impl Initramfs {
+    fn check_with(&self, sys: &System, memo: &mut Memo) -> Result<Observation> {
         let k = &self.kernel;
         let img = image_of(k);
-        let builds = self.dkms_builds(sys)?;
+        let builds = self.dkms_builds(sys, memo)?;
         let expected = json!({
             "dkmsModules": builds.keys().collect::<Vec<_>>(),
             "modprobeFiles": self.modprobe,
@@ -187,8 +228,8 @@ impl Resource for Initramfs {
             builds.keys().cloned().collect::<Vec<_>>().join(","),
             self.modprobe.join(",")
         );
-        let contents =
-            read_image(sys, &img, file, &q, &asked).with_context(|| format!("reading {img}"))?;
+        let contents = read_image(sys, &img, file, &q, &asked, memo)
+            .with_context(|| format!("reading {img}"))?;
         let mut problems = Vec::new();
         let mut carried = Vec::new();
         for m in &contents.modules {
@@ -252,19 +293,5 @@ impl Resource for Initramfs {
             msg = format!("{msg}; {why}");
         }
         Ok(Observation::new(Status::Drift, expected, actual, msg))
-    }
-
-    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if obs.status != Status::Drift || super::packages::cannot_change(sys).is_some() {
-            return Vec::new();
-        }
-        vec![Change::Run {
-            argv: vec![
-                "update-initramfs".into(),
-                "-u".into(),
-                "-k".into(),
-                self.kernel.clone(),
-            ],
-        }]
     }
 }
