@@ -208,7 +208,9 @@ impl Initramfs {
                 None
             }
         };
-        // Every DKMS module and owned file found: the rest of the image cannot change the answer.
+        // Every DKMS module and owned file found: the rest of the image cannot change the answer
+        // (a second copy of a module is not looked for: initramfs-tools copies the one modprobe
+        // resolves). Otherwise, to know a file is absent, the image is read to its end.
         let enough = |c: &Contents| {
             builds.keys().all(|n| {
                 c.modules
@@ -230,6 +232,42 @@ impl Initramfs {
         );
         let contents = read_image(sys, &img, file, &q, &asked, memo)
             .with_context(|| format!("reading {img}"))?;
+        let (problems, carried, stale) = self.compare(sys, &builds, &contents)?;
+        let actual = json!({
+            "image": img,
+            "compression": contents.compression,
+            "dkmsModulesCarried": carried,
+            "staleModprobeFiles": stale,
+        });
+        if problems.is_empty() {
+            let msg = if carried.is_empty() {
+                format!(
+                    "{img} carries none of the DKMS modules (they load from the root filesystem)"
+                )
+            } else {
+                String::new()
+            };
+            return Ok(Observation::new(Status::Compliant, expected, actual, msg));
+        }
+        let mut msg = format!(
+            "{img}: {}; update-initramfs -u -k {k} rebuilds it",
+            problems.join("; ")
+        );
+        if let Some(why) = super::packages::cannot_change(sys) {
+            msg = format!("{msg}; {why}");
+        }
+        Ok(Observation::new(Status::Drift, expected, actual, msg))
+    }
+
+    /// The image's contents against the DKMS builds and the owned modprobe.d files: the problems,
+    /// the DKMS modules it carries, and the stale files.
+    #[allow(clippy::type_complexity)]
+    fn compare(
+        &self,
+        sys: &System,
+        builds: &BTreeMap<String, Build>,
+        contents: &Contents,
+    ) -> Result<(Vec<String>, Vec<serde_json::Value>, Vec<String>)> {
         let mut problems = Vec::new();
         let mut carried = Vec::new();
         for m in &contents.modules {
@@ -269,29 +307,6 @@ impl Initramfs {
                 problems.push(why);
             }
         }
-        let actual = json!({
-            "image": img,
-            "compression": contents.compression,
-            "dkmsModulesCarried": carried,
-            "staleModprobeFiles": stale,
-        });
-        if problems.is_empty() {
-            let msg = if carried.is_empty() {
-                format!(
-                    "{img} carries none of the DKMS modules (they load from the root filesystem)"
-                )
-            } else {
-                String::new()
-            };
-            return Ok(Observation::new(Status::Compliant, expected, actual, msg));
-        }
-        let mut msg = format!(
-            "{img}: {}; update-initramfs -u -k {k} rebuilds it",
-            problems.join("; ")
-        );
-        if let Some(why) = super::packages::cannot_change(sys) {
-            msg = format!("{msg}; {why}");
-        }
-        Ok(Observation::new(Status::Drift, expected, actual, msg))
+        Ok((problems, carried, stale))
     }
 }
