@@ -3,7 +3,8 @@
 //! `/usr/lib` an overlay (so `/usr/lib/modules/KVER/updates/dkms` can hold a DKMS build), nothing
 //! of the host changed. The binary's debug trace (`GUESTPREP_LOG`) says where each answer came
 //! from: that it used the memo on the second run, read again what changed (a touched image, a
-//! replaced module), ignored a corrupt or foreign-owned memo; an offline root never gets one.
+//! replaced module), ignored a corrupt or foreign-owned memo or one behind a symlinked
+//! `/run/guestprep`; an offline root never gets one.
 
 mod common;
 use common::*;
@@ -171,6 +172,21 @@ fn the_memo_is_used_and_invalidated_by_what_changes() {
     assert!(log.contains("owned by uid 65534"), "{log}");
     assert!(!log.contains("read from the memo"), "{log}");
     assert_eq!(std::fs::metadata(&memo).unwrap().uid(), 0);
+
+    // Through a symlinked /run/guestprep it is neither read nor written.
+    let run = live.path("/run/guestprep");
+    std::fs::rename(&run, live.path("/run/elsewhere")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", &run).unwrap();
+    let before = std::fs::read(live.path("/run/elsewhere/initramfs.json")).unwrap();
+    std::fs::write(live.path(&format!("/{KO}")), &m1).unwrap();
+    let (seventh, log) = live.verify(pol.path());
+    assert_eq!(seventh["status"], "compliant", "{seventh}");
+    assert!(log.contains("/run/guestprep is a symlink"), "{log}");
+    assert!(!log.contains("read from the memo"), "{log}");
+    assert_eq!(
+        std::fs::read(live.path("/run/elsewhere/initramfs.json")).unwrap(),
+        before
+    );
 }
 
 #[test]

@@ -187,9 +187,12 @@ fn bounded_insert<V>(map: &mut BTreeMap<String, V>, k: &str, v: V) {
     map.insert(k.to_string(), v);
 }
 
-/// The directory of the memo, opened inside the root (created if missing); refused unless it is
-/// root's and writable by no one else.
+/// The directory of the memo, opened inside the root (created if missing); refused when it is a
+/// symlink, or not root's, or writable by anyone else.
 fn dir(root: &Root, create: bool) -> Result<Option<OwnedFd>> {
+    if let crate::root::Node::Symlink(to) = root.lstat(DIR)? {
+        bail!("{DIR} is a symlink (to {})", to.display());
+    }
     let Some(fd) = root.open_dir(DIR, create)? else {
         return Ok(None);
     };
