@@ -1,168 +1,166 @@
 //! An initramfs image as the kernel unpacks it: uncompressed cpio archives first (early
 //! microcode), then one compressed segment (zstd, xz or gzip: what initramfs-tools and dracut
-//! write) holding the main archive. Streamed: only the files asked for are kept in memory.
+//! write) holding the main archive. Streamed within the [`Limits`]: the files asked for are
+//! hashed as they pass (a module by its decompressed contents, see [`kmod::identity`]), nothing
+//! else is kept, and reading stops as soon as the caller has what it needs.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
-use super::cpio::Sink;
+use super::cpio::{self, Next};
+use super::decode::{Bounds, Decoder, Format, other_magic};
+use super::kmod;
+use super::limits::{Budget, Limits, lift};
 
-/// What was found in an initramfs.
-#[derive(Debug, Default)]
+/// What the caller wants of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A kernel module: its [`kmod::Identity`].
+    Module,
+    /// A file: the sha256 of its bytes.
+    File,
+}
+
+/// A module the initramfs carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    /// Without a leading `/`.
+    pub path: String,
+    pub sha256: String,
+    pub shown: String,
+}
+
+/// What was found in an initramfs (remembered across runs: see `resources::initramfs_memo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Contents {
-    /// Every path (without a leading `/`).
-    pub paths: Vec<String>,
-    /// The wanted regular files' contents, by path.
-    pub files: std::collections::BTreeMap<String, Vec<u8>>,
     /// How the main archive was stored: "zstd", "xz", "gzip" or "none".
-    pub compression: &'static str,
+    pub compression: String,
+    /// Whether it has an `etc/modprobe.d` (a directory or anything in it).
+    pub modprobe_dir: bool,
+    /// The wanted modules, in archive order.
+    pub modules: Vec<Carried>,
+    /// The wanted files' sha256, by path (without a leading `/`).
+    pub files: BTreeMap<String, String>,
+    /// Read to the end; false when reading stopped because the caller had all it needed.
+    pub complete: bool,
 }
 
-/// The compression a segment starts with, by its magic number.
-fn magic(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz")
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else {
-        None
-    }
+/// What to look for, and when to stop.
+pub struct Query<'a> {
+    pub want: &'a dyn Fn(&str) -> Option<Want>,
+    /// True once `Contents` has everything the caller needs: reading stops there.
+    pub enough: &'a dyn Fn(&Contents) -> bool,
 }
 
-fn other_magic(head: &[u8]) -> &'static str {
-    if head.starts_with(&[0x02, 0x21, 0x4c, 0x18]) || head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
-        "lz4"
-    } else if head.starts_with(b"BZh") {
-        "bzip2"
-    } else if head.starts_with(&[0x89, b'L', b'Z', b'O']) {
-        "lzo"
-    } else if head.starts_with(&[0x5d, 0, 0]) {
-        "lzma"
-    } else {
-        "an unknown format"
+/// Reads an initramfs from `r` within `limits`.
+pub fn read(r: impl Read, q: &Query, limits: &Limits) -> Result<Contents> {
+    let budget = Budget::new(limits.max_output);
+    let mut c = Contents::default();
+    let r = BufReader::with_capacity(64 << 10, r);
+    let mut early = cpio::Reader::new(r, limits.max_entries, limits.max_name);
+    // Not stopped early: what follows (the compression) is part of the answer.
+    let early_q = Query {
+        want: q.want,
+        enough: &|_| false,
+    };
+    let end = entries(&mut early, &early_q, limits, &budget, &mut c)?;
+    let mut r = early.into_inner();
+    if end == Some(Next::End) {
+        c.compression = "none".into();
+        c.complete = true;
+        return Ok(c);
     }
-}
-
-/// Reads an initramfs from `r`, keeping the regular files for which `want(path)` is true.
-pub fn read(r: impl Read, want: &dyn Fn(&str) -> bool) -> Result<Contents> {
-    let mut r = BufReader::with_capacity(64 * 1024, r);
-    let mut sink = Sink::new(want);
-    // The uncompressed archives, up to the first byte that is not one.
-    loop {
-        let chunk = r.fill_buf().context("reading the initramfs")?;
-        if chunk.is_empty() {
-            if !sink.at_boundary() {
-                bail!("the initramfs ends inside a cpio entry");
-            }
-            return Ok(done(sink, "none"));
-        }
-        let len = chunk.len();
-        let n = sink.feed(chunk)?;
-        r.consume(n);
-        if n < len {
-            break;
-        }
-    }
-    let head = r.fill_buf().context("reading the initramfs")?.to_vec();
-    let Some(kind) = magic(&head) else {
+    let head = r.fill_buf().map_err(lift)?;
+    let Some(format) = Format::sniff(head) else {
         bail!(
             "the initramfs's main archive is compressed with {}, which guestprep does not read (zstd, xz and gzip it does)",
-            other_magic(&head)
+            other_magic(head)
         );
     };
-    sink.restart();
-    let res = match kind {
-        "zstd" => {
-            let mut d = ruzstd::decoding::StreamingDecoder::new(&mut r)
-                .map_err(|e| anyhow::anyhow!("zstd: {e}"))?;
-            std::io::copy(&mut d, &mut sink).map(|_| ())
-        }
-        "xz" => lzma_rs::xz_decompress(&mut r, &mut sink).map_err(|e| match e {
-            lzma_rs::error::Error::IoError(e) => e,
-            e => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("xz: {e}")),
-        }),
-        _ => std::io::copy(&mut flate2::read::MultiGzDecoder::new(&mut r), &mut sink).map(|_| ()),
+    let kind = format.name();
+    c.compression = kind.into();
+    let bounds = Bounds {
+        what: "the initramfs",
+        max_window: limits.max_window,
+        max_ratio: limits.max_ratio,
+        ratio_grace: limits.ratio_grace,
     };
-    res.with_context(|| format!("decompressing the initramfs's {kind} segment"))?;
-    if !sink.at_boundary() {
-        bail!("the initramfs's {kind} segment ends inside a cpio entry");
+    let dec = Decoder::new(format, r, bounds, &budget);
+    let mut main = cpio::Reader::new(
+        BufReader::with_capacity(64 << 10, dec),
+        limits.max_entries,
+        limits.max_name,
+    );
+    let end = entries(&mut main, q, limits, &budget, &mut c)
+        .with_context(|| format!("in its {kind} segment"))?;
+    match end {
+        None => {}
+        Some(Next::Other) => {
+            bail!("its {kind} segment continues with something that is not a cpio archive")
+        }
+        Some(_) => c.complete = true,
     }
-    Ok(done(sink, kind))
+    Ok(c)
 }
 
-fn done(sink: Sink, compression: &'static str) -> Contents {
-    Contents {
-        paths: sink.paths,
-        files: sink.files,
-        compression,
+/// Reads entries up to the end of this stream (returned), or until `q.enough` (None).
+fn entries<R: BufRead>(
+    r: &mut cpio::Reader<R>,
+    q: &Query,
+    limits: &Limits,
+    budget: &Budget,
+    c: &mut Contents,
+) -> Result<Option<Next>> {
+    loop {
+        let e = match r.next_entry()? {
+            Next::Entry(e) => e,
+            end => return Ok(Some(end)),
+        };
+        if e.path == "etc/modprobe.d" || e.path.starts_with("etc/modprobe.d/") {
+            c.modprobe_dir = true;
+        }
+        if !e.regular {
+            continue;
+        }
+        match (q.want)(&e.path) {
+            None => continue,
+            Some(Want::Module) => {
+                let id = kmod::identity(r.data(), limits, budget)
+                    .with_context(|| format!("reading /{}", e.path))?;
+                c.modules.push(Carried {
+                    path: e.path,
+                    sha256: id.sha256,
+                    shown: id.shown,
+                });
+            }
+            Some(Want::File) => {
+                let sum = sha256(r.data()).with_context(|| format!("reading /{}", e.path))?;
+                c.files.insert(e.path, sum);
+            }
+        }
+        if (q.enough)(c) {
+            return Ok(None);
+        }
+    }
+}
+
+/// The sha256 of what `r` reads, in chunks.
+fn sha256(mut r: impl Read) -> Result<String> {
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).map_err(lift)? {
+            0 => return Ok(hex::encode(sha.finalize())),
+            n => sha.update(&buf[..n]),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::cpio::build;
-    use super::*;
-
-    fn early_then(main: Vec<u8>) -> Vec<u8> {
-        let mut img = build(&[("kernel/x86/microcode/GenuineIntel.bin", b"mc")]);
-        img.extend_from_slice(&main);
-        img
-    }
-
-    #[test]
-    fn reads_early_cpio_then_each_compression() {
-        let main = build(&[
-            ("usr/lib/modules/6.12/kernel/drivers/x.ko", b"\x7fELF"),
-            ("etc/modprobe.d/guestprep.conf", b"options i915 max_vfs=7\n"),
-        ]);
-        let gz = {
-            use std::io::Write;
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&main).unwrap();
-            e.finish().unwrap()
-        };
-        let xz = {
-            let mut out = Vec::new();
-            lzma_rs::xz_compress(&mut &main[..], &mut out).unwrap();
-            out
-        };
-        let zst = ruzstd::encoding::compress_to_vec(
-            &main[..],
-            ruzstd::encoding::CompressionLevel::Fastest,
-        );
-        let want = |p: &str| p.starts_with("etc/modprobe.d/");
-        for (kind, seg) in [
-            ("gzip", gz),
-            ("xz", xz),
-            ("zstd", zst),
-            ("none", main.clone()),
-        ] {
-            let c = read(&early_then(seg)[..], &want).unwrap();
-            assert_eq!(c.compression, kind);
-            assert_eq!(c.paths.len(), 3, "{kind}: {:?}", c.paths);
-            assert_eq!(
-                c.files["etc/modprobe.d/guestprep.conf"],
-                b"options i915 max_vfs=7\n"
-            );
-        }
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_read() {
-        let none = |_: &str| false;
-        let e = read(&early_then(b"BZh91AY&SY".to_vec())[..], &none).unwrap_err();
-        assert!(format!("{e:#}").contains("bzip2"), "{e:#}");
-        let mut cut = build(&[("a", b"0123456789")]);
-        cut.truncate(115);
-        assert!(read(&cut[..], &none).is_err());
-        let e = read(
-            &early_then(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0])[..],
-            &none,
-        )
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("zstd"), "{e:#}");
-    }
-}
+#[path = "initramfs_tests.rs"]
+mod tests;

@@ -3,9 +3,12 @@
 //! compressed with xz, zstd or gzip as kernels and DKMS install them).
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
 use anyhow::{Result, anyhow, bail};
+
+use super::decode::{Bounds, Decoder, Format};
+use super::limits::{Budget, Exceeded, Limits, lift};
 
 /// A module file's name without its `.ko[.xz|.zst|.gz]` suffix, with `-` as `_` (how modprobe
 /// names modules), or None for a file that is not a module.
@@ -17,60 +20,85 @@ pub fn module_name(file: &str) -> Option<String> {
     (!stem.is_empty()).then(|| stem.replace('-', "_"))
 }
 
-/// A module file's bytes, decompressed when stored compressed. At most `limit` bytes.
-pub fn decompress(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    if bytes.starts_with(b"\x7fELF") {
-        return Ok(bytes.to_vec());
-    } else if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        // The writer refuses past the limit, so a bomb stops there instead of filling memory.
-        let mut w = Bounded {
-            out: &mut out,
-            limit,
+/// A module's identity: the sha256 of its decompressed ELF (an initramfs holds the very file
+/// DKMS installed, maybe recompressed), and for people `.modinfo`'s srcversion, or version, or
+/// vermagic. In-tree modules of Debian's kernels carry no srcversion and the same vermagic as a
+/// DKMS build for that kernel, so only the contents tell them apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub sha256: String,
+    /// "srcversion ABC…, sha256 0123456789ab".
+    pub shown: String,
+}
+
+/// Reads a module as it is stored (plain ELF, or xz, zstd or gzip) and streams it through
+/// sha256. Decompression spends from `budget` within the module bounds of `limits`; the ELF is
+/// kept (for its `.modinfo`) only up to `limits.keep_module` bytes: a larger module is
+/// identified by its sha256 alone.
+pub fn identity(r: impl Read, limits: &Limits, budget: &Budget) -> Result<Identity> {
+    use sha2::Digest;
+    let mut r = BufReader::with_capacity(64 << 10, r);
+    let head = r.fill_buf().map_err(lift)?;
+    let mut elf: Box<dyn Read + '_> = if head.starts_with(b"\x7fELF") {
+        Box::new(r)
+    } else if let Some(f) = Format::sniff(head) {
+        let bounds = Bounds {
+            what: "a module",
+            max_window: limits.module_window,
+            max_ratio: limits.max_ratio,
+            ratio_grace: limits.ratio_grace,
         };
-        lzma_rs::xz_decompress(&mut &bytes[..], &mut w).map_err(|e| anyhow!("xz: {e}"))?;
-    } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        ruzstd::decoding::StreamingDecoder::new(bytes)
-            .map_err(|e| anyhow!("zstd: {e}"))?
-            .take(limit)
-            .read_to_end(&mut out)?;
-    } else if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes)
-            .take(limit)
-            .read_to_end(&mut out)?;
+        Box::new(Decoder::new(f, r, bounds, budget))
     } else {
         bail!("not a kernel module (neither ELF nor xz, zstd or gzip)");
-    }
-    if out.len() as u64 > limit {
-        bail!("the module is larger than {limit} bytes decompressed");
-    }
-    Ok(out)
-}
-
-/// A writer into `out` that fails once more than `limit` bytes are written (one byte over, so
-/// the caller can tell "exactly the limit" from "more").
-struct Bounded<'a> {
-    out: &'a mut Vec<u8>,
-    limit: u64,
-}
-
-impl std::io::Write for Bounded<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = (self.limit + 1).saturating_sub(self.out.len() as u64);
-        if room == 0 {
-            return Err(std::io::Error::other(format!(
-                "larger than {} bytes decompressed",
-                self.limit
-            )));
+    };
+    let mut sha = sha2::Sha256::new();
+    let mut kept = Some(Vec::new());
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = elf.read(&mut buf).map_err(lift)?;
+        if n == 0 {
+            break;
         }
-        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        self.out.extend_from_slice(&buf[..n]);
-        Ok(n)
+        total += n as u64;
+        if total > limits.max_module {
+            return Err(Exceeded::Module {
+                what: "the module".into(),
+                limit: limits.max_module,
+            }
+            .into());
+        }
+        sha.update(&buf[..n]);
+        if kept
+            .as_ref()
+            .is_some_and(|k| (k.len() + n) as u64 > limits.keep_module)
+        {
+            kept = None;
+        }
+        if let Some(k) = &mut kept {
+            k.extend_from_slice(&buf[..n]);
+        }
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let sum = hex::encode(sha.finalize());
+    let shown = match kept {
+        Some(elf) => {
+            let info = modinfo(&elf)?;
+            match (info.get("srcversion"), info.get("version")) {
+                (Some(s), _) => format!("srcversion {s}"),
+                (None, Some(v)) => format!("version {v}"),
+                (None, None) => format!(
+                    "vermagic {:?}",
+                    info.get("vermagic").map(String::as_str).unwrap_or("")
+                ),
+            }
+        }
+        None => format!("{total} bytes, too large to read its .modinfo"),
+    };
+    Ok(Identity {
+        shown: format!("{shown}, sha256 {}", &sum[..12]),
+        sha256: sum,
+    })
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16> {
@@ -147,37 +175,38 @@ pub fn modinfo(elf: &[u8]) -> Result<BTreeMap<String, String>> {
     bail!("no .modinfo section")
 }
 
+/// A minimal ELF64 with a `.modinfo` section and a section-name table (tests and fuzzing build
+/// modules with it).
+pub fn tiny_module(info: &str) -> Vec<u8> {
+    let strtab = b"\0.modinfo\0.shstrtab\0";
+    let mut elf = vec![0u8; 64];
+    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    let info_off = elf.len() as u64;
+    elf.extend_from_slice(info.as_bytes());
+    let str_off = elf.len() as u64;
+    elf.extend_from_slice(strtab);
+    let shoff = elf.len() as u64;
+    elf[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+    elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+    elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+    elf[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
+    for (name, off, size) in [
+        (0u32, 0u64, 0u64),
+        (1, info_off, info.len() as u64),
+        (10, str_off, strtab.len() as u64),
+    ] {
+        let mut sh = vec![0u8; 64];
+        sh[..4].copy_from_slice(&name.to_le_bytes());
+        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        elf.extend_from_slice(&sh);
+    }
+    elf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal ELF64 with a `.modinfo` section and a section-name table.
-    pub fn tiny_module(info: &str) -> Vec<u8> {
-        let strtab = b"\0.modinfo\0.shstrtab\0";
-        let mut elf = vec![0u8; 64];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        let info_off = elf.len() as u64;
-        elf.extend_from_slice(info.as_bytes());
-        let str_off = elf.len() as u64;
-        elf.extend_from_slice(strtab);
-        let shoff = elf.len() as u64;
-        elf[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
-        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        elf[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
-        for (name, off, size) in [
-            (0u32, 0u64, 0u64),
-            (1, info_off, info.len() as u64),
-            (10, str_off, strtab.len() as u64),
-        ] {
-            let mut sh = vec![0u8; 64];
-            sh[..4].copy_from_slice(&name.to_le_bytes());
-            sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
-            sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
-            elf.extend_from_slice(&sh);
-        }
-        elf
-    }
 
     #[test]
     fn reads_modinfo_plain_and_compressed() {
@@ -188,11 +217,52 @@ mod tests {
         assert_eq!(info["srcversion"], "ABC123");
         assert_eq!(info["vermagic"], "6.12.0 SMP mod_unload");
         assert_eq!(info["alias"], "a");
-        let mut xz = Vec::new();
-        lzma_rs::xz_compress(&mut &ko[..], &mut xz).unwrap();
-        assert_eq!(decompress(&xz, 1 << 20).unwrap(), ko);
-        assert!(decompress(&xz, 10).is_err());
-        assert!(decompress(b"text", 10).is_err());
+        let xz = super::super::samples::xz(&ko);
+        let zst =
+            ruzstd::encoding::compress_to_vec(&ko[..], ruzstd::encoding::CompressionLevel::Fastest);
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&ko).unwrap();
+            e.finish().unwrap()
+        };
+        let l = &Limits::DEFAULT;
+        let plain = identity(&ko[..], l, &Budget::new(1 << 20)).unwrap();
+        assert!(
+            plain.shown.starts_with("srcversion ABC123, sha256 "),
+            "{}",
+            plain.shown
+        );
+        for stored in [&xz, &zst, &gz] {
+            assert_eq!(
+                identity(&stored[..], l, &Budget::new(1 << 20)).unwrap(),
+                plain
+            );
+        }
+        // Decompressing spends the budget; a module beyond its limit is an error.
+        let e = identity(&xz[..], l, &Budget::new(10)).unwrap_err();
+        assert_eq!(
+            e.downcast_ref::<Exceeded>(),
+            Some(&Exceeded::Output { limit: 10 })
+        );
+        let small = Limits {
+            max_module: 10,
+            ..Limits::DEFAULT
+        };
+        assert!(identity(&ko[..], &small, &Budget::new(1 << 20)).is_err());
+        // Too large to keep: identified by its sha256 alone.
+        let no_keep = Limits {
+            keep_module: 10,
+            ..Limits::DEFAULT
+        };
+        let big = identity(&ko[..], &no_keep, &Budget::new(1 << 20)).unwrap();
+        assert_eq!(big.sha256, plain.sha256);
+        assert!(
+            big.shown.contains("too large to read its .modinfo"),
+            "{}",
+            big.shown
+        );
+        assert!(identity(&b"text"[..], l, &Budget::new(10)).is_err());
     }
 
     #[test]

@@ -165,6 +165,11 @@ The compliance report the daemon keeps fresh, for the QEMU guest agent's file\-r
 \fI/run/guestprep/apply.lock\fR
 Held by a running \fBguestprep apply\fR.
 .TP
+\fI/run/guestprep/initramfs.json\fR
+What each initramfs was found to hold (module and file hashes), keyed by the image's device,
+inode, size, mtime and ctime: the next run on the live system reads no unchanged image again.
+Root's, mode 0600; ignored when it is anything else. Never written in an offline image.
+.TP
 \fI/usr/share/guestprep/guestprep\-enforce.conf\fR
 Drop\-in for \fBguestprep.service\fR when the policy sets \fB[agent] enforce = true\fR.
 .SH "SEE ALSO"

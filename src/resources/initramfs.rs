@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::boot::{initramfs, kmod};
+use super::initramfs_memo::Memo;
+use crate::boot::initramfs::{self, Contents, Query, Want};
+use crate::boot::kmod;
+use crate::boot::limits::{Budget, Limits};
 use crate::engine::{Change, Observation, Resource, System};
 use crate::packages::dkmsconf;
 use crate::policy::DkmsSpec;
 use crate::report::Status;
-
-/// A decompressed module larger than this is not read (i915 is about 10 MiB).
-const MAX_MODULE: u64 = 256 << 20;
 
 pub struct Initramfs {
     pub kernel: String,
@@ -37,43 +37,13 @@ pub fn image_of(kernel: &str) -> String {
     format!("/boot/initrd.img-{kernel}")
 }
 
-/// A module's identity: the sha256 of its decompressed ELF (an initramfs holds the very file
-/// DKMS installed, maybe recompressed), with `.modinfo`'s srcversion, or version, or vermagic,
-/// for people. In-tree modules of Debian's kernels carry no srcversion and the same vermagic as
-/// a DKMS build for that kernel, so only the contents tell them apart.
-fn module_identity(bytes: &[u8]) -> Result<(String, String)> {
-    use sha2::Digest;
-    let elf = kmod::decompress(bytes, MAX_MODULE)?;
-    let info = kmod::modinfo(&elf)?;
-    let shown = match (info.get("srcversion"), info.get("version")) {
-        (Some(s), _) => format!("srcversion {s}"),
-        (None, Some(v)) => format!("version {v}"),
-        (None, None) => format!(
-            "vermagic {:?}",
-            info.get("vermagic").map(String::as_str).unwrap_or("")
-        ),
-    };
-    let sum = hex::encode(sha2::Sha256::digest(&elf));
-    Ok((sum.clone(), format!("{shown}, sha256 {}", &sum[..12])))
-}
-
-/// The last reading of each image, keyed by what identifies its bytes (device, inode, size,
-/// mtime, ctime) and what was asked of it: the daemon verifies again after every change it sees,
-/// and an initramfs is tens of MiB.
-type Memo = BTreeMap<String, (String, Arc<initramfs::Contents>)>;
-static MEMO: Mutex<Memo> = Mutex::new(BTreeMap::new());
-
-fn read_image(
-    sys: &System,
-    img: &str,
-    file: std::fs::File,
-    want: &dyn Fn(&str) -> bool,
-    asked: &str,
-) -> Result<Arc<initramfs::Contents>> {
+/// What identifies a file's bytes without reading them: device, inode, size, mtime and ctime
+/// (a rewrite or a replacement changes the ctime, which no one sets at will).
+pub fn stat_key(file: &std::fs::File) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
-    let m = file.metadata()?;
-    let key = format!(
-        "{}:{}:{}:{}.{}:{}.{}|{asked}",
+    let m = file.metadata().context("inspecting an open file")?;
+    Ok(format!(
+        "{}:{}:{}:{}.{}:{}.{}",
         m.dev(),
         m.ino(),
         m.size(),
@@ -81,7 +51,24 @@ fn read_image(
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec()
-    );
+    ))
+}
+
+/// The last reading of each image, keyed by its [`stat_key`] and what was asked of it: the
+/// daemon verifies again after every change it sees, and an initramfs is tens of MiB.
+type InProcess = BTreeMap<String, (String, Arc<Contents>)>;
+static MEMO: Mutex<InProcess> = Mutex::new(BTreeMap::new());
+
+/// What `img` holds: from this process's memo, the persistent one, or read.
+fn read_image(
+    sys: &System,
+    img: &str,
+    file: std::fs::File,
+    q: &Query,
+    asked: &str,
+    persistent: &mut Memo,
+) -> Result<Arc<Contents>> {
+    let key = format!("{}|{asked}", stat_key(&file)?);
     let slot = format!("{}{img}", sys.root.dir().display());
     let memo = || MEMO.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, c)) = memo().get(&slot)
@@ -89,15 +76,27 @@ fn read_image(
     {
         return Ok(c.clone());
     }
-    let c = Arc::new(initramfs::read(std::io::BufReader::new(file), want)?);
+    let c = match persistent.image(img, &key) {
+        Some(c) => Arc::new(c),
+        None => {
+            let c = initramfs::read(file, q, &Limits::DEFAULT)?;
+            persistent.put_image(img, &key, &c);
+            Arc::new(c)
+        }
+    };
     memo().insert(slot, (key, c.clone()));
     Ok(c)
 }
 
+/// A DKMS build on disk: its path and identity.
+struct Build {
+    path: String,
+    id: kmod::Identity,
+}
+
 impl Initramfs {
-    /// The DKMS-built modules installed for this kernel: module name → (path, (sha256, shown)).
-    #[allow(clippy::type_complexity)]
-    fn dkms_builds(&self, sys: &System) -> Result<BTreeMap<String, (String, (String, String))>> {
+    /// The DKMS-built modules installed for this kernel, by module name.
+    fn dkms_builds(&self, sys: &System, memo: &mut Memo) -> Result<BTreeMap<String, Build>> {
         let mut out = BTreeMap::new();
         for spec in &self.dkms {
             let conf = sys
@@ -120,10 +119,21 @@ impl Initramfs {
                     &mut found,
                 )?;
                 if let Some(p) = found.first()
-                    && let Some(b) = sys.root.read(p)?
+                    && let Some(f) = sys.root.open(p)?
                 {
-                    let id = module_identity(&b).with_context(|| format!("reading {p}"))?;
-                    out.insert(n.replace('-', "_"), (p.clone(), id));
+                    let stat = stat_key(&f)?;
+                    let id = match memo.module(p, &stat) {
+                        Some(id) => id,
+                        None => {
+                            let l = &Limits::DEFAULT;
+                            let id = kmod::identity(f, l, &Budget::new(l.max_output))
+                                .with_context(|| format!("reading {}", sys.root.what(p)))?;
+                            memo.put_module(p, &stat, &id);
+                            id
+                        }
+                    };
+                    let path = p.clone();
+                    out.insert(n.replace('-', "_"), Build { path, id });
                 }
             }
         }
@@ -141,9 +151,32 @@ impl Resource for Initramfs {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
+        let mut memo = Memo::load(&sys.root);
+        let obs = self.check_with(sys, &mut memo);
+        memo.save();
+        obs
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        if obs.status != Status::Drift || super::packages::cannot_change(sys).is_some() {
+            return Vec::new();
+        }
+        vec![Change::Run {
+            argv: vec![
+                "update-initramfs".into(),
+                "-u".into(),
+                "-k".into(),
+                self.kernel.clone(),
+            ],
+        }]
+    }
+}
+
+impl Initramfs {
+    fn check_with(&self, sys: &System, memo: &mut Memo) -> Result<Observation> {
         let k = &self.kernel;
         let img = image_of(k);
-        let builds = self.dkms_builds(sys)?;
+        let builds = self.dkms_builds(sys, memo)?;
         let expected = json!({
             "dkmsModules": builds.keys().collect::<Vec<_>>(),
             "modprobeFiles": self.modprobe,
@@ -163,59 +196,43 @@ impl Resource for Initramfs {
             ));
         };
         let module_dirs = [format!("lib/modules/{k}/"), format!("usr/lib/modules/{k}/")];
+        let owned = |p: &str| self.modprobe.iter().any(|m| m.trim_start_matches('/') == p);
         let want = |p: &str| {
-            (module_dirs.iter().any(|d| p.starts_with(d.as_str()))
-                && kmod::module_name(p).is_some_and(|n| builds.contains_key(&n)))
-                || self.modprobe.iter().any(|m| m.trim_start_matches('/') == p)
+            if module_dirs.iter().any(|d| p.starts_with(d.as_str()))
+                && kmod::module_name(p).is_some_and(|n| builds.contains_key(&n))
+            {
+                Some(Want::Module)
+            } else if owned(p) {
+                Some(Want::File)
+            } else {
+                None
+            }
+        };
+        // Every DKMS module and owned file found: the rest of the image cannot change the answer
+        // (a second copy of a module is not looked for: initramfs-tools copies the one modprobe
+        // resolves). Otherwise, to know a file is absent, the image is read to its end.
+        let enough = |c: &Contents| {
+            builds.keys().all(|n| {
+                c.modules
+                    .iter()
+                    .any(|m| kmod::module_name(&m.path).as_ref() == Some(n))
+            }) && self
+                .modprobe
+                .iter()
+                .all(|m| c.files.contains_key(m.trim_start_matches('/')))
+        };
+        let q = Query {
+            want: &want,
+            enough: &enough,
         };
         let asked = format!(
             "{}|{}",
             builds.keys().cloned().collect::<Vec<_>>().join(","),
             self.modprobe.join(",")
         );
-        let contents =
-            read_image(sys, &img, file, &want, &asked).with_context(|| format!("reading {img}"))?;
-        let mut problems = Vec::new();
-        let mut carried = Vec::new();
-        for (path, bytes) in &contents.files {
-            let Some(name) = kmod::module_name(path) else {
-                continue;
-            };
-            let Some((dkms_path, want_id)) = builds.get(&name) else {
-                continue;
-            };
-            let (sum, shown) =
-                module_identity(bytes).with_context(|| format!("reading /{path} in {img}"))?;
-            carried.push(json!({"module": name, "path": format!("/{path}"), "identity": shown}));
-            if sum != want_id.0 {
-                problems.push(format!(
-                    "it carries {name} as /{path} ({shown}), not the DKMS build {dkms_path} ({})",
-                    want_id.1
-                ));
-            }
-        }
-        let has_modprobe_dir = contents
-            .paths
-            .iter()
-            .any(|p| p == "etc/modprobe.d" || p.starts_with("etc/modprobe.d/"));
-        let mut stale = Vec::new();
-        if has_modprobe_dir {
-            for m in &self.modprobe {
-                let disk = sys.read_string(m)?;
-                let inside = contents.files.get(m.trim_start_matches('/'));
-                let why = match (&disk, inside) {
-                    (Some(a), Some(b)) if a.as_bytes() == b.as_slice() => continue,
-                    (None, None) => continue,
-                    (Some(_), None) => format!("it lacks {m}"),
-                    (None, Some(_)) => {
-                        format!("it still carries {m}, which is gone from the system")
-                    }
-                    (Some(_), Some(_)) => format!("its copy of {m} is older than the system's"),
-                };
-                stale.push(m.clone());
-                problems.push(why);
-            }
-        }
+        let contents = read_image(sys, &img, file, &q, &asked, memo)
+            .with_context(|| format!("reading {img}"))?;
+        let (problems, carried, stale) = self.compare(sys, &builds, &contents)?;
         let actual = json!({
             "image": img,
             "compression": contents.compression,
@@ -242,17 +259,54 @@ impl Resource for Initramfs {
         Ok(Observation::new(Status::Drift, expected, actual, msg))
     }
 
-    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if obs.status != Status::Drift || super::packages::cannot_change(sys).is_some() {
-            return Vec::new();
+    /// The image's contents against the DKMS builds and the owned modprobe.d files: the problems,
+    /// the DKMS modules it carries, and the stale files.
+    #[allow(clippy::type_complexity)]
+    fn compare(
+        &self,
+        sys: &System,
+        builds: &BTreeMap<String, Build>,
+        contents: &Contents,
+    ) -> Result<(Vec<String>, Vec<serde_json::Value>, Vec<String>)> {
+        let mut problems = Vec::new();
+        let mut carried = Vec::new();
+        for m in &contents.modules {
+            let Some(name) = kmod::module_name(&m.path) else {
+                continue;
+            };
+            let Some(build) = builds.get(&name) else {
+                continue;
+            };
+            let path = &m.path;
+            carried.push(json!({"module": name, "path": format!("/{path}"), "identity": m.shown}));
+            if m.sha256 != build.id.sha256 {
+                problems.push(format!(
+                    "it carries {name} as /{path} ({}), not the DKMS build {} ({})",
+                    m.shown, build.path, build.id.shown
+                ));
+            }
         }
-        vec![Change::Run {
-            argv: vec![
-                "update-initramfs".into(),
-                "-u".into(),
-                "-k".into(),
-                self.kernel.clone(),
-            ],
-        }]
+        let mut stale = Vec::new();
+        if contents.modprobe_dir {
+            for m in &self.modprobe {
+                use sha2::Digest;
+                let disk = sys
+                    .read_string(m)?
+                    .map(|t| hex::encode(sha2::Sha256::digest(t.as_bytes())));
+                let inside = contents.files.get(m.trim_start_matches('/'));
+                let why = match (&disk, inside) {
+                    (Some(a), Some(b)) if a == b => continue,
+                    (None, None) => continue,
+                    (Some(_), None) => format!("it lacks {m}"),
+                    (None, Some(_)) => {
+                        format!("it still carries {m}, which is gone from the system")
+                    }
+                    (Some(_), Some(_)) => format!("its copy of {m} is older than the system's"),
+                };
+                stale.push(m.clone());
+                problems.push(why);
+            }
+        }
+        Ok((problems, carried, stale))
     }
 }

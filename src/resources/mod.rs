@@ -10,6 +10,7 @@ pub mod conffiles;
 pub mod file;
 pub mod grub;
 pub mod initramfs;
+pub mod initramfs_memo;
 pub mod kernel;
 pub mod locale;
 pub mod modules;

@@ -95,7 +95,6 @@ fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-
 #[test]
 fn fifos_devices_and_sparse_giants_in_an_image_never_hang_abort_or_pass_unread() {
     let base = converged_root();

@@ -6,6 +6,7 @@ mod common;
 
 mod agent_deadline;
 mod apply;
+mod bombs;
 mod daemon;
 mod daemon_systemd;
 mod docs;
@@ -16,6 +17,7 @@ mod fleet;
 mod hostile;
 mod hostile_files;
 mod i915;
+mod initramfs_memo;
 mod kernel;
 mod nosubprocess;
 mod output_paths;

@@ -13,7 +13,11 @@ pub fn measured(c: &Command, out: &Path) -> Command {
         "/usr/bin/time (Debian package time; tests/run installs it)"
     );
     let mut w = Command::new("/usr/bin/time");
-    w.arg("-f").arg("%M").arg("-o").arg(out).arg(c.get_program());
+    w.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(out)
+        .arg(c.get_program());
     w.args(c.get_args());
     for (k, v) in c.get_envs() {
         match v {
