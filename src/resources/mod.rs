@@ -16,6 +16,8 @@ pub mod modules;
 pub mod packages;
 pub mod services;
 pub mod ssh;
+pub mod sshd_config;
+pub mod sshd_glob;
 pub mod swap;
 pub mod sysctl;
 pub mod time;
