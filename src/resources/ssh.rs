@@ -14,6 +14,7 @@ use super::sshd_config;
 use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Ssh;
 use crate::report::Status;
+use crate::text::escape;
 
 /// The unit that reads the file (restarted or reloaded after it changed).
 pub const UNIT: &str = "ssh.service";
@@ -122,7 +123,8 @@ impl Resource for Effective {
                     if !crate::policy::ssh::same_value(k, &s.value, v) {
                         problems.push(format!(
                             "{k} is {} from {} (sshd uses the first value it reads)",
-                            s.value, s.at
+                            escape(&s.value),
+                            escape(&s.at)
                         ));
                     }
                 }

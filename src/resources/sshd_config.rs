@@ -30,6 +30,7 @@ use anyhow::Result;
 use super::sshd_glob::{self, Budget, Dirs, OverBudget};
 use crate::engine::System;
 use crate::root::Node;
+use crate::text::escape;
 
 /// servconf.c `SERVCONF_MAX_DEPTH` (ssh's readconf.c `READCONF_MAX_DEPTH` is 16 as well): the
 /// deepest level sshd parses; the main file is level 0.
@@ -176,11 +177,12 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Reads `path` at `depth`, in a global part or not; returns the Include levels below it.
     fn visit(&mut self, path: &str, depth: usize, global: bool) -> Result<usize> {
+        let shown = escape(path);
         if let Some(at) = self.stack.iter().position(|p| p == path) {
-            let mut cycle: Vec<&str> = self.stack[at..].iter().map(String::as_str).collect();
-            cycle.push(path);
+            let mut cycle: Vec<_> = self.stack[at..].iter().map(|p| escape(p)).collect();
+            cycle.push(shown.clone());
             anyhow::bail!(Problem::WillNotStart(format!(
-                "\"Too many recursive configuration includes\": {path} includes itself ({}), \
+                "\"Too many recursive configuration includes\": {shown} includes itself ({}), \
                  which sshd follows until it is {} levels deep",
                 cycle.join(" → "),
                 MAX_DEPTH + 1
@@ -188,7 +190,7 @@ impl Reader<'_> {
         }
         if depth > MAX_DEPTH {
             anyhow::bail!(Problem::WillNotStart(format!(
-                "\"Too many recursive configuration includes\": {path} is the {}th level of \
+                "\"Too many recursive configuration includes\": {shown} is the {}th level of \
                  Include ({}), sshd reads {MAX_DEPTH}",
                 depth,
                 self.chain()
@@ -199,7 +201,7 @@ impl Reader<'_> {
         {
             if depth + below > MAX_DEPTH {
                 anyhow::bail!(Problem::WillNotStart(format!(
-                    "\"Too many recursive configuration includes\": {path}, at Include level \
+                    "\"Too many recursive configuration includes\": {shown}, at Include level \
                      {depth} ({}), has {below} levels of Include below it; sshd reads \
                      {MAX_DEPTH}",
                     self.chain()
@@ -244,7 +246,7 @@ impl Reader<'_> {
                     }
                 }
                 Line::Bad(why) => {
-                    bad.get_or_insert_with(|| format!("{path} line {n}: {why}"));
+                    bad.get_or_insert_with(|| format!("{shown} line {n}: {why}"));
                 }
             }
         }
@@ -258,7 +260,7 @@ impl Reader<'_> {
 
     /// The Include chain being read, shortened in the middle.
     fn chain(&self) -> String {
-        let s = &self.stack;
+        let s: Vec<_> = self.stack.iter().map(|p| escape(p)).collect();
         if s.len() <= 4 {
             return s.join(" → ");
         }
@@ -284,7 +286,8 @@ impl Reader<'_> {
             Content::Text(t) => t,
             Content::Directory => String::new(),
             Content::Missing => anyhow::bail!(Problem::WillNotStart(format!(
-                "{path} is included but cannot be opened (a dangling symlink?)"
+                "{} is included but cannot be opened (a dangling symlink?)",
+                escape(path)
             ))),
         };
         self.bytes += text.len();
@@ -338,7 +341,7 @@ fn parse(text: &str) -> Parsed {
             .trim_start_matches([' ', '\t']);
         let kw = keyword.to_ascii_lowercase();
         let line = if rest.is_empty() {
-            Line::Bad(format!("no argument after keyword \"{keyword}\""))
+            Line::Bad(format!("no argument after keyword \"{}\"", escape(keyword)))
         } else if kw == "include" {
             include(rest)
         } else if kw == "match" {
@@ -466,52 +469,9 @@ impl Tree for System {
     }
 }
 
-/// A tree in memory (the fuzz target's, and tests'): files by absolute path; their directories
-/// exist implicitly; a path ending in `/` is an empty directory.
-#[derive(Default)]
-pub struct MemTree {
-    pub files: std::collections::BTreeMap<String, String>,
-}
-
-impl Dirs for MemTree {
-    fn names(&self, dir: &str) -> Result<Vec<String>> {
-        let prefix = if dir == "/" {
-            "/".to_string()
-        } else {
-            format!("{dir}/")
-        };
-        let mut names: Vec<String> = self
-            .files
-            .range(prefix.clone()..)
-            .take_while(|(p, _)| p.starts_with(&prefix))
-            .filter_map(|(p, _)| p[prefix.len()..].split('/').next())
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .collect();
-        names.dedup();
-        Ok(names)
-    }
-
-    fn exists(&self, path: &str) -> Result<bool> {
-        let dir = format!("{}/", path.trim_end_matches('/'));
-        Ok(self.files.contains_key(path)
-            || self
-                .files
-                .range(dir.clone()..)
-                .next()
-                .is_some_and(|(p, _)| p.starts_with(&dir)))
-    }
-}
-
-impl Tree for MemTree {
-    fn text(&self, path: &str) -> Result<Content> {
-        Ok(match self.files.get(path) {
-            Some(t) => Content::Text(t.clone()),
-            None if self.exists(path)? => Content::Directory,
-            None => Content::Missing,
-        })
-    }
-}
+/// An in-memory tree and sshd's own (exponential) algorithm, to check [`read`] against.
+#[path = "sshd_config_model.rs"]
+pub mod model;
 
 #[cfg(test)]
 #[path = "sshd_config_tests.rs"]

@@ -2,6 +2,7 @@
 //! the reading and how much work it took (files read, walks through a file's lines), not time.
 //! `tests/sshd.rs` holds the same cases against the real sshd.
 
+use super::model::{MemTree, sshd_algorithm};
 use super::*;
 use crate::engine::System;
 use crate::report::Status;
@@ -166,20 +167,25 @@ fn a_weak_cipher_ten_levels_deep_is_drift_and_too_deep_is_an_error_item() {
 
 #[test]
 fn a_file_included_twice_at_every_level_is_gone_through_once() {
-    // Each level includes the next twice: sshd parses 2^15 files; the reader reads 16 once each.
+    // Each level includes the next twice: sshd parses 2^13 - 1 files; the reader reads 13 once.
     let f = Fixture::new();
     f.file("/etc/ssh/sshd_config", "Include l/1 l/1\n");
-    for i in 1..15 {
+    for i in 1..12 {
         f.file(
             &format!("/etc/ssh/l/{i}"),
             &format!("Include l/{0}\nInclude l/{0}\n", i + 1),
         );
     }
-    f.file("/etc/ssh/l/15", "MaxAuthTries 2\n");
+    f.file("/etc/ssh/l/12", "MaxAuthTries 2\n");
     let r = f.read();
     assert_eq!(r.problem, None);
-    assert_eq!(r.get("maxauthtries").unwrap().at, "/etc/ssh/l/15:1");
-    assert_eq!((r.files, r.walks), (16, 16));
+    assert_eq!(r.get("maxauthtries").unwrap().at, "/etc/ssh/l/12:1");
+    assert_eq!((r.files, r.walks), (13, 13));
+    // sshd's own algorithm, file by file: the same values, 2^13 - 1 parses.
+    let main = "/etc/ssh/sshd_config";
+    assert_eq!(sshd_algorithm(&f.sys(), main, (1 << 13) - 2), None);
+    let (settings, starts) = sshd_algorithm(&f.sys(), main, (1 << 13) - 1).unwrap();
+    assert_eq!((settings, starts), (r.settings, true));
 }
 
 #[test]
