@@ -3,7 +3,7 @@
 //! /etc/ssh unless absolute; a PATH ending in `/` is an empty directory). Properties, for any
 //! input:
 //! - the reading ends, without a panic or an error (the tree cannot fail);
-//! - it reads each file once and goes through a file's lines at most twice;
+//! - it reads each file (or directory) once and goes through a file's lines at most twice;
 //! - where sshd's own algorithm (every file parsed again at every Include) finishes within a
 //!   budget, it agrees: sshd starts exactly when guestprep finds no reason it would not, and then
 //!   with the same first values from the same file:line;
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let r = read(&t, MAIN)
         .expect("an in-memory tree cannot fail")
         .expect("the main file is always there");
-    assert!(r.files <= MAX_FILES && r.files <= t.files.len() + 1, "{} files", r.files);
+    assert!(r.files <= MAX_FILES, "{} files", r.files);
     assert!(r.walks <= 2 * r.files, "{} walks of {} files", r.walks, r.files);
     for s in &r.settings {
         let (file, line) = s.at.rsplit_once(':').expect("file:line");
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     if matches!(r.problem, Some(Problem::Limit(_))) {
         return;
     }
-    if let Some((settings, starts)) = sshd_algorithm(&t, MAIN, 20_000) {
+    if let Some((settings, starts)) = sshd_algorithm(&t, MAIN, 300) {
         assert_eq!(starts, r.problem.is_none(), "sshd starts: {starts}; guestprep: {:?}", r.problem);
         if starts {
             assert_eq!(settings, r.settings, "first values");

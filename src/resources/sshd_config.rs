@@ -232,18 +232,7 @@ impl Reader<'_> {
                 // An included file's Match cannot make a non-global part global (NEVERMATCH).
                 Line::Match { all } => active = global && *all,
                 Line::Include(patterns) => {
-                    for pattern in patterns {
-                        let matches = self.glob(pattern)?;
-                        self.expansions += matches.len();
-                        if self.expansions > MAX_EXPANSIONS {
-                            anyhow::bail!(Problem::Limit(format!(
-                                "the Include lines expand to more than {MAX_EXPANSIONS} files in all"
-                            )));
-                        }
-                        for m in matches.iter() {
-                            below = below.max(1 + self.visit(m, depth + 1, active)?);
-                        }
-                    }
+                    below = below.max(self.include(patterns, depth, active)?);
                 }
                 Line::Bad(why) => {
                     bad.get_or_insert_with(|| format!("{shown} line {n}: {why}"));
@@ -255,6 +244,24 @@ impl Reader<'_> {
             anyhow::bail!(Problem::WillNotStart(why));
         }
         self.height.insert(path.to_string(), below);
+        Ok(below)
+    }
+
+    /// Reads what an Include line at `depth` names; returns the Include levels below the line.
+    fn include(&mut self, patterns: &[String], depth: usize, active: bool) -> Result<usize> {
+        let mut below = 0;
+        for pattern in patterns {
+            let matches = self.glob(pattern)?;
+            self.expansions += matches.len();
+            if self.expansions > MAX_EXPANSIONS {
+                anyhow::bail!(Problem::Limit(format!(
+                    "the Include lines expand to more than {MAX_EXPANSIONS} files in all"
+                )));
+            }
+            for m in matches.iter() {
+                below = below.max(1 + self.visit(m, depth + 1, active)?);
+            }
+        }
         Ok(below)
     }
 

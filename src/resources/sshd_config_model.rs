@@ -2,7 +2,7 @@
 //! sshd's own algorithm, parse every file again at every Include, which takes exponential time
 //! on some trees and so runs here on a budget.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -67,6 +67,7 @@ pub fn sshd_algorithm(tree: &dyn Tree, main: &str, steps: usize) -> Option<(Vec<
         tree,
         steps,
         budget: UNBOUNDED,
+        globs: HashMap::new(),
         seen: HashSet::new(),
         settings: Vec::new(),
     };
@@ -86,6 +87,8 @@ struct Naive<'a> {
     tree: &'a dyn Tree,
     steps: usize,
     budget: Budget,
+    /// sshd keeps each pattern's matches too (servconf.c's include list, by selector).
+    globs: HashMap<String, Vec<String>>,
     seen: HashSet<String>,
     settings: Vec<Setting>,
 }
@@ -118,8 +121,16 @@ impl Naive<'_> {
                 Line::Match { all } => active = global && all,
                 Line::Include(patterns) => {
                     for p in patterns {
-                        let found = sshd_glob::expand(self.tree, &p, &mut self.budget, UNBOUNDED)
-                            .map_err(|_| ())?;
+                        let found = match self.globs.get(&p) {
+                            Some(f) => f.clone(),
+                            None => {
+                                let f =
+                                    sshd_glob::expand(self.tree, &p, &mut self.budget, UNBOUNDED)
+                                        .map_err(|_| ())?;
+                                self.globs.insert(p.clone(), f.clone());
+                                f
+                            }
+                        };
                         for f in found {
                             if !self.parse_file(&f, depth + 1, active)? {
                                 return Ok(false);
