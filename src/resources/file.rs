@@ -24,6 +24,9 @@ pub struct FileResource {
     pub mode: Option<u32>,
     /// On a live root, run after writing; a failure restores the old file.
     pub validate: Option<Vec<String>>,
+    /// Directories (path, mode) the validator needs that the service would have made: planned
+    /// (a recorded change) when missing and the validator is to run.
+    pub validate_needs: Vec<(String, u32)>,
     /// Owner and group (names in the root's /etc/passwd and /etc/group, or numbers).
     pub owner: Option<String>,
     pub group: Option<String>,
@@ -37,6 +40,7 @@ impl FileResource {
             content: Some(content.into_bytes()),
             mode: None,
             validate: None,
+            validate_needs: Vec::new(),
             owner: None,
             group: None,
         }
@@ -49,6 +53,7 @@ impl FileResource {
             content: None,
             mode: None,
             validate: None,
+            validate_needs: Vec::new(),
             owner: None,
             group: None,
         }
@@ -268,33 +273,17 @@ impl Resource for FileResource {
         Ok(obs)
     }
 
-    fn plan(&self, _sys: &System, obs: &Observation) -> Vec<Change> {
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if obs.status != Status::Drift {
             return Vec::new();
         }
-        match (&self.content, &obs.current) {
-            (Some(want), _) => {
-                let mut plan = Vec::new();
-                if obs.data["rewrite"] == json!(true) {
-                    plan.push(Change::Write {
-                        path: self.path.clone(),
-                        content: want.clone(),
-                        mode: self.mode,
-                        old: obs.current.clone(),
-                    });
-                }
-                let names = (self.owner.as_deref(), self.group.as_deref());
-                if let Some(c) = attrs(&self.path, None, &obs.data, names) {
-                    plan.push(c);
-                }
-                plan
-            }
-            (None, Some(old)) => vec![Change::Remove {
-                path: self.path.clone(),
-                old: old.clone(),
-            }],
-            (None, None) => Vec::new(),
+        let file = self.file_plan(obs);
+        if file.is_empty() {
+            return file;
         }
+        let mut plan = self.needed_dirs(sys);
+        plan.extend(file);
+        plan
     }
 
     fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
@@ -345,6 +334,53 @@ impl Resource for FileResource {
             self.path,
             argv.join(" ")
         )])
+    }
+}
+
+impl FileResource {
+    /// The directories the validator needs, missing now, on a live root where it runs.
+    fn needed_dirs(&self, sys: &System) -> Vec<Change> {
+        let Some(argv) = &self.validate else {
+            return Vec::new();
+        };
+        if !sys.is_live() || !sys.root.exists(&argv[0]) {
+            return Vec::new();
+        }
+        self.validate_needs
+            .iter()
+            .filter(|(path, _)| matches!(sys.root.lstat(path), Ok(Node::Missing)))
+            .map(|(path, mode)| Change::MakeDir {
+                path: path.clone(),
+                mode: *mode,
+            })
+            .collect()
+    }
+
+    /// The writes (or the removal) and attributes a drifted file needs.
+    fn file_plan(&self, obs: &Observation) -> Vec<Change> {
+        match (&self.content, &obs.current) {
+            (Some(want), _) => {
+                let mut plan = Vec::new();
+                if obs.data["rewrite"] == json!(true) {
+                    plan.push(Change::Write {
+                        path: self.path.clone(),
+                        content: want.clone(),
+                        mode: self.mode,
+                        old: obs.current.clone(),
+                    });
+                }
+                let names = (self.owner.as_deref(), self.group.as_deref());
+                if let Some(c) = attrs(&self.path, None, &obs.data, names) {
+                    plan.push(c);
+                }
+                plan
+            }
+            (None, Some(old)) => vec![Change::Remove {
+                path: self.path.clone(),
+                old: old.clone(),
+            }],
+            (None, None) => Vec::new(),
+        }
     }
 }
 

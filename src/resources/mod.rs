@@ -18,6 +18,8 @@ pub mod packages;
 pub mod secureboot;
 pub mod services;
 pub mod ssh;
+pub mod sshd_config;
+pub mod sshd_glob;
 pub mod swap;
 pub mod sysctl;
 pub mod time;

@@ -2,22 +2,26 @@
 //!
 //! sshd takes the *first* value it reads for a keyword, and reads its drop-ins (through the
 //! `Include` at the top of Debian's sshd_config) in name order, so the file is numbered early and
-//! the effective-settings item reports any earlier file that would win over it. On a live root the
-//! new file is checked with `sshd -t` and the old one restored if sshd rejects it.
+//! the effective-settings item reports any earlier file that would win over it (read as sshd reads
+//! it: `sshd_config.rs`), or that sshd will not start. On a live root the new file is checked with
+//! `sshd -t` and the old one restored if sshd rejects it.
 
 use anyhow::Result;
 use serde_json::json;
 
 use super::FileResource;
-use super::conffiles;
+use super::sshd_config;
 use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Ssh;
 use crate::report::Status;
+use crate::text::escape;
 
 /// The unit that reads the file (restarted or reloaded after it changed).
 pub const UNIT: &str = "ssh.service";
 pub const FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
 const MAIN: &str = "/etc/ssh/sshd_config";
+/// sshd's privilege separation directory (`_PATH_PRIVSEP_CHROOT_DIR` as Debian builds it).
+pub const PRIVSEP_DIR: &str = "/run/sshd";
 const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
 
 /// The algorithm lists, as sshd keywords.
@@ -47,6 +51,12 @@ pub fn render(s: &Ssh) -> String {
 pub fn resources(s: &Ssh) -> Vec<Box<dyn Resource>> {
     let mut file = FileResource::new("ssh", FILE, render(s));
     file.validate = Some(vec!["/usr/sbin/sshd".into(), "-t".into()]);
+    // `sshd -t` as root stops at "Missing privilege separation directory" without it (sshd.c,
+    // after loading the host keys). Debian makes it only as ssh.service's RuntimeDirectory=sshd
+    // (0755, removed when the service stops; no tmpfiles.d entry), so it is missing until the
+    // service first runs (a socket-activated clone) or while it is stopped. Made as Debian's init
+    // script and runit `run` make it before their own `sshd -t`: mkdir, 0755, root.
+    file.validate_needs = vec![(PRIVSEP_DIR.to_string(), 0o755)];
     let mut out: Vec<Box<dyn Resource>> = vec![
         Box::new(file),
         Box::new(Effective {
@@ -71,84 +81,6 @@ pub struct Effective {
     settings: Vec<(String, String)>,
 }
 
-impl Effective {
-    /// Keyword → (value, file:line) as sshd reads them: sshd_config with the `Include` of the
-    /// drop-in directory expanded in place, first value wins; a `Match` block ends the global part.
-    fn first_values(sys: &System) -> Result<Option<Vec<(String, String, String)>>> {
-        let Some(main) = sys.read_string(MAIN)? else {
-            return Ok(None);
-        };
-        let mut out = Vec::new();
-        Self::read_into(sys, MAIN, &main, 0, &mut out)?;
-        Ok(Some(out))
-    }
-
-    /// The files an `Include` names, as sshd expands them: each argument relative to /etc/ssh
-    /// unless absolute, `*` and `?` in its last component globbed, matches in name order.
-    fn include(sys: &System, args: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for arg in args.split_whitespace() {
-            let abs = if arg.starts_with('/') {
-                arg.to_string()
-            } else {
-                format!("/etc/ssh/{arg}")
-            };
-            let Some((dir, pat)) = abs.rsplit_once('/') else {
-                continue;
-            };
-            if pat.contains(['*', '?']) {
-                let mut names: Vec<String> = sys
-                    .list_dir(dir)?
-                    .into_iter()
-                    .filter(|n| !n.starts_with('.') && crate::waivers::glob(pat, n))
-                    .collect();
-                names.sort();
-                out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
-            } else {
-                out.push(abs);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Returns false when a `Match` block was reached (nothing after it is global).
-    fn read_into(
-        sys: &System,
-        file: &str,
-        text: &str,
-        depth: usize,
-        out: &mut Vec<(String, String, String)>,
-    ) -> Result<bool> {
-        for (n, line) in conffiles::lines(text, false) {
-            let (kw, val) = line
-                .split_once(|c: char| c.is_whitespace() || c == '=')
-                .unwrap_or((line, ""));
-            let kw = kw.to_ascii_lowercase();
-            let val = val.trim().trim_start_matches('=').trim();
-            if kw == "match" {
-                return Ok(false);
-            }
-            if kw == "include" {
-                if depth > 8 {
-                    continue;
-                }
-                for p in Self::include(sys, val)? {
-                    if let Some(t) = sys.read_string(&p)?
-                        && !Self::read_into(sys, &p, &t, depth + 1, out)?
-                    {
-                        return Ok(false);
-                    }
-                }
-                continue;
-            }
-            if !out.iter().any(|(k, _, _)| *k == kw) {
-                out.push((kw, val.to_string(), format!("{file}:{n}")));
-            }
-        }
-        Ok(true)
-    }
-}
-
 impl Resource for Effective {
     fn id(&self) -> String {
         self.id.clone()
@@ -164,7 +96,7 @@ impl Resource for Effective {
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
-        let Some(first) = Self::first_values(sys)? else {
+        let Some(read) = sshd_config::read(sys, MAIN)? else {
             return Ok(Observation::new(
                 Status::Skipped,
                 json!(expected),
@@ -174,18 +106,25 @@ impl Resource for Effective {
                 ),
             ));
         };
+        if let Some(problem) = &read.problem {
+            return Ok(Observation::new(
+                Status::Error,
+                json!(expected),
+                json!(null),
+                problem.to_string(),
+            ));
+        }
         let mut actual = serde_json::Map::new();
         let mut problems = Vec::new();
         for (k, v) in &self.settings {
-            match first
-                .iter()
-                .find(|(kw, _, _)| *kw == k.to_ascii_lowercase())
-            {
-                Some((_, val, at)) => {
-                    actual.insert(k.to_string(), json!({"value": val, "from": at}));
-                    if !crate::policy::ssh::same_value(k, val, v) {
+            match read.get(k) {
+                Some(s) => {
+                    actual.insert(k.to_string(), json!({"value": s.value, "from": s.at}));
+                    if !crate::policy::ssh::same_value(k, &s.value, v) {
                         problems.push(format!(
-                            "{k} is {val} from {at} (sshd uses the first value it reads)"
+                            "{k} is {} from {} (sshd uses the first value it reads)",
+                            escape(&s.value),
+                            escape(&s.at)
                         ));
                     }
                 }

@@ -27,5 +27,6 @@ mod qga;
 mod seal;
 mod seal_resume;
 mod services;
+mod sshd;
 mod systemd;
 mod verify_ci;

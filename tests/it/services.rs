@@ -329,10 +329,21 @@ fn services_follow_their_configuration() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
+/// ssh.service is active, and so /run/sshd (its RuntimeDirectory) exists: what `sshd -t` and
+/// `sshd -T` need. Boot waited for the unit's start job, so this is settled; the journal says why
+/// when it is not.
+fn assert_sshd_running(c: &Container) {
+    let state = c.systemctl("is-active", "ssh.service");
+    let journal = stdout(&c.exec(&["journalctl", "-u", "ssh.service", "--no-pager", "-o", "cat"]));
+    assert_eq!(state, "active", "ssh.service after boot: {journal}");
+}
+
 /// `[ssh] settings`: sshd keeps the first value it reads. guestprep's `05-` drop-in sorts before
 /// cloud-init's `50-cloud-init.conf` (which sets `PasswordAuthentication yes`), so the policy's
 /// value wins there; a site file sorted earlier wins over guestprep, and the item says which
-/// file:line. Every verdict is checked against what the real sshd reads (`sshd -T`).
+/// file:line. Every verdict is checked against what the real sshd reads (`sshd -T`). Then, as
+/// on a clone whose socket-activated sshd never ran, without /run/sshd: apply makes it for
+/// `sshd -t` and says so.
 #[test]
 fn ssh_settings_first_value_wins_as_sshd_reads_it() {
     let dir = unpack(&rootfs_tar("vm"));
@@ -340,7 +351,10 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("50-cloud-init.conf"), "PasswordAuthentication yes\n").unwrap();
     std::fs::write(d.join("01-site.conf"), "PermitRootLogin yes\n").unwrap();
-    let c = Container::boot(dir);
+    // Its own network: its sshd's port 22 is not the host's, which another test's container (or
+    // the host) may hold.
+    let c = Container::boot_isolated(dir);
+    assert_sshd_running(&c);
     let pol = write_policy(
         c.root(),
         "ssh.toml",
@@ -404,6 +418,64 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     // sshd -T prints prohibit-password by its older alias.
     assert_eq!(c.sshd_t()["permitrootlogin"], "without-password");
+
+    // Stopped, ssh.service takes /run/sshd with it (Debian has no tmpfiles entry for it), and
+    // `sshd -t` refuses any configuration: a fresh socket-activated clone looks like this.
+    let o = c.exec(&["systemctl", "stop", "ssh.service"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_ne!(
+        code(&c.exec(&["test", "-e", "/run/sshd"])),
+        0,
+        "precondition"
+    );
+    let t = c.exec(&["/usr/sbin/sshd", "-t"]);
+    eprintln!(
+        "sshd -t without /run/sshd: exit {} {}",
+        code(&t),
+        stderr(&t).trim()
+    );
+    assert!(stderr(&t).contains("Missing privilege separation directory: /run/sshd"));
+    let pol2 = write_policy(
+        c.root(),
+        "ssh2.toml",
+        "[ssh]\nsettings = { PermitRootLogin = \"prohibit-password\", ClientAliveInterval = 600 }\n",
+    );
+    let o = c.exec(&["guestprep", "apply", "--json", "--policy", &pol2]);
+    let rep = json(&o);
+    let file = "file:/etc/ssh/sshd_config.d/05-guestprep.conf";
+    assert_eq!(item(&rep, file)["status"], "compliant", "{}", stdout(&o));
+    let made = changes(&rep);
+    eprintln!(
+        "apply without /run/sshd: exit {}, changes {made:?}",
+        code(&o)
+    );
+    assert_eq!(
+        made.iter()
+            .filter(|c| c.starts_with(file))
+            .collect::<Vec<_>>(),
+        [
+            &format!("{file}: create directory /run/sshd (0755)"),
+            &format!("{file}: update /etc/ssh/sshd_config.d/05-guestprep.conf"),
+        ]
+    );
+    let details = rep["apply"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["item"] == file && c["action"].as_str().unwrap().starts_with("update"))
+        .map(|c| c["details"].to_string())
+        .unwrap_or_default();
+    assert!(
+        details.contains("accepted by `/usr/sbin/sshd -t`"),
+        "{details}"
+    );
+    let st = stdout(&c.exec(&["stat", "-c", "%F %a %U:%G", "/run/sshd"]));
+    assert_eq!(st.trim(), "directory 755 root:root");
+    assert_eq!(c.sshd_t()["clientaliveinterval"], "600");
+    // ssh.service takes the directory over when it starts again.
+    let o = c.exec(&["systemctl", "start", "ssh.service"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_sshd_running(&c);
 }
 
 /// `[chrony] exclusive` and `directives`, checked with what chrony itself reads (`chronyd -p`
@@ -413,7 +485,8 @@ fn ssh_settings_first_value_wins_as_sshd_reads_it() {
 #[test]
 fn chrony_uses_only_the_policys_sources() {
     let dir = unpack(&rootfs_tar("vm"));
-    let c = Container::boot(dir);
+    // Its own network: its sshd does not take the host's port 22 from another test's container.
+    let c = Container::boot_isolated(dir);
     let chronyd_p = |c: &Container| {
         let o = c.exec(&["chronyd", "-p"]);
         assert!(o.status.success(), "chronyd -p: {}", stderr(&o));

@@ -48,8 +48,21 @@ pub struct Container {
 }
 
 impl Container {
-    /// Boots the root with systemd-nspawn and waits until systemd reports `running`.
+    /// Boots the root with systemd-nspawn and waits until systemd reports `running`. It shares
+    /// the host's network: its daemons listen on the host's ports.
     pub fn boot(dir: tempfile::TempDir) -> Container {
+        Self::boot_with(dir, &[])
+    }
+
+    /// [`Container::boot`] in a network namespace of its own (loopback only): its daemons'
+    /// ports are its own. Two VM roots booted on the host's network at once both start sshd on
+    /// port 22; the second one's fails ("Address already in use", exit 255, not restarted), and
+    /// with it goes /run/sshd, its RuntimeDirectory, which `sshd -t` and `sshd -T` need.
+    pub fn boot_isolated(dir: tempfile::TempDir) -> Container {
+        Self::boot_with(dir, &["--private-network"])
+    }
+
+    fn boot_with(dir: tempfile::TempDir, extra: &[&str]) -> Container {
         let start = Instant::now();
         assert!(
             Command::new("systemd-nspawn")
@@ -64,13 +77,9 @@ impl Container {
         )))
         .unwrap();
         let nspawn = Command::new("systemd-nspawn")
-            .args([
-                "--register=no",
-                "--keep-unit",
-                "-b",
-                "--console=read-only",
-                "-D",
-            ])
+            .args(["--register=no", "--keep-unit", "-b", "--console=read-only"])
+            .args(extra)
+            .arg("-D")
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
