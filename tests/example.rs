@@ -2,7 +2,8 @@
 //! Debian 13 root that has the template's packages (the VM test root, in systemd-nspawn), then
 //! checked with the programs themselves: `sshd -T` (first value wins, against cloud-init's
 //! drop-in), `chronyd -p` (only the policy's sources), `timedatectl`, `locale -a`,
-//! `apt-get --print-uris update` (the backports source), `dpkg-query` (the purged package).
+//! `apt-get --print-uris update` (the backports source), `dpkg-query` (the purged package),
+//! `containerd config dump` (runc's runtime type and cgroup driver as containerd resolves them).
 //! GRUB, kernel modules and sysctls are left to their own tests (a container cannot run
 //! update-grub or load modules), and so is qemu-guest-agent's unit (no virtio port here).
 
@@ -102,6 +103,19 @@ fn the_seed_template_as_a_policy() {
     );
     let dirm = std::fs::metadata(c.root().join("var/lib/node-local")).unwrap();
     assert!(dirm.is_dir());
+    // containerd 1.7 as Debian 13 ships it resolves runc as the script configured it (without a
+    // runtime_type a pod sandbox fails); tests/containerd.rs asks its CRI as well.
+    let dump = stdout(&c.exec(&["containerd", "config", "dump"]));
+    let dump: toml::Table = dump.parse().expect("containerd config dump is TOML");
+    let cri = &dump["plugins"]["io.containerd.grpc.v1.cri"];
+    let runc = &cri["containerd"]["runtimes"]["runc"];
+    assert_eq!(runc["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+    assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(true));
+    assert_eq!(
+        cri["sandbox_image"].as_str(),
+        Some("registry.k8s.io/pause:3.9")
+    );
+    assert_eq!(cri["containerd"]["snapshotter"].as_str(), Some("overlayfs"));
 
     // What guestprep reports is what the programs said, and a second apply changes nothing.
     let rep = json(&run("verify"));
