@@ -134,6 +134,9 @@ pub struct Observation {
     pub current: Option<Vec<u8>>,
     /// Whatever else `plan` needs from the check (not part of the report).
     pub data: Value,
+    /// What will make the item compliant, when it is not the plan's changes (or "reboot"): the
+    /// step a later run or a person takes, or the other item whose changes fix this one.
+    pub remediation: Option<String>,
 }
 
 impl Observation {
@@ -161,6 +164,7 @@ impl Observation {
             message: message.into(),
             current: None,
             data: Value::Null,
+            remediation: None,
         }
     }
 }
@@ -195,6 +199,10 @@ pub enum Change {
     WriteProc { path: String, value: String },
     /// Run a program on the live system. Live roots only.
     Run { argv: Vec<String> },
+    /// Run a program of the managed system itself: on a live root as [`Change::Run`]; on an
+    /// offline root with `--chroot`, inside it with /proc, /sys and /dev mounted
+    /// ([`crate::inroot`]); refused offline otherwise.
+    RunInRoot { argv: Vec<String> },
     /// A systemd operation on a unit (D-Bus when live, unit files offline).
     Unit { op: UnitOp, name: String },
     /// Download a file into the root, verified by sha256 (retried with backoff).
@@ -272,6 +280,7 @@ impl Change {
             },
             Change::WriteProc { path, value } => format!("set {path} = {value}"),
             Change::Run { argv } => format!("run {}", argv.join(" ")),
+            Change::RunInRoot { argv } => format!("run {} (in the root)", argv.join(" ")),
             Change::Unit {
                 op: UnitOp::Reload, ..
             } => "reload systemd".to_string(),
@@ -371,6 +380,19 @@ impl Change {
                     let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
                     c.extend(argv.iter().cloned());
                     run(&c)?;
+                } else {
+                    bail!(
+                        "refusing to run {} on an {} (use --chroot to run it inside)",
+                        argv.join(" "),
+                        sys.root.describe()
+                    );
+                }
+            }
+            Change::RunInRoot { argv } => {
+                if sys.is_live() {
+                    run(argv)?;
+                } else if sys.chroot {
+                    run(&crate::inroot::command(&sys.root, argv)?)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
@@ -635,8 +657,10 @@ pub trait Resource {
 
 /// The item of an observation, with its remediation when it is not compliant: the changes the
 /// plan would make (as `apply --check` prints them), or what a person must do.
-fn item_of(sys: &System, r: &dyn Resource, obs: Observation) -> Item {
+fn item_of(sys: &System, r: &dyn Resource, mut obs: Observation) -> Item {
+    let given = obs.remediation.take();
     let remediation = match obs.status {
+        Status::Drift | Status::PendingReboot if given.is_some() => given,
         Status::Drift => {
             let plan = r.plan(sys, &obs);
             Some(if plan.is_empty() {
