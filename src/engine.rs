@@ -653,6 +653,43 @@ pub trait Resource {
     fn managed_paths(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The items, earlier in the run, whose changes this item's verdict reads (the file an
+    /// effective-settings check parses): drift here with no plan of its own is then fixed
+    /// through them, and the remediation says so instead of "apply cannot change this here".
+    fn fixed_by(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The remediation of a drift item whose plan is empty.
+const CANNOT: &str = "apply cannot change this here: ";
+
+/// A drift item with no plan of its own whose verdict reads an earlier item that apply changes
+/// (`Resource::fixed_by`): its remediation names that item and its changes.
+fn through_earlier(r: &dyn Resource, item: &mut Item, earlier: &[Item]) {
+    if item.status != Status::Drift
+        || !item
+            .remediation
+            .as_deref()
+            .is_some_and(|m| m.starts_with(CANNOT))
+    {
+        return;
+    }
+    let by = r.fixed_by();
+    let through: Vec<String> = earlier
+        .iter()
+        .filter(|e| by.contains(&e.id) && e.status == Status::Drift)
+        .filter_map(|e| {
+            let plan = e.remediation.as_deref()?;
+            (!plan.starts_with(CANNOT)).then(|| format!("{} ({plan})", e.id))
+        })
+        .collect();
+    if !through.is_empty() {
+        item.remediation = Some(format!(
+            "through {}: apply makes that change first, then checks this item again",
+            through.join(", ")
+        ));
+    }
 }
 
 /// The item of an observation, with its remediation when it is not compliant: the changes the
@@ -664,7 +701,7 @@ fn item_of(sys: &System, r: &dyn Resource, mut obs: Observation) -> Item {
         Status::Drift => {
             let plan = r.plan(sys, &obs);
             Some(if plan.is_empty() {
-                format!("apply cannot change this here: {}", obs.message)
+                format!("{CANNOT}{}", obs.message)
             } else {
                 plan.iter()
                     .map(Change::describe)
@@ -722,17 +759,17 @@ pub fn verify_each(
     resources: &[Box<dyn Resource>],
     mut done: impl FnMut(&Item),
 ) -> Vec<Item> {
-    resources
-        .iter()
-        .map(|r| {
-            let item = match r.check(sys) {
-                Ok(obs) => item_of(sys, r.as_ref(), obs),
-                Err(e) => error_item(r.as_ref(), &e),
-            };
-            done(&item);
-            item
-        })
-        .collect()
+    let mut items: Vec<Item> = Vec::with_capacity(resources.len());
+    for r in resources {
+        let mut item = match r.check(sys) {
+            Ok(obs) => item_of(sys, r.as_ref(), obs),
+            Err(e) => error_item(r.as_ref(), &e),
+        };
+        through_earlier(r.as_ref(), &mut item, &items);
+        done(&item);
+        items.push(item);
+    }
+    items
 }
 
 /// An item whose check could not run to its end: `error`, with why.
@@ -821,7 +858,9 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                     details: Vec::new(),
                 });
             }
-            out.items.push(item_of(sys, r.as_ref(), obs));
+            let mut it = item_of(sys, r.as_ref(), obs);
+            through_earlier(r.as_ref(), &mut it, &out.items);
+            out.items.push(it);
             continue;
         }
         tracing::info!(item = %r.id(), "converging: {}", plan.iter().map(Change::describe).collect::<Vec<_>>().join("; "));
