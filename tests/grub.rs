@@ -10,7 +10,8 @@ use common::*;
 
 use std::path::Path;
 
-const ARGS: &str = "intel_iommu=on i915.enable_guc=3 i915.max_vfs=7";
+/// The seed example's arguments (the script's `sed` of GRUB_CMDLINE_LINUX_DEFAULT).
+const ARGS: &str = "intel_iommu=on i915.enable_guc=3";
 
 fn seed_example() -> String {
     repo()

@@ -51,6 +51,16 @@ pub struct Container {
 impl Container {
     /// Boots the root with systemd-nspawn and waits until systemd reports `running`.
     pub fn boot(dir: tempfile::TempDir) -> Container {
+        Self::boot_with(dir, &[])
+    }
+
+    /// [`Container::boot`] in a network namespace of its own (only `lo`): its services (sshd on
+    /// port 22, say) cannot collide with the host's or another container's.
+    pub fn boot_isolated(dir: tempfile::TempDir) -> Container {
+        Self::boot_with(dir, &["--private-network"])
+    }
+
+    fn boot_with(dir: tempfile::TempDir, extra: &[&str]) -> Container {
         let start = Instant::now();
         assert!(
             Command::new("systemd-nspawn")
@@ -65,13 +75,9 @@ impl Container {
         )))
         .unwrap();
         let nspawn = Command::new("systemd-nspawn")
-            .args([
-                "--register=no",
-                "--keep-unit",
-                "-b",
-                "--console=read-only",
-                "-D",
-            ])
+            .args(["--register=no", "--keep-unit", "-b", "--console=read-only"])
+            .args(extra)
+            .arg("-D")
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
