@@ -194,6 +194,9 @@ pub struct Observation {
     pub current: Option<Vec<u8>>,
     /// Whatever else `plan` needs from the check (not part of the report).
     pub data: Value,
+    /// What will make the item compliant, when it is not the plan's changes (or "reboot"): the
+    /// step a later run or a person takes, or the other item whose changes fix this one.
+    pub remediation: Option<String>,
 }
 
 impl Observation {
@@ -221,6 +224,7 @@ impl Observation {
             message: message.into(),
             current: None,
             data: Value::Null,
+            remediation: None,
         }
     }
 }
@@ -255,6 +259,10 @@ pub enum Change {
     WriteProc { path: String, value: String },
     /// Run a program on the live system. Live roots only.
     Run { argv: Vec<String> },
+    /// Run a program of the managed system itself: on a live root as [`Change::Run`]; on an
+    /// offline root with `--chroot`, inside it with /proc, /sys and /dev mounted
+    /// ([`crate::inroot`]); refused offline otherwise.
+    RunInRoot { argv: Vec<String> },
     /// A systemd operation on a unit (D-Bus when live, unit files offline).
     Unit { op: UnitOp, name: String },
     /// Download a file into the root, verified by sha256 (retried with backoff).
@@ -332,6 +340,7 @@ impl Change {
             },
             Change::WriteProc { path, value } => format!("set {path} = {value}"),
             Change::Run { argv } => format!("run {}", argv.join(" ")),
+            Change::RunInRoot { argv } => format!("run {} (in the root)", argv.join(" ")),
             Change::Unit {
                 op: UnitOp::Reload, ..
             } => "reload systemd".to_string(),
@@ -431,6 +440,19 @@ impl Change {
                     let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
                     c.extend(argv.iter().cloned());
                     run(&c)?;
+                } else {
+                    bail!(
+                        "refusing to run {} on an {} (use --chroot to run it inside)",
+                        argv.join(" "),
+                        sys.root.describe()
+                    );
+                }
+            }
+            Change::RunInRoot { argv } => {
+                if sys.is_live() {
+                    run(argv)?;
+                } else if sys.chroot {
+                    run(&crate::inroot::command(&sys.root, argv)?)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
@@ -691,16 +713,55 @@ pub trait Resource {
     fn managed_paths(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The items, earlier in the run, whose changes this item's verdict reads (the file an
+    /// effective-settings check parses): drift here with no plan of its own is then fixed
+    /// through them, and the remediation says so instead of "apply cannot change this here".
+    fn fixed_by(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The remediation of a drift item whose plan is empty.
+const CANNOT: &str = "apply cannot change this here: ";
+
+/// A drift item with no plan of its own whose verdict reads an earlier item that apply changes
+/// (`Resource::fixed_by`): its remediation names that item and its changes.
+fn through_earlier(r: &dyn Resource, item: &mut Item, earlier: &[Item]) {
+    if item.status != Status::Drift
+        || !item
+            .remediation
+            .as_deref()
+            .is_some_and(|m| m.starts_with(CANNOT))
+    {
+        return;
+    }
+    let by = r.fixed_by();
+    let through: Vec<String> = earlier
+        .iter()
+        .filter(|e| by.contains(&e.id) && e.status == Status::Drift)
+        .filter_map(|e| {
+            let plan = e.remediation.as_deref()?;
+            (!plan.starts_with(CANNOT)).then(|| format!("{} ({plan})", e.id))
+        })
+        .collect();
+    if !through.is_empty() {
+        item.remediation = Some(format!(
+            "through {}: apply makes that change first, then checks this item again",
+            through.join(", ")
+        ));
+    }
 }
 
 /// The item of an observation, with its remediation when it is not compliant: the changes the
 /// plan would make (as `apply --check` prints them), or what a person must do.
-fn item_of(sys: &System, r: &dyn Resource, obs: Observation) -> Item {
+fn item_of(sys: &System, r: &dyn Resource, mut obs: Observation) -> Item {
+    let given = obs.remediation.take();
     let remediation = match obs.status {
+        Status::Drift | Status::PendingReboot if given.is_some() => given,
         Status::Drift => {
             let plan = r.plan(sys, &obs);
             Some(if plan.is_empty() {
-                format!("apply cannot change this here: {}", obs.message)
+                format!("{CANNOT}{}", obs.message)
             } else {
                 plan.iter()
                     .map(Change::describe)
@@ -758,17 +819,17 @@ pub fn verify_each(
     resources: &[Box<dyn Resource>],
     mut done: impl FnMut(&Item),
 ) -> Vec<Item> {
-    resources
-        .iter()
-        .map(|r| {
-            let item = match r.check(sys) {
-                Ok(obs) => item_of(sys, r.as_ref(), obs),
-                Err(e) => error_item(r.as_ref(), &e),
-            };
-            done(&item);
-            item
-        })
-        .collect()
+    let mut items: Vec<Item> = Vec::with_capacity(resources.len());
+    for r in resources {
+        let mut item = match r.check(sys) {
+            Ok(obs) => item_of(sys, r.as_ref(), obs),
+            Err(e) => error_item(r.as_ref(), &e),
+        };
+        through_earlier(r.as_ref(), &mut item, &items);
+        done(&item);
+        items.push(item);
+    }
+    items
 }
 
 /// An item whose check could not run to its end: `error`, with why.
@@ -857,7 +918,9 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
                     details: Vec::new(),
                 });
             }
-            out.items.push(item_of(sys, r.as_ref(), obs));
+            let mut it = item_of(sys, r.as_ref(), obs);
+            through_earlier(r.as_ref(), &mut it, &out.items);
+            out.items.push(it);
             continue;
         }
         tracing::info!(item = %r.id(), "converging: {}", plan.iter().map(Change::describe).collect::<Vec<_>>().join("; "));

@@ -14,6 +14,7 @@ pub mod export;
 pub mod fleet;
 pub mod fsutil;
 pub mod guest_report;
+pub mod inroot;
 pub mod lock;
 pub mod output;
 pub mod packages;

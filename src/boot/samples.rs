@@ -1,5 +1,5 @@
 //! Sample initramfs images, real-format and hostile, built in memory: the unit tests, the
-//! integration tests (`tests/bombs.rs`), the fuzz seeds and the memo's measurements use them.
+//! integration tests (`tests/it/bombs.rs`), the fuzz seeds and the memo's measurements use them.
 //! Small to build, whatever they expand to.
 
 use std::io::Write;

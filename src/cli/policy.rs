@@ -39,6 +39,10 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
             for s in &loaded.sources {
                 println!("ok: {}", s.display());
             }
+            // What a fragment dropped of another's (a list replaced), or a removal of nothing.
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
             // A waiver that matches none of the items this policy makes on this root is a
             // warning: a typo, or an item that is gone.
             if !loaded.policy.waivers.is_empty() {
@@ -95,6 +99,15 @@ fn collect_origins(t: &Table, path: &str, out: &mut serde_json::Map<String, serd
         };
         match &e.node.value {
             Value::Table(sub) => collect_origins(sub, &p, out),
+            Value::Array(items) => {
+                out.insert(p.clone(), json!(e.node.origin.to_string()));
+                // Each entry of a list of tables comes from its own fragment (`files[1]`).
+                for (i, n) in items.iter().enumerate() {
+                    if matches!(n.value, Value::Table(_)) {
+                        out.insert(format!("{p}[{i}]"), json!(n.origin.to_string()));
+                    }
+                }
+            }
             _ => {
                 out.insert(p, json!(e.node.origin.to_string()));
             }

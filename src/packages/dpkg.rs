@@ -63,6 +63,32 @@ pub fn parse(text: &str) -> HashMap<String, PkgStatus> {
     out
 }
 
+/// The package that ships `path` as a conffile, and the md5 dpkg recorded for it (the
+/// package's own content; an obsolete entry is not one).
+pub fn conffile(text: &str, path: &str) -> Option<(String, String)> {
+    for stanza in text.split("\n\n") {
+        let mut name = None;
+        let mut in_conffiles = false;
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                name = Some(v.trim().to_string());
+            }
+            if !line.starts_with(' ') {
+                in_conffiles = line.starts_with("Conffiles:");
+                continue;
+            }
+            if !in_conffiles {
+                continue;
+            }
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() >= 2 && w[0] == path && !w[2..].contains(&"obsolete") {
+                return name.map(|n| (n, w[1].to_string()));
+            }
+        }
+    }
+    None
+}
+
 /// The status database of the managed system.
 pub fn read(sys: &System) -> Result<HashMap<String, PkgStatus>> {
     Ok(parse(&sys.read_string(STATUS)?.unwrap_or_default()))
@@ -71,6 +97,17 @@ pub fn read(sys: &System) -> Result<HashMap<String, PkgStatus>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_conffile_and_its_md5() {
+        let text = "Package: a\nConffiles:\n /etc/x 00 obsolete\n\nPackage: chrony\nStatus: install ok installed\nConffiles:\n /etc/chrony/chrony.conf 5a1b\n /etc/default/chrony 77\nDescription: x\n";
+        assert_eq!(
+            conffile(text, "/etc/chrony/chrony.conf"),
+            Some(("chrony".into(), "5a1b".into()))
+        );
+        assert_eq!(conffile(text, "/etc/x"), None);
+        assert_eq!(conffile(text, "/etc/none"), None);
+    }
 
     #[test]
     fn parses_status() {

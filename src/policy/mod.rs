@@ -10,7 +10,8 @@
 //!    same name replaces the vendor file, a symlink to `/dev/null` (or an empty file) cancels it;
 //! 2. then `ROOT/etc/guestprep/policy.toml`.
 //!
-//! Later fragments override earlier ones key by key; a list is replaced, not appended.
+//! Later fragments override earlier ones key by key; a list of plain values is replaced, a list
+//! of tables with a key (`[[files]]` by path…) merges entry by entry (`merge`).
 
 mod agent;
 mod apt;
@@ -20,6 +21,7 @@ mod files;
 mod grub;
 mod kernel;
 mod locale;
+pub mod merge;
 mod modules;
 mod packages;
 pub mod ssh;
@@ -126,6 +128,9 @@ pub struct Loaded {
     pub tree: Table,
     /// Fragments in the order they were applied.
     pub sources: Vec<PathBuf>,
+    /// What a fragment dropped that an earlier one wrote, or a removal that matched nothing
+    /// (`policy check` prints them).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Loaded {
@@ -339,21 +344,25 @@ fn not_utf8(file: &Path, bytes: &[u8], at: usize) -> Diagnostic {
 pub fn load_texts(texts: &[(PathBuf, String)]) -> Result<Loaded, LoadError> {
     let mut diags = Vec::new();
     let mut tree = Table::default();
+    let mut notes = merge::Notes::default();
     for (file, text) in texts {
         match tree::parse_fragment(file, text) {
-            Ok(t) => tree.merge(t),
+            Ok(t) => tree.merge_noted(t, &mut notes),
             Err(mut d) => diags.append(&mut d),
         }
     }
+    diags.append(&mut notes.errors);
     if !diags.is_empty() {
         // Do not validate a partial merge: its errors would be noise.
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
     let policy = validate::validate(&tree).map_err(InvalidPolicy)?;
+    notes.warnings.sort();
     Ok(Loaded {
         policy,
         tree,
         sources: texts.iter().map(|(p, _)| p.clone()).collect(),
+        warnings: notes.warnings,
     })
 }

@@ -1,9 +1,8 @@
 //! The merged policy tree: every key and value of every fragment, with the file, line and column it
 //! came from.
 //!
-//! Owns parsing one TOML fragment into a [`Table`] (keeping spans) and merging fragments key by key
-//! (tables merge recursively, everything else, lists included, is replaced by the later fragment).
-//! It knows nothing about what the keys mean: that is `validate`'s job.
+//! Owns parsing one TOML fragment into a [`Table`] (keeping spans) and showing the merged tree as
+//! TOML. Merging fragments is `merge`'s; what the keys mean is `validate`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -74,99 +73,11 @@ pub struct Table {
     pub entries: BTreeMap<String, Entry>,
 }
 
-/// The suffix of a key that appends to a list instead of replacing it.
-pub const ADD_SUFFIX: &str = "_add";
-
-/// Two values are the same whatever their origins.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::String(x), Value::String(y)) | (Value::Datetime(x), Value::Datetime(y)) => x == y,
-        (Value::Integer(x), Value::Integer(y)) => x == y,
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
-        (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(&p.value, &q.value))
-        }
-        (Value::Table(x), Value::Table(y)) => {
-            x.entries.len() == y.entries.len()
-                && x.entries
-                    .iter()
-                    .zip(&y.entries)
-                    .all(|((kx, ex), (ky, ey))| kx == ky && same(&ex.node.value, &ey.node.value))
-        }
-        _ => false,
-    }
-}
+pub use super::merge::ADD_SUFFIX;
 
 impl Table {
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
-    }
-
-    /// Merges `overlay` into `self`: tables recursively, any other value (arrays too) replaced,
-    /// except that `KEY_add = [...]` appends to the array `KEY` (kustomize-style; an element
-    /// already there is not added again). Keys sort before their `_add`, so within a fragment
-    /// `KEY` replaces first and `KEY_add` appends after.
-    pub fn merge(&mut self, overlay: Table) {
-        for (key, entry) in overlay.entries {
-            if let Some(base_key) = key.strip_suffix(ADD_SUFFIX)
-                && !base_key.is_empty()
-                && let Value::Array(added) = &entry.node.value
-            {
-                match self.entries.get_mut(base_key) {
-                    Some(Entry {
-                        node:
-                            Node {
-                                value: Value::Array(base),
-                                ..
-                            },
-                        ..
-                    }) => {
-                        for n in added {
-                            if !base.iter().any(|b| same(&b.value, &n.value)) {
-                                base.push(n.clone());
-                            }
-                        }
-                        continue;
-                    }
-                    None => {
-                        self.entries.insert(base_key.to_string(), entry);
-                        continue;
-                    }
-                    // Not an array there: left as `KEY_add`, which the validator names.
-                    Some(_) => {}
-                }
-            }
-            match (self.entries.get_mut(&key), entry) {
-                (
-                    Some(Entry {
-                        node:
-                            Node {
-                                value: Value::Table(base),
-                                ..
-                            },
-                        ..
-                    }),
-                    Entry {
-                        node:
-                            Node {
-                                value: Value::Table(over),
-                                ..
-                            },
-                        ..
-                    },
-                ) => base.merge(over),
-                (_, mut entry) => {
-                    // A new table still has its own `_add` keys to resolve.
-                    if let Value::Table(t) = &mut entry.node.value {
-                        let mut fresh = Table::default();
-                        fresh.merge(std::mem::take(t));
-                        *t = fresh;
-                    }
-                    self.entries.insert(key, entry);
-                }
-            }
-        }
     }
 }
 
@@ -181,7 +92,12 @@ impl Table {
             match &e.node.value {
                 Value::Table(t) => {
                     let _ = writeln!(s, "\n[{}]", toml_key(name));
-                    for (k, e) in &t.entries {
+                    // Lists of tables after the plain keys, each entry with its own origin.
+                    let (lists, plain): (Vec<_>, Vec<_>) = t
+                        .entries
+                        .iter()
+                        .partition(|(_, e)| tables(&e.node.value).is_some());
+                    for (k, e) in plain {
                         let _ = writeln!(
                             s,
                             "{} = {}  # {}",
@@ -190,18 +106,13 @@ impl Table {
                             comment(&e.node.origin)
                         );
                     }
-                }
-                Value::Array(a)
-                    if !a.is_empty() && a.iter().all(|n| matches!(n.value, Value::Table(_))) =>
-                {
-                    for n in a {
-                        let _ = writeln!(s, "\n[[{}]]  # {}", toml_key(name), comment(&n.origin));
-                        if let Value::Table(t) = &n.value {
-                            for (k, e) in &t.entries {
-                                let _ = writeln!(s, "{} = {}", toml_key(k), to_toml(&e.node));
-                            }
-                        }
+                    for (k, e) in lists {
+                        let header = format!("{}.{}", toml_key(name), toml_key(k));
+                        render_entries(&mut s, &header, tables(&e.node.value).unwrap_or(&[]));
                     }
+                }
+                Value::Array(a) if tables(&e.node.value).is_some() => {
+                    render_entries(&mut s, &toml_key(name), a);
                 }
                 _ => {
                     let _ = writeln!(
@@ -215,6 +126,31 @@ impl Table {
             }
         }
         s
+    }
+}
+
+/// The entries of a non-empty list made only of tables.
+fn tables(v: &Value) -> Option<&[Node]> {
+    match v {
+        Value::Array(a)
+            if !a.is_empty() && a.iter().all(|n| matches!(n.value, Value::Table(_))) =>
+        {
+            Some(a)
+        }
+        _ => None,
+    }
+}
+
+/// `[[header]]` blocks, one per entry, each naming the fragment it came from.
+fn render_entries(s: &mut String, header: &str, entries: &[Node]) {
+    use std::fmt::Write;
+    for n in entries {
+        let _ = writeln!(s, "\n[[{header}]]  # {}", comment(&n.origin));
+        if let Value::Table(t) = &n.value {
+            for (k, e) in &t.entries {
+                let _ = writeln!(s, "{} = {}", toml_key(k), to_toml(&e.node));
+            }
+        }
     }
 }
 
@@ -254,7 +190,7 @@ fn to_value(n: &Node) -> toml::Value {
 }
 
 /// One value as inline TOML.
-fn to_toml(n: &Node) -> String {
+pub(super) fn to_toml(n: &Node) -> String {
     to_value(n).to_string()
 }
 
@@ -410,24 +346,6 @@ mod tests {
         let e = s.get("net.ipv4.ip_forward").unwrap();
         assert_eq!((e.key_origin.line, e.key_origin.column), (3, 1));
         assert_eq!((e.node.origin.line, e.node.origin.column), (3, 25));
-    }
-
-    #[test]
-    fn merge_is_key_by_key_and_lists_replace() {
-        let mut base = parse("a.toml", "[chrony]\nservers=['a','b']\nrtcsync=true\n");
-        base.merge(parse("b.toml", "[chrony]\nservers=['c']\n"));
-        let Value::Table(c) = &base.get("chrony").unwrap().node.value else {
-            panic!()
-        };
-        let Value::Array(servers) = &c.get("servers").unwrap().node.value else {
-            panic!()
-        };
-        assert_eq!(servers.len(), 1);
-        assert_eq!(servers[0].origin.file.to_str(), Some("b.toml"));
-        assert_eq!(
-            c.get("rtcsync").unwrap().node.origin.file.to_str(),
-            Some("a.toml")
-        );
     }
 
     #[test]

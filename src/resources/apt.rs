@@ -3,8 +3,8 @@
 //!
 //! `apt:options` checks the value apt will use for each option, read as apt reads its
 //! configuration (apt.conf.d in name order, then apt.conf; a later assignment wins, `{ … }` and
-//! `Key::` append to a list), naming the file:line that wins. `apt:source:NAME` checks the source's
-//! keyring exists (apt refuses a source signed by a key it cannot read).
+//! `Key::` append to a list), naming the file:line that wins. `apt:source:NAME` checks apt reads
+//! the source and its keyring exists (`aptsources.rs`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,6 @@ use serde_json::json;
 use super::FileResource;
 use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::{Apt, AptSource, AptValue};
-use crate::report::Status;
 use crate::root::Root;
 
 pub const OPTIONS_FILE: &str = "/etc/apt/apt.conf.d/90guestprep";
@@ -77,7 +76,7 @@ pub fn resources(a: &Apt, root: &Root) -> Vec<Box<dyn Resource>> {
             &source_path(&s.name),
             render_source(s),
         )));
-        out.push(Box::new(Keyring { source: s.clone() }));
+        out.push(Box::new(super::aptsources::Source { source: s.clone() }));
     }
     // A source that left the policy leaves no file behind.
     for f in root.list_dir(SOURCES_DIR).unwrap_or_default() {
@@ -290,51 +289,9 @@ impl Resource for Options {
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
         Vec::new() // the file item writes 90guestprep; a later file that overrides it is the admin's
     }
-}
 
-/// `apt:source:NAME`: the keyring the source is signed by exists (apt refuses the source's
-/// lists otherwise).
-pub struct Keyring {
-    pub source: AptSource,
-}
-
-impl Resource for Keyring {
-    fn id(&self) -> String {
-        format!("apt:source:{}", self.source.name)
-    }
-
-    fn kind(&self) -> &'static str {
-        "apt"
-    }
-
-    fn check(&self, sys: &System) -> Result<Observation> {
-        let expected = json!({"signedBy": self.source.signed_by});
-        let Some(k) = &self.source.signed_by else {
-            return Ok(Observation::new(
-                Status::Compliant,
-                expected,
-                json!(null),
-                "no Signed-By: apt uses its trusted keys",
-            ));
-        };
-        let exists = sys.root.exists(k);
-        let problems = if exists {
-            Vec::new()
-        } else {
-            vec![format!(
-                "{k} does not exist: apt will refuse the source's lists (install the keyring package or the key first)"
-            )]
-        };
-        Ok(Observation::judged(
-            expected,
-            json!({"keyring": exists}),
-            &problems,
-            "",
-        ))
-    }
-
-    fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
-        Vec::new()
+    fn fixed_by(&self) -> Vec<String> {
+        vec![format!("file:{OPTIONS_FILE}")]
     }
 }
 

@@ -54,7 +54,9 @@ pub fn resources(c: &Chrony) -> Vec<Box<dyn Resource>> {
     if c.exclusive {
         out.push(Box::new(Exclusive));
     }
-    out.push(Box::new(ConfDir));
+    out.push(Box::new(ConfDir {
+        exclusive: c.exclusive,
+    }));
     out
 }
 
@@ -154,7 +156,7 @@ impl Resource for Exclusive {
         let actual = json!({"diverted": is_diverted, "otherSources": others});
         let mut problems = Vec::new();
         if !is_diverted {
-            problems.push(format!("{CONF} is the package's (not diverted)"));
+            problems.push(not_diverted(sys, &current)?);
         }
         if current != want {
             if others.is_empty() {
@@ -215,7 +217,29 @@ impl Resource for Exclusive {
     }
 }
 
-pub struct ConfDir;
+/// What an undiverted chrony.conf is: the package's own file (dpkg's checksum of it), or one
+/// written here (a script's, an admin's), which dpkg still owns.
+fn not_diverted(sys: &System, current: &str) -> Result<String> {
+    use md5::Digest;
+    let status = sys
+        .read_string(crate::packages::dpkg::STATUS)?
+        .unwrap_or_default();
+    Ok(match crate::packages::dpkg::conffile(&status, CONF) {
+        Some((pkg, sum)) if hex::encode(md5::Md5::digest(current.as_bytes())) == sum => {
+            format!("{CONF} is the {pkg} package's (not diverted)")
+        }
+        Some((pkg, _)) => format!(
+            "{CONF} is not diverted: written here, not the {pkg} package's file (dpkg still owns it)"
+        ),
+        None => format!("{CONF} is not diverted"),
+    })
+}
+
+/// `chrony:confdir`: chrony.conf reads the drop-in directory. With `exclusive`, chrony.conf is
+/// guestprep's (`chrony:exclusive` writes it, with `confdir`).
+pub struct ConfDir {
+    pub exclusive: bool,
+}
 
 impl Resource for ConfDir {
     fn id(&self) -> String {
@@ -247,6 +271,15 @@ impl Resource for ConfDir {
                 json!(format!("{CONF}:{n}")),
                 "",
             )),
+            None if self.exclusive => Ok(Observation::new(
+                Status::Drift,
+                expected,
+                json!(null),
+                format!(
+                    "{CONF} does not read {CONFDIR}, so chronyd ignores {FILE}: chrony:exclusive writes \
+                     {CONF} with `confdir {CONFDIR}`"
+                ),
+            )),
             None => Ok(Observation::new(
                 Status::Drift,
                 expected,
@@ -260,6 +293,10 @@ impl Resource for ConfDir {
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
-        Vec::new() // chrony.conf belongs to the package; guestprep does not edit it
+        Vec::new() // chrony.conf is the package's, or chrony:exclusive's
+    }
+
+    fn fixed_by(&self) -> Vec<String> {
+        vec!["chrony:exclusive".to_string()]
     }
 }

@@ -1,9 +1,14 @@
 //! `[grub]`: kernel command-line arguments through `/etc/default/grub.d/99-guestprep.cfg`.
 //!
 //! Owns three items: the drop-in file; whether the generated `/boot/grub/grub.cfg` carries the
-//! arguments (if not, `update-grub` runs, on a live root only: so it runs when the drop-in changed
-//! or a run was interrupted before it, never otherwise); and whether the running kernel was booted
-//! with them (`/proc/cmdline`; configured but not running is `pending-reboot`).
+//! arguments (if not, `update-grub` runs: so it runs when the drop-in changed or a run was
+//! interrupted before it, never otherwise); and whether the running kernel was booted with them
+//! (`/proc/cmdline`; configured but not running is `pending-reboot`).
+//!
+//! `update-grub` runs on a live root, and on an offline one with `apply --chroot` (inside the
+//! image, with /proc, /sys and /dev mounted for it: [`crate::inroot`]). An offline root without
+//! `--chroot` is never reported compliant while grub.cfg lacks an argument: `pending-reboot`
+//! (exit 3), the item naming the step that makes it true.
 
 use anyhow::Result;
 use serde_json::json;
@@ -37,6 +42,7 @@ pub fn resources(g: &Grub) -> Vec<Box<dyn Resource>> {
         Box::new(FileResource::new("grub", FILE, render(g))),
         Box::new(GrubCfg {
             args: g.cmdline.clone(),
+            dropin: render(g),
         }),
         Box::new(Cmdline {
             args: g.cmdline.clone(),
@@ -61,6 +67,8 @@ fn missing<'a>(want: &'a [String], have: &[String]) -> Vec<&'a String> {
 
 pub struct GrubCfg {
     pub args: Vec<String>,
+    /// What [`FILE`] holds when it is as the policy says.
+    pub dropin: String,
 }
 
 impl Resource for GrubCfg {
@@ -102,33 +110,73 @@ impl Resource for GrubCfg {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        if let Some(why) = sys.offline_reason() {
+        if sys.is_live() || sys.chroot {
+            let how = if sys.is_live() {
+                "update-grub needed"
+            } else {
+                "update-grub needed (apply --chroot runs it inside the image)"
+            };
             return Ok(Observation::new(
-                Status::Skipped,
+                Status::Drift,
                 expected,
                 actual,
-                format!(
-                    "{what}; update-grub is not run on an {why}: run it in the image (chroot) or at first boot"
-                ),
+                format!("{what}: {how}"),
             ));
         }
-        Ok(Observation::new(
-            Status::Drift,
+        Ok(offline_verdict(
+            sys,
             expected,
             actual,
-            format!("{what}: update-grub needed"),
+            &what,
+            sys.read_string(FILE)?.as_deref() == Some(self.dropin.as_str()),
         ))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if sys.is_live() && obs.status == Status::Drift {
-            vec![Change::Run {
+        if (sys.is_live() || sys.chroot) && obs.status == Status::Drift {
+            vec![Change::RunInRoot {
                 argv: vec![UPDATE_GRUB.into()],
             }]
         } else {
             Vec::new()
         }
     }
+}
+
+/// grub.cfg lacks the arguments on an offline root where update-grub cannot run: never a
+/// success. With the drop-in in place the arguments are configured and pending (exit 3): the
+/// item says which step makes them true. Without it nothing would add them: drift.
+fn offline_verdict(
+    sys: &System,
+    expected: serde_json::Value,
+    actual: serde_json::Value,
+    what: &str,
+    dropin_in_place: bool,
+) -> Observation {
+    let dir = sys.root.dir().display();
+    if !dropin_in_place {
+        return Observation::new(
+            Status::Drift,
+            expected,
+            actual,
+            format!("{what}, and {FILE} is not as the policy says"),
+        );
+    }
+    let mut obs = Observation::new(
+        Status::PendingReboot,
+        expected,
+        actual,
+        format!(
+            "{what}: {FILE} has them, but update-grub does not run on an {} without --chroot; \
+             the image boots without them until it runs",
+            sys.root.describe()
+        ),
+    );
+    obs.remediation = Some(format!(
+        "run update-grub in the image: `guestprep apply --root {dir} --chroot` now, or \
+         `guestprep apply` at its first boot (the arguments then take effect at the next boot)"
+    ));
+    obs
 }
 
 /// The verdict on arguments missing from the running command line: each is either in the

@@ -232,7 +232,7 @@ impl Resource for GrubDefault {
                 content,
                 mode: Some(0o644),
             },
-            Change::Run {
+            Change::RunInRoot {
                 argv: vec![UPDATE_GRUB.into()],
             },
         ]
@@ -243,7 +243,7 @@ impl Resource for GrubDefault {
     /// from the new grub.cfg, written, and update-grub runs again.
     fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
         let mut details = Vec::new();
-        let run = Change::Run {
+        let run = Change::RunInRoot {
             argv: vec![UPDATE_GRUB.into()],
         };
         let cfg = sys.read_string(super::grub::GRUB_CFG)?.unwrap_or_default();

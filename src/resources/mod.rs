@@ -5,6 +5,7 @@
 //! `br_netfilter` is loaded), GRUB's file is written before `update-grub` is judged.
 
 pub mod apt;
+pub mod aptsources;
 pub mod chrony;
 pub mod conffiles;
 pub mod file;

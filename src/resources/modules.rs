@@ -266,6 +266,10 @@ impl Resource for Blacklist {
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
         Vec::new() // the modprobe.d file resource writes it; unloading is left to a reboot
     }
+
+    fn fixed_by(&self) -> Vec<String> {
+        vec![format!("file:{MODPROBE_FILE}")]
+    }
 }
 
 pub struct Options {
@@ -364,5 +368,9 @@ impl Resource for Options {
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
         Vec::new() // written by the modprobe.d file resource
+    }
+
+    fn fixed_by(&self) -> Vec<String> {
+        vec![format!("file:{MODPROBE_FILE}")]
     }
 }

@@ -128,8 +128,11 @@ impl Resource for Effective {
                         ));
                     }
                 }
+                None if includes_dropin(sys)? => problems.push(format!(
+                    "{k} not set in any file sshd reads ({MAIN} includes {FILE}, which does not set it)"
+                )),
                 None => problems.push(format!(
-                    "{k} not set in any file sshd reads: does {MAIN} include {DROPIN_DIR}/*.conf?"
+                    "{k} not set in any file sshd reads: {MAIN} does not include {FILE} (no `Include {DROPIN_DIR}/*.conf` before any `Match`)"
                 )),
             }
         }
@@ -144,4 +147,45 @@ impl Resource for Effective {
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {
         Vec::new() // the drop-in file resource writes it; an earlier override is the admin's
     }
+
+    fn fixed_by(&self) -> Vec<String> {
+        vec![format!("file:{FILE}")]
+    }
+}
+
+/// Whether the global part of sshd_config has an `Include` whose pattern names [`FILE`]
+/// (whether or not the file exists yet).
+fn includes_dropin(sys: &System) -> Result<bool> {
+    let Some(main) = sys.read_string(MAIN)? else {
+        return Ok(false);
+    };
+    let (dir, name) = FILE.rsplit_once('/').expect("absolute");
+    for (_, line) in super::conffiles::lines(&main, false) {
+        let (kw, val) = line
+            .split_once(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or((line, ""));
+        match kw.to_ascii_lowercase().as_str() {
+            "match" => return Ok(false),
+            "include" => {
+                let hit = val
+                    .trim()
+                    .trim_start_matches('=')
+                    .split_whitespace()
+                    .any(|a| {
+                        let abs = if a.starts_with('/') {
+                            a.to_string()
+                        } else {
+                            format!("/etc/ssh/{a}")
+                        };
+                        abs.rsplit_once('/')
+                            .is_some_and(|(d, p)| d == dir && crate::waivers::glob(p, name))
+                    });
+                if hit {
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
 }

@@ -1,6 +1,6 @@
 //! Tests of the sshd_config reader on temp roots (and, for the bounds, in memory). Each asserts
 //! the reading and how much work it took (files read, walks through a file's lines), not time.
-//! `tests/sshd.rs` holds the same cases against the real sshd.
+//! `tests/it/sshd.rs` holds the same cases against the real sshd.
 
 use super::model::{MemTree, sshd_algorithm};
 use super::*;

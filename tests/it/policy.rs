@@ -381,3 +381,172 @@ fn add_suffix_merged_over_itself_changes_nothing() {
         ["overlay", "br_netfilter"]
     );
 }
+
+/// The issue-26 case: the seed-template example dropped into /etc/guestprep/policy.d next to the
+/// shipped (vendor) fragments. 70-containerd.toml sorts after the example's 50-files.toml; its
+/// `[[files]]` entry replaces the example's entry of the same path and keeps the example's other
+/// entries (it used to replace the whole list, silently). `policy show` names each entry's
+/// fragment, and `policy check` warns about the lists of plain values a fragment replaced.
+#[test]
+fn lists_of_tables_merge_by_key_and_drops_are_warned_about() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    let vendor = r.join("usr/lib/guestprep/policy.d");
+    let admin = r.join("etc/guestprep/policy.d");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::create_dir_all(&admin).unwrap();
+    copy_tree(&policies(), &vendor);
+    copy_tree(&repo().join("examples/seed-template"), &admin);
+    let root = r.to_str().unwrap();
+    let o = guestprep(&["policy", "show", "--json", "--root", root]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let files: Vec<(&str, &str)> = v["policy"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let origin = v["origins"][format!("files[{i}]")].as_str().unwrap();
+            let name = origin.rsplit('/').next().unwrap();
+            (f["path"].as_str().unwrap(), name)
+        })
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0].0, "/etc/containerd/config.toml");
+    assert!(files[0].1.starts_with("70-containerd.toml:"), "{files:?}");
+    assert_eq!(files[1].0, "/etc/logrotate.d/custom-logs");
+    assert!(files[1].1.starts_with("50-files.toml:"), "{files:?}");
+    // The human form names each entry's fragment on its header.
+    let o = guestprep(&["policy", "show", "--root", root]);
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("[[files]]  # ") && shown.contains("70-containerd.toml:"),
+        "{shown}"
+    );
+    // policy check: valid, with a warning for each list of plain values a later fragment
+    // replaced without some of an earlier one's elements.
+    let o = guestprep(&["policy", "check", "--root", root]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    // The vendor's 50-ssh.toml sorts after the example's 40-ssh.toml: its ciphers replace the
+    // example's, without the script's aes128-gcm.
+    assert!(
+        err.contains(
+            "/usr/lib/guestprep/policy.d/50-ssh.toml:8:1: `ssh.ciphers`: replaces the list from "
+        ) && err.contains("/etc/guestprep/policy.d/40-ssh.toml:")
+            && err.contains(
+                "dropping \"aes128-gcm@openssh.com\" (`ciphers_add` adds to the list instead)"
+            ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("`files`"),
+        "no [[files]] entry is dropped: {err}"
+    );
+}
+
+/// A later fragment changes one entry of each keyed list and removes another, by key, and the
+/// rest stay: `[[files]]` by path, `[[packages.deb]]` by name, `[[units.dropins]]` by unit and
+/// name, `[[apt.sources]]` by name, `[[waivers]]` by their items. `KEY_replace` replaces a list
+/// whole, with a warning naming what it dropped; a removal of nothing is a warning too.
+#[test]
+fn a_later_fragment_changes_or_removes_one_entry_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let deb = |name: &str, version: &str| {
+        format!(
+            "[[packages.deb]]\nname = \"{name}\"\nversion = \"{version}\"\nurl = \"https://example.org/{name}_{version}_amd64.deb\"\nsha256 = \"{}\"\n",
+            "a".repeat(64)
+        )
+    };
+    let src = |name: &str, suite: &str| {
+        format!(
+            "[[apt.sources]]\nname = \"{name}\"\nuris = [\"http://deb.debian.org/debian\"]\nsuites = [\"{suite}\"]\n"
+        )
+    };
+    let dropin = |unit: &str, name: &str, content: &str| {
+        format!(
+            "[[units.dropins]]\nunit = \"{unit}\"\nname = \"{name}\"\ncontent = \"{content}\"\n"
+        )
+    };
+    let base = [
+        "[[files]]\npath = \"/etc/a\"\ncontent = \"a\\n\"\n".to_string(),
+        "[[files]]\npath = \"/etc/b\"\ncontent = \"b\\n\"\n".into(),
+        "[[files]]\npath = \"/etc/c\"\ncontent = \"c\\n\"\n".into(),
+        deb("one", "1.0"),
+        deb("two", "1.0"),
+        dropin("a.service", "x", "[Unit]\\n"),
+        dropin("b.service", "x", "[Unit]\\n"),
+        src("backports", "trixie-backports"),
+        src("site", "trixie"),
+        "[[waivers]]\nitems = [\"sysctl:*\", \"unit:*\"]\nreason = \"base\"\n".into(),
+        "[[waivers]]\nitems = [\"grub:*\"]\nreason = \"base\"\n".into(),
+    ]
+    .join("\n");
+    std::fs::write(d.join("10-base.toml"), base).unwrap();
+    let site = [
+        "[[files]]\npath = \"/etc/b\"\ncontent = \"site\\n\"\n".to_string(),
+        "[[files]]\npath = \"/etc/c\"\nremove = true\n".into(),
+        "[[files]]\npath = \"/etc/nothing\"\nremove = true\n".into(),
+        deb("one", "2.0"),
+        dropin("b.service", "x", "[Service]\\n"),
+        "[[units.dropins]]\nunit = \"a.service\"\nname = \"x\"\nremove = true\n".into(),
+        src("site", "trixie-updates"),
+        "[[waivers]]\nitems = [\"unit:*\", \"sysctl:*\"]\nreason = \"site\"\n".into(),
+    ]
+    .join("\n");
+    std::fs::write(d.join("20-site.toml"), site).unwrap();
+    let p = d.to_str().unwrap();
+    let o = guestprep(&["policy", "show", "--json", "--policy", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let pol = &v["policy"];
+    let field = |list: &serde_json::Value, k: &str| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[k].to_string().trim_matches('"').to_string())
+            .collect()
+    };
+    assert_eq!(field(&pol["files"], "path"), ["/etc/a", "/etc/b"]);
+    assert_eq!(pol["files"][1]["content"], "site\n");
+    assert_eq!(field(&pol["packages"]["deb"], "version"), ["2.0", "1.0"]);
+    assert_eq!(field(&pol["units"]["dropins"], "unit"), ["b.service"]);
+    assert_eq!(pol["units"]["dropins"][0]["content"], "[Service]\n");
+    assert_eq!(
+        field(&pol["apt"]["sources"], "suites"),
+        ["[\"trixie-backports\"]", "[\"trixie-updates\"]"]
+    );
+    assert_eq!(field(&pol["waivers"], "reason"), ["site", "base"]);
+    let o = guestprep(&["policy", "check", "--policy", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("`files`: `remove = true` for path = \"/etc/nothing\": no earlier fragment has this entry, nothing is removed"),
+        "{err}"
+    );
+    assert_eq!(err.matches("`remove = true`").count(), 1, "{err}");
+    assert!(
+        !err.contains("replaces the list"),
+        "nothing else dropped: {err}"
+    );
+
+    // `files_replace`: the whole list, and policy check says what it dropped.
+    std::fs::write(
+        d.join("30-final.toml"),
+        "[[files_replace]]\npath = \"/etc/z\"\ncontent = \"z\\n\"\n",
+    )
+    .unwrap();
+    let o = guestprep(&["policy", "check", "--policy", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("30-final.toml:1:3: `files_replace`: replaces the list from ")
+            && err.contains("dropping path = \"/etc/a\" (")
+            && err.contains("path = \"/etc/b\" ("),
+        "{err}"
+    );
+    let o = guestprep(&["policy", "show", "--json", "--policy", p]);
+    assert_eq!(field(&json(&o)["policy"]["files"], "path"), ["/etc/z"]);
+}

@@ -87,12 +87,13 @@ fn report_by_file_read_is_the_daemons_report_and_carries_its_exit_code() {
     let ga = QemuGa::start(&[]);
     let path = d.report.to_str().unwrap().to_string();
 
+    // The converged example root's report: GRUB's arguments pending offline, exit 3.
     let o = qga(&ga.socket(), &["--json", "report", "--path", &path]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert_eq!(o.stdout, std::fs::read(&d.report).unwrap(), "byte for byte");
     // --json where people put it: after the verb too.
     let o = qga(&ga.socket(), &["report", "--path", &path, "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert_eq!(
         o.stdout,
         std::fs::read(&d.report).unwrap(),
@@ -100,7 +101,7 @@ fn report_by_file_read_is_the_daemons_report_and_carries_its_exit_code() {
     );
 
     let o = qga(&ga.socket(), &["report", "--path", &path]);
-    assert_eq!(code(&o), 0);
+    assert_eq!(code(&o), 3);
     assert!(stdout(&o).contains("compliant: 39 items"), "{}", stdout(&o));
 
     // Drift in the guest: the daemon's next report, read through the agent, exits 1.
@@ -137,7 +138,7 @@ fn verify_by_guest_exec_runs_guestprep_in_the_guest() {
             pol.to_str().unwrap(),
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
     let r = json(&o);
     assert_eq!(r["compliant"], true);
     assert_eq!(r["root"], root.path().to_str().unwrap());
@@ -347,11 +348,11 @@ fn exec_apply_and_cat_pass_the_guests_output_and_exit_code_through() {
     );
     assert!(stdout(&o).contains("would change"), "{}", stdout(&o));
     let o = apply(&[]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
     let v = on_root("verify", root.path(), &[]);
     assert_eq!(
         code(&v),
-        0,
+        3,
         "the root the guest's apply converged: {}",
         stdout(&v)
     );
