@@ -285,6 +285,18 @@ impl<R: BufRead> Zstd<R> {
     }
 }
 
+/// The first `n` bytes of `r` (fewer only at its end), and a reader that gives them again, then
+/// the rest: a magic number is read whole however the input is split into reads (a `fill_buf`
+/// may return a single byte at a buffer's end).
+pub type Peeked<R> = std::io::Chain<std::io::Cursor<Vec<u8>>, R>;
+
+pub fn peek<R: BufRead>(mut r: R, n: usize) -> std::io::Result<(Vec<u8>, Peeked<R>)> {
+    let mut head = vec![0u8; n];
+    let k = read_up_to(&mut r, &mut head)?;
+    head.truncate(k);
+    Ok((head.clone(), std::io::Cursor::new(head).chain(r)))
+}
+
 /// Reads until `buf` is full or the input ends; how many bytes were read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::cpio::{self, Next};
-use super::decode::{Bounds, Decoder, Format, other_magic};
+use super::decode::{Bounds, Decoder, Format, other_magic, peek};
 use super::kmod;
 use super::limits::{Budget, Limits, lift};
 
@@ -68,17 +68,16 @@ pub fn read(r: impl Read, q: &Query, limits: &Limits) -> Result<Contents> {
         enough: &|_| false,
     };
     let end = entries(&mut early, &early_q, limits, &budget, &mut c)?;
-    let mut r = early.into_inner();
     if end == Some(Next::End) {
         c.compression = "none".into();
         c.complete = true;
         return Ok(c);
     }
-    let head = r.fill_buf().map_err(lift)?;
-    let Some(format) = Format::sniff(head) else {
+    let (head, r) = peek(early.into_inner(), 8).map_err(lift)?;
+    let Some(format) = Format::sniff(&head) else {
         bail!(
             "the initramfs's main archive is compressed with {}, which guestprep does not read (zstd, xz and gzip it does)",
-            other_magic(head)
+            other_magic(&head)
         );
     };
     let kind = format.name();

@@ -231,3 +231,35 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(format!("{name}.img")), bytes).unwrap();
     }
 }
+
+/// Hands out at most 3 bytes per read, as a pipe or a buffer's end may.
+struct Trickle<'a>(&'a [u8]);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(3).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn short_reads_give_the_same_reading() {
+    let ko = tiny_module("srcversion=ABC\0");
+    let files: &[(&str, &[u8])] = &[(CONF, b"blacklist xe\n"), (KO, &samples::zstd(&ko))];
+    let q = Query {
+        want: &want,
+        enough: &|_| false,
+    };
+    let mut imgs: Vec<_> = ["zstd", "xz", "gzip", "none"]
+        .iter()
+        .map(|k| samples::real(k, files))
+        .collect();
+    imgs.push(samples::xz_bomb(1));
+    for img in imgs {
+        let whole = read(&img[..], &q, &Limits::DEFAULT).unwrap();
+        let trickled = read(Trickle(&img), &q, &Limits::DEFAULT).unwrap();
+        assert_eq!(whole, trickled);
+    }
+}

@@ -3,11 +3,11 @@
 //! compressed with xz, zstd or gzip as kernels and DKMS install them).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use anyhow::{Result, anyhow, bail};
 
-use super::decode::{Bounds, Decoder, Format};
+use super::decode::{Bounds, Decoder, Format, peek};
 use super::limits::{Budget, Exceeded, Limits, lift};
 
 /// A module file's name without its `.ko[.xz|.zst|.gz]` suffix, with `-` as `_` (how modprobe
@@ -37,11 +37,10 @@ pub struct Identity {
 /// identified by its sha256 alone.
 pub fn identity(r: impl Read, limits: &Limits, budget: &Budget) -> Result<Identity> {
     use sha2::Digest;
-    let mut r = BufReader::with_capacity(64 << 10, r);
-    let head = r.fill_buf().map_err(lift)?;
+    let (head, r) = peek(BufReader::with_capacity(64 << 10, r), 8).map_err(lift)?;
     let mut elf: Box<dyn Read + '_> = if head.starts_with(b"\x7fELF") {
         Box::new(r)
-    } else if let Some(f) = Format::sniff(head) {
+    } else if let Some(f) = Format::sniff(&head) {
         let bounds = Bounds {
             what: "a module",
             max_window: limits.module_window,
