@@ -6,9 +6,11 @@
 //! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
 //! see every effect before it happens.
 
+use std::any::Any;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::process::Command;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -34,6 +36,10 @@ pub struct System {
     /// configuration (every sysctl key reads all of sysctl.d). Cleared whenever a change runs.
     reads: RefCell<HashMap<String, Option<String>>>,
     dirs: RefCell<HashMap<String, Vec<String>>>,
+    /// What was derived from those reads and is shared by many items (the effective sysctl
+    /// settings: every key's check needs all of sysctl.d parsed), by name. Cleared with them, so
+    /// a value is never older than the reads it was made from.
+    derived: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
     /// Changes started and changes that succeeded since the engine last reset them: how far an
     /// item's apply got (a resource may also fail between two changes, as a preflight does).
     started: std::cell::Cell<usize>,
@@ -49,6 +55,7 @@ impl System {
             units: OnceCell::new(),
             reads: RefCell::default(),
             dirs: RefCell::default(),
+            derived: RefCell::default(),
             started: std::cell::Cell::new(0),
             executed: std::cell::Cell::new(0),
         }
@@ -84,10 +91,33 @@ impl System {
         (files, dirs)
     }
 
+    /// A value computed from the system's files once per pass of checks and shared by every
+    /// item that asks for it under `name` (one name, one type): `make` runs on the first call
+    /// after a change, later calls get the same value. An `Err` is not kept: the next call tries
+    /// again (and reports the same error itself).
+    pub fn derived<T: 'static>(
+        &self,
+        name: &'static str,
+        make: impl FnOnce(&System) -> Result<T>,
+    ) -> Result<Rc<T>> {
+        let hit = self.derived.borrow().get(name).cloned();
+        if let Some(v) = hit {
+            return v.downcast::<T>().map_err(|_| {
+                anyhow::anyhow!("internal: derived value `{name}` asked for as two types")
+            });
+        }
+        let v = Rc::new(make(self)?);
+        self.derived
+            .borrow_mut()
+            .insert(name, v.clone() as Rc<dyn Any>);
+        Ok(v)
+    }
+
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
         self.reads.borrow_mut().clear();
         self.dirs.borrow_mut().clear();
+        self.derived.borrow_mut().clear();
     }
 
     /// systemd, for the units resource: over D-Bus on a live root (connected on first use),
