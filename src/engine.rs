@@ -786,9 +786,10 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         failed: false,
     };
     if !opts.check_only {
+        let mut sweep = fsutil::Sweep::default();
         for r in resources {
             for p in r.managed_paths() {
-                match fsutil::clean_stale_temps(&sys.root, &p) {
+                match sweep.clean(&sys.root, &p) {
                     Ok(removed) => {
                         for f in removed {
                             tracing::warn!(file = %f.display(), "removed temp file left by an interrupted run");
