@@ -6,9 +6,11 @@
 //! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
 //! see every effect before it happens.
 
+use std::any::Any;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::process::Command;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +39,10 @@ pub struct System {
     /// Paths inspected without their text being kept (an lstat, a binary read, a timestamp):
     /// watched by the daemon all the same.
     seen: RefCell<std::collections::BTreeSet<String>>,
+    /// What was derived from those reads and is shared by many items (the effective sysctl
+    /// settings: every key's check needs all of sysctl.d parsed), by name. Cleared with them, so
+    /// a value is never older than the reads it was made from.
+    derived: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
     /// Changes started and changes that succeeded since the engine last reset them: how far an
     /// item's apply got (a resource may also fail between two changes, as a preflight does).
     started: std::cell::Cell<usize>,
@@ -53,6 +59,7 @@ impl System {
             reads: RefCell::default(),
             dirs: RefCell::default(),
             seen: RefCell::default(),
+            derived: RefCell::default(),
             started: std::cell::Cell::new(0),
             executed: std::cell::Cell::new(0),
         }
@@ -143,11 +150,34 @@ impl System {
         (files, dirs)
     }
 
+    /// A value computed from the system's files once per pass of checks and shared by every
+    /// item that asks for it under `name` (one name, one type): `make` runs on the first call
+    /// after a change, later calls get the same value. An `Err` is not kept: the next call tries
+    /// again (and reports the same error itself).
+    pub fn derived<T: 'static>(
+        &self,
+        name: &'static str,
+        make: impl FnOnce(&System) -> Result<T>,
+    ) -> Result<Rc<T>> {
+        let hit = self.derived.borrow().get(name).cloned();
+        if let Some(v) = hit {
+            return v.downcast::<T>().map_err(|_| {
+                anyhow::anyhow!("internal: derived value `{name}` asked for as two types")
+            });
+        }
+        let v = Rc::new(make(self)?);
+        self.derived
+            .borrow_mut()
+            .insert(name, v.clone() as Rc<dyn Any>);
+        Ok(v)
+    }
+
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
         self.reads.borrow_mut().clear();
         self.seen.borrow_mut().clear();
         self.dirs.borrow_mut().clear();
+        self.derived.borrow_mut().clear();
     }
 
     /// systemd, for the units resource: over D-Bus on a live root (connected on first use),
@@ -877,9 +907,10 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         failed: false,
     };
     if !opts.check_only {
+        let mut sweep = fsutil::Sweep::default();
         for r in resources {
             for p in r.managed_paths() {
-                match fsutil::clean_stale_temps(&sys.root, &p) {
+                match sweep.clean(&sys.root, &p) {
                     Ok(removed) => {
                         for f in removed {
                             tracing::warn!(file = %f.display(), "removed temp file left by an interrupted run");

@@ -10,6 +10,7 @@
 //! which the tests turn on (Cargo.toml's dev-dependency on guestprep itself) and release builds
 //! never have: a production binary cannot be made to kill itself by its environment.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -181,32 +182,73 @@ pub fn remove(root: &Root, abs: &str) -> Result<bool> {
 /// Removes temp files a crashed run left beside `abs`. Returns what it removed (as paths of the
 /// managed system).
 pub fn clean_stale_temps(root: &Root, abs: &str) -> Result<Vec<PathBuf>> {
-    let Some((dir, name)) = root.parent_of(abs, false)? else {
-        return Ok(Vec::new());
-    };
-    let prefix = format!(".{name}{TMP_MARK}");
+    Sweep::default().clean(root, abs)
+}
+
+/// [`clean_stale_temps`] for many paths: each directory is listed once, however many of the
+/// paths are in it (an apply of 10,000 files in one directory lists it once, not 10,000 times).
+/// The temps a directory held when it was listed are kept until a path takes them: a crashed
+/// run's temps are all there before this run writes, and this run's own are renamed away as they
+/// are made, so nothing a later listing would find is missed.
+#[derive(Default)]
+pub struct Sweep {
+    /// Per directory (device, inode): the names in it that are guestprep temps, not yet removed.
+    temps: HashMap<(u64, u64), Vec<String>>,
+}
+
+impl Sweep {
+    /// Removes the temps beside `abs`; returns what it removed (as paths of the managed system).
+    pub fn clean(&mut self, root: &Root, abs: &str) -> Result<Vec<PathBuf>> {
+        let Some((dir, name)) = root.parent_of(abs, false)? else {
+            return Ok(Vec::new());
+        };
+        let st = nix::sys::stat::fstat(&dir)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("inspecting the directory of {abs}"))?;
+        let key = (st.st_dev, st.st_ino);
+        let temps = match self.temps.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(temps_in(&dir, abs)?),
+        };
+        let prefix = format!(".{name}{TMP_MARK}");
+        let (mut stale, rest): (Vec<String>, Vec<String>) = std::mem::take(temps)
+            .into_iter()
+            .partition(|n| n.starts_with(&prefix));
+        *temps = rest;
+        let parent = Path::new(abs).parent().unwrap_or(Path::new("/"));
+        let mut removed = Vec::new();
+        for i in 0..stale.len() {
+            if let Err(e) = unlinkat(&dir, stale[i].as_str(), UnlinkatFlags::NoRemoveDir) {
+                let failed = stale[i].clone();
+                // Left for the next try, as a new listing would find them.
+                temps.extend(stale.drain(i..));
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("removing stale temp file {failed} beside {abs}"));
+            }
+            removed.push(parent.join(&stale[i]));
+        }
+        Ok(removed)
+    }
+}
+
+/// The names in a directory that carry guestprep's temp mark.
+fn temps_in(dir: &std::os::fd::OwnedFd, abs: &str) -> Result<Vec<String>> {
     let listing = nix::dir::Dir::from_fd(
-        nix::unistd::dup(&dir)
+        nix::unistd::dup(dir)
             .map_err(std::io::Error::from)
             .context("duplicating a directory descriptor")?,
     )
     .map_err(std::io::Error::from)
     .with_context(|| format!("listing the directory of {abs}"))?;
-    let stale: Vec<String> = listing
+    Ok(listing
         .into_iter()
         .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_bytes();
+            n.windows(TMP_MARK.len()).any(|w| w == TMP_MARK.as_bytes())
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    let parent = Path::new(abs).parent().unwrap_or(Path::new("/"));
-    let mut removed = Vec::new();
-    for n in stale {
-        unlinkat(&dir, n.as_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("removing stale temp file {n} beside {abs}"))?;
-        removed.push(parent.join(n));
-    }
-    Ok(removed)
+        .collect())
 }
 
 #[cfg(feature = "failpoints")]
@@ -334,5 +376,48 @@ mod tests {
         let removed = clean_stale_temps(&root, "/etc/x.conf").unwrap();
         assert_eq!(removed.len(), 1);
         assert!(t.path().join("etc/.other").exists());
+    }
+
+    #[test]
+    fn a_sweep_lists_each_directory_once_and_removes_what_each_path_left() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let etc = t.path().join("etc");
+        std::fs::create_dir_all(etc.join("d")).unwrap();
+        for n in [
+            ".a.conf.guestprep-tmp.1",
+            ".a.conf.guestprep-tmp.2",
+            ".b.conf.guestprep-tmp.3",
+            ".c.conf.guestprep-tmp.4",
+            ".a.conf.keep",
+            "d/.a.conf.guestprep-tmp.5",
+        ] {
+            std::fs::write(etc.join(n), "half").unwrap();
+        }
+        let mut sweep = Sweep::default();
+        let mut a = sweep.clean(&root, "/etc/a.conf").unwrap();
+        a.sort();
+        assert_eq!(
+            a,
+            [
+                PathBuf::from("/etc/.a.conf.guestprep-tmp.1"),
+                PathBuf::from("/etc/.a.conf.guestprep-tmp.2")
+            ]
+        );
+        assert_eq!(
+            sweep.clean(&root, "/etc/b.conf").unwrap(),
+            [PathBuf::from("/etc/.b.conf.guestprep-tmp.3")]
+        );
+        // Another directory is listed on its own; a path asked for twice finds nothing more.
+        assert_eq!(
+            sweep.clean(&root, "/etc/d/a.conf").unwrap(),
+            [PathBuf::from("/etc/d/.a.conf.guestprep-tmp.5")]
+        );
+        assert!(sweep.clean(&root, "/etc/a.conf").unwrap().is_empty());
+        assert!(sweep.clean(&root, "/nowhere/a.conf").unwrap().is_empty());
+        // What no path asked for stays, and so does a name without the mark.
+        assert!(etc.join(".c.conf.guestprep-tmp.4").exists());
+        assert!(etc.join(".a.conf.keep").exists());
+        assert!(!etc.join(".a.conf.guestprep-tmp.1").exists());
     }
 }

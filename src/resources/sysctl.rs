@@ -6,6 +6,7 @@
 //! live value, and setting it when it differs.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use anyhow::Result;
 use serde_json::json;
@@ -65,7 +66,12 @@ fn normalize(v: &str) -> String {
 }
 
 /// The effective configured value of every key: (value, file:line), last assignment wins.
-pub fn effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
+/// Parsed once per pass of checks and shared by every key's item ([`System::derived`]).
+pub fn effective(sys: &System) -> Result<Rc<BTreeMap<String, (String, String)>>> {
+    sys.derived("sysctl.d effective settings", parse_effective)
+}
+
+fn parse_effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
     let mut files = conffiles::dropins(sys, DIRS, ".conf")?;
     // procps reads /etc/sysctl.conf last; Debian links it in as 99-sysctl.conf.
     let conf = sys.root.resolve("/etc/sysctl.conf")?;
