@@ -247,11 +247,7 @@ impl Resource for Source {
         if !missing.is_empty() {
             problems.push(format!("not in any file apt reads: {}", missing.join("; ")));
         }
-        let keyring = self
-            .source
-            .signed_by
-            .as_ref()
-            .map(|k| (k, sys.root.exists(k)));
+        let keyring = self.source.signed_by.as_ref().map(|k| (k, sys.exists(k)));
         if let Some((k, false)) = keyring {
             problems.push(format!(
                 "{k} does not exist: apt will refuse the source's lists (install the keyring package or the key first)"

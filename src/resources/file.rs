@@ -81,7 +81,7 @@ pub fn ids(
             .next()
             .flatten()
             .map(Some)
-            .ok_or_else(|| anyhow!("{what} `{n}` is not in {db} of the {}", sys.root.describe()))
+            .ok_or_else(|| anyhow!("{what} `{n}` is not in {db} of the {}", sys.describe()))
     };
     Ok((
         look(owner, "/etc/passwd", "user")?,
@@ -160,9 +160,9 @@ impl Resource for FileResource {
     fn check(&self, sys: &System) -> Result<Observation> {
         // The last component is never followed: a symlink at a path guestprep owns is reported,
         // not written through (it could point at sshd_config, or at a vendor file).
-        let (current, mode) = match sys.root.lstat(&self.path)? {
+        let (current, mode) = match sys.lstat(&self.path)? {
             Node::Missing => (None, None),
-            Node::File { mode, .. } => (sys.root.read_owned(&self.path)?, Some(mode)),
+            Node::File { mode, .. } => (sys.read_owned(&self.path)?, Some(mode)),
             Node::Symlink(target) => {
                 let link = json!({"exists": true, "symlink": target});
                 let Some(_) = &self.content else {
@@ -249,7 +249,7 @@ impl Resource for FileResource {
         let mut chown = false;
         if names.0.is_some() || names.1.is_some() {
             expected["owner"] = json!(shown(names.0, names.1));
-            if let Node::File { uid, gid, .. } = sys.root.lstat(&self.path)? {
+            if let Node::File { uid, gid, .. } = sys.lstat(&self.path)? {
                 let mut actual = actual;
                 actual["owner"] = json!(format!("{uid}:{gid}"));
                 let drift = owner_drift(want_ids, (uid, gid), names);
@@ -288,7 +288,7 @@ impl Resource for FileResource {
 
     fn apply(&self, sys: &System, plan: &[Change]) -> Result<Vec<String>> {
         // The mode the file has now: a rollback puts it back as it was.
-        let old_mode = match sys.root.lstat(&self.path)? {
+        let old_mode = match sys.lstat(&self.path)? {
             Node::File { mode, .. } => Some(mode),
             _ => None,
         };
@@ -298,7 +298,7 @@ impl Resource for FileResource {
         let Some(argv) = &self.validate else {
             return Ok(Vec::new());
         };
-        if !sys.is_live() || !sys.root.exists(&argv[0]) {
+        if !sys.is_live() || !sys.exists(&argv[0]) {
             return Ok(Vec::new());
         }
         if let Err(e) = engine::run(argv) {
@@ -343,12 +343,12 @@ impl FileResource {
         let Some(argv) = &self.validate else {
             return Vec::new();
         };
-        if !sys.is_live() || !sys.root.exists(&argv[0]) {
+        if !sys.is_live() || !sys.exists(&argv[0]) {
             return Vec::new();
         }
         self.validate_needs
             .iter()
-            .filter(|(path, _)| matches!(sys.root.lstat(path), Ok(Node::Missing)))
+            .filter(|(path, _)| matches!(sys.lstat(path), Ok(Node::Missing)))
             .map(|(path, mode)| Change::MakeDir {
                 path: path.clone(),
                 mode: *mode,
@@ -413,7 +413,7 @@ impl Resource for DirResource {
         }
         let want = ids(sys, names.0, names.1)?;
         let data = |create: bool, mode: Option<u32>, chown: bool| json!({"create": create, "mode": mode, "chown": chown, "uid": want.0, "gid": want.1});
-        match sys.root.lstat(&self.path)? {
+        match sys.lstat(&self.path)? {
             Node::Missing => {
                 let mut obs =
                     Observation::new(Status::Drift, expected, json!({"exists": false}), "missing");

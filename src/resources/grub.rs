@@ -169,7 +169,7 @@ fn offline_verdict(
         format!(
             "{what}: {FILE} has them, but update-grub does not run on an {} without --chroot; \
              the image boots without them until it runs",
-            sys.root.describe()
+            sys.describe()
         ),
     );
     obs.remediation = Some(format!(

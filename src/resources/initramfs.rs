@@ -119,7 +119,7 @@ impl Initramfs {
                     &mut found,
                 )?;
                 if let Some(p) = found.first()
-                    && let Some(f) = sys.root.open(p)?
+                    && let Some(f) = sys.open(p)?
                 {
                     let stat = stat_key(&f)?;
                     let id = match memo.module(p, &stat) {
@@ -184,7 +184,7 @@ impl Initramfs {
         // Listing /boot: the daemon watches it, and update-initramfs replaces the image there.
         let name = img.trim_start_matches("/boot/");
         let file = match sys.list_dir("/boot")?.iter().any(|f| f == name) {
-            true => sys.root.open(&img)?,
+            true => sys.open(&img)?,
             false => None,
         };
         let Some(file) = file else {

@@ -141,7 +141,7 @@ fn loaded(sys: &System, name: &str) -> Result<bool> {
     }
     // A module built into the kernel has no /proc/modules line: /sys/module/NAME without
     // `initstate` (sysfs shows built-ins that have parameters or a version).
-    if !sys.root.list_dir(&format!("/sys/module/{c}"))?.is_empty() {
+    if !sys.list_dir(&format!("/sys/module/{c}"))?.is_empty() {
         return Ok(true);
     }
     let release = nix::sys::utsname::uname()?
