@@ -3,7 +3,7 @@
 //!
 //! The root is the VM test's (tests/testbed/rootfs.sh vm: 280-odd packages, two kernels and their
 //! initramfs images), unpacked onto a tmpfs and booted with `systemd-nspawn -b` through the
-//! integration tests' own container helper (tests/common/container.rs). The shipped policies
+//! integration tests' own container helper (tests/it/common/container.rs). The shipped policies
 //! (policies/, all of them: 06-i915-sriov.toml ships commented out, so nothing is downloaded) are
 //! applied once, live, so the image carries what they manage (update-initramfs included); then
 //! the container is powered off and booted again for each cold sample: the first command after
@@ -18,7 +18,8 @@
 //! runs, default 15; GUESTPREP_BENCH_LIVE_BOOTS cold runs, default 5, two boots each).
 
 // The integration tests' container helper, used as is: it takes BIN and repo() from its parent.
-#[path = "../tests/common/container.rs"]
+#[allow(dead_code)]
+#[path = "../tests/it/common/container.rs"]
 mod container;
 
 const BIN: &str = env!("CARGO_BIN_EXE_guestprep");
@@ -221,7 +222,7 @@ impl Drop for Tmpfs {
             }
             _ => eprintln!("could not unmount the tmpfs on {}", self.0.display()),
         }
-        // The container's console, which tests/common/container.rs writes next to the root: kept
+        // The container's console, which tests/it/common/container.rs writes next to the root: kept
         // only when the benchmark failed.
         let mut console = self.0.clone().into_os_string();
         console.push(".console");
@@ -234,7 +235,7 @@ impl Drop for Tmpfs {
 }
 
 /// The VM test's root, unpacked onto a fresh tmpfs with the release binary in /usr/local/bin, as
-/// tests/common/container.rs's `unpack` does on disk.
+/// tests/it/common/container.rs's `unpack` does on disk.
 fn unpack_tmpfs() -> (tempfile::TempDir, Tmpfs) {
     let tar = rootfs_tar("vm");
     let dir = tempfile::Builder::new()
