@@ -115,9 +115,20 @@ impl System {
 
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
+        self.forget_reads();
+        self.forget_units();
+    }
+
+    fn forget_reads(&self) {
         self.reads.borrow_mut().clear();
         self.dirs.borrow_mut().clear();
         self.derived.borrow_mut().clear();
+    }
+
+    fn forget_units(&self) {
+        if let Some(Ok(u)) = self.units.get() {
+            u.forget();
+        }
     }
 
     /// systemd, for the units resource: over D-Bus on a live root (connected on first use),
@@ -344,8 +355,12 @@ impl Change {
     pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
         sys.started.set(sys.started.get() + 1);
         let r = self.execute_inner(sys);
-        // Whatever was read before may have changed now.
-        sys.invalidate();
+        // Whatever was read before may have changed now. A unit operation went through the
+        // units backend, which keeps what it holds up to date itself.
+        sys.forget_reads();
+        if !matches!(self, Change::Unit { .. }) {
+            sys.forget_units();
+        }
         if r.is_ok() {
             sys.executed.set(sys.executed.get() + 1);
         }

@@ -7,7 +7,9 @@
 //! atomically (made under a temp name, then renamed). Starting and stopping need a running system
 //! and are refused.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -26,6 +28,86 @@ const SEARCH: &[&str] = &[
 
 pub struct OfflineUnits {
     root: Root,
+    /// The links under /etc/systemd/system, read once and kept until something changes: every
+    /// unit's state asks which links name it or point at its file, and a policy of thousands of
+    /// units would otherwise read the directory thousands of times.
+    links: RefCell<Option<Links>>,
+    /// Stale temps beside the links this backend makes: each directory listed once.
+    sweep: RefCell<crate::fsutil::Sweep>,
+}
+
+/// What is in /etc/systemd/system, one level of `.wants/`, `.requires/`, `.upholds/` deep.
+struct Links {
+    /// Those directories (their names in /etc/systemd/system), with the symlinks in each.
+    dirs: Vec<(String, HashSet<String>)>,
+    /// The symlinks directly in /etc/systemd/system, by target.
+    by_target: HashMap<PathBuf, Vec<String>>,
+}
+
+impl Links {
+    fn read(root: &Root) -> Result<Self> {
+        let mut links = Links {
+            dirs: Vec::new(),
+            by_target: HashMap::new(),
+        };
+        for entry in root.list_dir(ETC)? {
+            let abs = format!("{ETC}/{entry}");
+            match root.lstat(&abs)? {
+                Node::Dir { .. } if is_link_dir(&entry) => {
+                    let mut names = HashSet::new();
+                    for sub in root.list_dir(&abs)? {
+                        if matches!(root.lstat(&format!("{abs}/{sub}"))?, Node::Symlink(_)) {
+                            names.insert(sub);
+                        }
+                    }
+                    links.dirs.push((entry, names));
+                }
+                Node::Symlink(t) => links.by_target.entry(t).or_default().push(entry),
+                _ => {}
+            }
+        }
+        Ok(links)
+    }
+
+    /// Keeps up with a link this backend made (`target` Some) or removed at `abs`. False when
+    /// the change is not one the index can follow (a directory it does not hold): read it again.
+    fn follow(&mut self, abs: &str, target: Option<&str>) -> bool {
+        let Some(rest) = abs.strip_prefix(ETC).and_then(|r| r.strip_prefix('/')) else {
+            return true; // outside /etc/systemd/system: not in the index
+        };
+        match rest.split_once('/') {
+            None => {
+                for entries in self.by_target.values_mut() {
+                    entries.retain(|e| e != rest);
+                }
+                if let Some(t) = target {
+                    let entries = self.by_target.entry(PathBuf::from(t)).or_default();
+                    entries.push(rest.to_string());
+                }
+                true
+            }
+            Some((dir, name)) if !name.contains('/') => {
+                match self.dirs.iter_mut().find(|(d, _)| d == dir) {
+                    Some((_, names)) => {
+                        if target.is_some() {
+                            names.insert(name.to_string());
+                        } else {
+                            names.remove(name);
+                        }
+                        true
+                    }
+                    // Not a directory the index holds: one made just now (read it again), one
+                    // that is a link itself, or one whose links do not count.
+                    None => target.is_none() || !is_link_dir(dir),
+                }
+            }
+            Some(_) => true,
+        }
+    }
+}
+
+fn is_link_dir(entry: &str) -> bool {
+    entry.ends_with(".wants") || entry.ends_with(".requires") || entry.ends_with(".upholds")
 }
 
 /// The `[Install]` section of a unit file.
@@ -105,7 +187,21 @@ fn template_of(name: &str) -> Option<String> {
 
 impl OfflineUnits {
     pub fn new(root: Root) -> Self {
-        OfflineUnits { root }
+        OfflineUnits {
+            root,
+            links: RefCell::default(),
+            sweep: RefCell::default(),
+        }
+    }
+
+    /// Keeps the index of links (if read) up with a link made or removed at `abs`.
+    fn follow(&self, abs: &str, target: Option<&str>) {
+        let mut links = self.links.borrow_mut();
+        if let Some(l) = links.as_mut()
+            && !l.follow(abs, target)
+        {
+            *links = None;
+        }
     }
 
     fn is_masked_link(&self, abs: &str) -> Result<bool> {
@@ -165,10 +261,19 @@ impl OfflineUnits {
         if self.is_link_to(abs, target)? {
             return Ok(None);
         }
-        for stale in crate::fsutil::clean_stale_temps(&self.root, abs)? {
+        let stale = self.sweep.borrow_mut().clean(&self.root, abs)?;
+        if !stale.is_empty() {
+            self.forget(); // a stale temp link may be in the index
+        }
+        for stale in stale {
             tracing::warn!(file = %stale.display(), "removed temp symlink left by an interrupted run");
         }
-        if !crate::fsutil::symlink_atomic(&self.root, abs, target)? {
+        let made = crate::fsutil::symlink_atomic(&self.root, abs, target);
+        match &made {
+            Ok(_) => self.follow(abs, Some(target)),
+            Err(_) => self.forget(),
+        }
+        if !made? {
             return Ok(None);
         }
         Ok(Some(FileChange {
@@ -182,7 +287,12 @@ impl OfflineUnits {
         if !matches!(self.root.lstat(abs)?, Node::Symlink(_)) {
             return Ok(None);
         }
-        crate::fsutil::remove(&self.root, abs)?;
+        let removed = crate::fsutil::remove(&self.root, abs);
+        match &removed {
+            Ok(_) => self.follow(abs, None),
+            Err(_) => self.forget(),
+        }
+        removed?;
         Ok(Some(FileChange {
             kind: "unlink".into(),
             path: abs.to_string(),
@@ -191,33 +301,28 @@ impl OfflineUnits {
     }
 
     /// Every symlink under /etc/systemd/system (one level of `.wants/` etc. directories) named
-    /// `name`, or pointing at `target`.
+    /// `name`, or pointing at `target`, in the order of a listing of /etc/systemd/system.
     fn links_to(&self, name: &str, target: Option<&str>) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in self.root.list_dir(ETC)? {
-            let abs = format!("{ETC}/{entry}");
-            let node = self.root.lstat(&abs)?;
-            if matches!(node, Node::Dir { .. })
-                && (entry.ends_with(".wants")
-                    || entry.ends_with(".requires")
-                    || entry.ends_with(".upholds"))
-            {
-                for sub in self.root.list_dir(&abs)? {
-                    if sub == name {
-                        let p = format!("{abs}/{sub}");
-                        if matches!(self.root.lstat(&p)?, Node::Symlink(_)) {
-                            out.push(p);
-                        }
-                    }
-                }
-            } else if let Node::Symlink(t) = &node
-                && entry != name
-                && target.is_some_and(|tg| t == Path::new(tg))
-            {
-                out.push(abs);
+        if self.links.borrow().is_none() {
+            let read = Links::read(&self.root)?;
+            *self.links.borrow_mut() = Some(read);
+        }
+        let links = self.links.borrow();
+        let links = links.as_ref().expect("read above");
+        // (the entry of /etc/systemd/system it is under, path)
+        let mut out: Vec<(&str, String)> = Vec::new();
+        for (dir, names) in &links.dirs {
+            if names.contains(name) {
+                out.push((dir, format!("{ETC}/{dir}/{name}")));
             }
         }
-        Ok(out)
+        if let Some(t) = target.and_then(|t| links.by_target.get(Path::new(t))) {
+            for entry in t.iter().filter(|e| *e != name) {
+                out.push((entry, format!("{ETC}/{entry}")));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, p)| p).collect())
     }
 
     fn enable_inner(&self, name: &str, depth: usize, changes: &mut Vec<FileChange>) -> Result<()> {
@@ -276,6 +381,10 @@ impl OfflineUnits {
 }
 
 impl UnitManager for OfflineUnits {
+    fn forget(&self) {
+        self.links.borrow_mut().take();
+    }
+
     fn state(&self, name: &str) -> Result<UnitState> {
         let masked = self.is_masked_link(&format!("{ETC}/{name}"))?;
         let mut missing_links = Vec::new();
@@ -395,5 +504,111 @@ mod tests {
             Some("getty@.service")
         );
         assert_eq!(template_of("getty@.service"), None);
+    }
+
+    /// The links an older version found by listing /etc/systemd/system for each question: the
+    /// reference the kept index must agree with.
+    fn listed(root: &Root, name: &str, target: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in root.list_dir(ETC).unwrap() {
+            let abs = format!("{ETC}/{entry}");
+            match root.lstat(&abs).unwrap() {
+                Node::Dir { .. } if entry.ends_with(".wants") || entry.ends_with(".requires") => {
+                    for sub in root.list_dir(&abs).unwrap() {
+                        let p = format!("{abs}/{sub}");
+                        if sub == name && matches!(root.lstat(&p).unwrap(), Node::Symlink(_)) {
+                            out.push(p);
+                        }
+                    }
+                }
+                Node::Symlink(t) if entry != name && target.is_some_and(|g| t == Path::new(g)) => {
+                    out.push(abs)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kept_links_follow_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::create_dir_all(t.path().join("etc/systemd/system")).unwrap();
+        std::fs::write(
+            lib.join("a.service"),
+            "[Install]\nWantedBy=multi-user.target\nRequiredBy=z.target\nAlias=b.service\nAlso=c.socket\n",
+        )
+        .unwrap();
+        std::fs::write(lib.join("c.socket"), "[Install]\nWantedBy=sockets.target\n").unwrap();
+        std::fs::write(
+            lib.join("d.service"),
+            "[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let u = OfflineUnits::new(root.clone());
+        let a = "/usr/lib/systemd/system/a.service";
+        let state = |n: &str| u.state(n).unwrap().unit_file_state;
+        // The kept index, updated by each change rather than read again, answers as a fresh
+        // listing does.
+        let agree = || {
+            for (n, f) in [
+                ("a.service", a),
+                ("b.service", a),
+                ("c.socket", "/usr/lib/systemd/system/c.socket"),
+                ("d.service", "/usr/lib/systemd/system/d.service"),
+                ("d.service", "/dev/null"),
+            ] {
+                assert_eq!(
+                    u.links_to(n, Some(f)).unwrap(),
+                    listed(&root, n, Some(f)),
+                    "{n}"
+                );
+            }
+        };
+        agree();
+        assert_eq!(state("a.service"), "disabled");
+        u.enable("a.service").unwrap();
+        u.enable("d.service").unwrap();
+        agree();
+        assert_eq!(state("a.service"), "enabled");
+        assert_eq!(state("c.socket"), "enabled");
+        assert_eq!(state("d.service"), "enabled");
+        let got = u.links_to("a.service", Some(a)).unwrap();
+        assert_eq!(got, listed(&root, "a.service", Some(a)));
+        assert_eq!(
+            got,
+            [
+                "/etc/systemd/system/b.service",
+                "/etc/systemd/system/multi-user.target.wants/a.service",
+                "/etc/systemd/system/z.target.requires/a.service",
+            ]
+        );
+        u.mask("d.service").unwrap();
+        agree();
+        assert_eq!(state("d.service"), "masked");
+        u.unmask("d.service").unwrap();
+        agree();
+        assert_eq!(state("d.service"), "enabled");
+        u.disable("a.service").unwrap();
+        agree();
+        assert_eq!(state("a.service"), "disabled");
+        assert_eq!(state("c.socket"), "disabled");
+        assert!(u.links_to("a.service", Some(a)).unwrap().is_empty());
+        assert_eq!(state("d.service"), "enabled");
+        // A change made elsewhere is seen once the backend is told to forget.
+        std::fs::remove_file(
+            t.path()
+                .join("etc/systemd/system/multi-user.target.wants/d.service"),
+        )
+        .unwrap();
+        u.forget();
+        assert_eq!(state("d.service"), "disabled");
+        assert_eq!(
+            u.links_to("d.service", None).unwrap(),
+            listed(&root, "d.service", None)
+        );
     }
 }
