@@ -98,6 +98,55 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A hash of a value that ignores origins: [`same`] values hash alike, so a list's elements can
+/// be bucketed by it and compared with `same` only within a bucket.
+fn fingerprint(v: &Value, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    std::mem::discriminant(v).hash(h);
+    match v {
+        Value::String(x) | Value::Datetime(x) => x.hash(h),
+        Value::Integer(x) => x.hash(h),
+        Value::Float(x) => x.to_bits().hash(h),
+        Value::Bool(x) => x.hash(h),
+        Value::Array(x) => {
+            x.len().hash(h);
+            for n in x {
+                fingerprint(&n.value, h);
+            }
+        }
+        Value::Table(x) => {
+            x.entries.len().hash(h);
+            for (k, e) in &x.entries {
+                k.hash(h);
+                fingerprint(&e.node.value, h);
+            }
+        }
+    }
+}
+
+fn hash_of(v: &Value) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fingerprint(v, &mut h);
+    h.finish()
+}
+
+/// Appends to `base` each element of `added` that is not already there (nor added before it).
+/// Linear: elements are bucketed by [`hash_of`], and only a bucket is searched with [`same`].
+fn append_new(base: &mut Vec<Node>, added: &[Node]) {
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (i, b) in base.iter().enumerate() {
+        seen.entry(hash_of(&b.value)).or_default().push(i);
+    }
+    for n in added {
+        let bucket = seen.entry(hash_of(&n.value)).or_default();
+        if !bucket.iter().any(|&i| same(&base[i].value, &n.value)) {
+            bucket.push(base.len());
+            base.push(n.clone());
+        }
+    }
+}
+
 impl Table {
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
@@ -122,11 +171,7 @@ impl Table {
                             },
                         ..
                     }) => {
-                        for n in added {
-                            if !base.iter().any(|b| same(&b.value, &n.value)) {
-                                base.push(n.clone());
-                            }
-                        }
+                        append_new(base, added);
                         continue;
                     }
                     None => {
@@ -435,5 +480,47 @@ mod tests {
         let err = parse_fragment(Path::new("bad.toml"), "[x]\nkey = \n").unwrap_err();
         assert!(!err.is_empty());
         assert_eq!(err[0].origin.line, 2);
+    }
+
+    #[test]
+    fn add_appends_only_what_is_new_whatever_its_origin() {
+        let mut base = parse(
+            "a.toml",
+            "[x]\nl = ['a', 1, 1.5, true, 1979-05-27, [1, 2], {p = 'q', r = [1]}]\n",
+        );
+        // Equal values written elsewhere (another file, another spacing) are not added again;
+        // values that only look alike (1 and 1.0, a string and a date, [2, 1]) are; a value
+        // repeated within the addition is added once.
+        base.merge(parse(
+            "b.toml",
+            "[x]\nl_add = [ 'a' , 1.0, 1, 1.5, 'b', 'b', '1979-05-27', 1979-05-27, [2, 1], [1,2],\n  { r = [1], p = 'q' }, {p = 'q'}, false, true]\n",
+        ));
+        let Value::Table(x) = &base.get("x").unwrap().node.value else {
+            panic!()
+        };
+        let Value::Array(l) = &x.get("l").unwrap().node.value else {
+            panic!()
+        };
+        let shown: Vec<String> = l.iter().map(to_toml).collect();
+        assert_eq!(
+            shown,
+            [
+                "\"a\"",
+                "1",
+                "1.5",
+                "true",
+                "1979-05-27",
+                "[1, 2]",
+                "{ p = \"q\", r = [1] }",
+                "1.0",
+                "\"b\"",
+                "\"1979-05-27\"",
+                "[2, 1]",
+                "{ p = \"q\" }",
+                "false",
+            ]
+        );
+        assert_eq!(l[7].origin.file.to_str(), Some("b.toml"));
+        assert_eq!(l[0].origin.file.to_str(), Some("a.toml"));
     }
 }
