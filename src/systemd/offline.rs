@@ -8,7 +8,7 @@
 //! and are refused.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -38,35 +38,68 @@ pub struct OfflineUnits {
 
 /// What is in /etc/systemd/system, one level of `.wants/`, `.requires/`, `.upholds/` deep.
 struct Links {
-    /// Those directories (their names in /etc/systemd/system), with the symlinks in each.
-    dirs: Vec<(String, HashSet<String>)>,
+    /// Every entry of /etc/systemd/system, as `lstat` saw it.
+    etc: HashMap<String, Node>,
     /// The symlinks directly in /etc/systemd/system, by target.
-    by_target: HashMap<PathBuf, Vec<String>>,
+    by_target: HashMap<PathBuf, BTreeSet<String>>,
+    /// Those directories (their names in /etc/systemd/system), with the symlinks in each.
+    dirs: Vec<(String, HashMap<String, PathBuf>)>,
 }
 
 impl Links {
     fn read(root: &Root) -> Result<Self> {
         let mut links = Links {
-            dirs: Vec::new(),
+            etc: HashMap::new(),
             by_target: HashMap::new(),
+            dirs: Vec::new(),
         };
         for entry in root.list_dir(ETC)? {
             let abs = format!("{ETC}/{entry}");
-            match root.lstat(&abs)? {
+            let node = root.lstat(&abs)?;
+            match &node {
                 Node::Dir { .. } if is_link_dir(&entry) => {
-                    let mut names = HashSet::new();
+                    let mut names = HashMap::new();
                     for sub in root.list_dir(&abs)? {
-                        if matches!(root.lstat(&format!("{abs}/{sub}"))?, Node::Symlink(_)) {
-                            names.insert(sub);
+                        if let Node::Symlink(t) = root.lstat(&format!("{abs}/{sub}"))? {
+                            names.insert(sub, t);
                         }
                     }
-                    links.dirs.push((entry, names));
+                    links.dirs.push((entry.clone(), names));
                 }
-                Node::Symlink(t) => links.by_target.entry(t).or_default().push(entry),
+                Node::Symlink(t) => {
+                    let names = links.by_target.entry(t.clone()).or_default();
+                    names.insert(entry.clone());
+                }
                 _ => {}
             }
+            links.etc.insert(entry, node);
         }
         Ok(links)
+    }
+
+    /// What is at `abs` when it is an entry of /etc/systemd/system (`Missing` included); `None`
+    /// for any other path.
+    fn node(&self, abs: &str) -> Option<Node> {
+        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
+        (!rest.contains('/')).then(|| self.etc.get(rest).cloned().unwrap_or(Node::Missing))
+    }
+
+    /// The target of the symlink at `abs` (inner `None` when it is not one) when the index holds
+    /// the directory `abs` is in; `None` when it does not.
+    fn link(&self, abs: &str) -> Option<Option<PathBuf>> {
+        if let Some(node) = self.node(abs) {
+            return Some(match node {
+                Node::Symlink(t) => Some(t),
+                _ => None,
+            });
+        }
+        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
+        let (dir, name) = rest.split_once('/')?;
+        if name.contains('/') {
+            return None;
+        }
+        let (_, names) = self.dirs.iter().find(|(d, _)| d == dir)?;
+        Some(names.get(name).cloned())
     }
 
     /// Keeps up with a link this backend made (`target` Some) or removed at `abs`. False when
@@ -77,23 +110,26 @@ impl Links {
         };
         match rest.split_once('/') {
             None => {
-                for entries in self.by_target.values_mut() {
-                    entries.retain(|e| e != rest);
+                if let Some(Node::Symlink(old)) = self.etc.remove(rest)
+                    && let Some(names) = self.by_target.get_mut(&old)
+                {
+                    names.remove(rest);
                 }
                 if let Some(t) = target {
-                    let entries = self.by_target.entry(PathBuf::from(t)).or_default();
-                    entries.push(rest.to_string());
+                    let names = self.by_target.entry(PathBuf::from(t)).or_default();
+                    names.insert(rest.to_string());
+                    self.etc
+                        .insert(rest.to_string(), Node::Symlink(PathBuf::from(t)));
                 }
                 true
             }
             Some((dir, name)) if !name.contains('/') => {
                 match self.dirs.iter_mut().find(|(d, _)| d == dir) {
                     Some((_, names)) => {
-                        if target.is_some() {
-                            names.insert(name.to_string());
-                        } else {
-                            names.remove(name);
-                        }
+                        match target {
+                            Some(t) => names.insert(name.to_string(), PathBuf::from(t)),
+                            None => names.remove(name),
+                        };
                         true
                     }
                     // Not a directory the index holds: one made just now (read it again), one
@@ -206,16 +242,12 @@ impl OfflineUnits {
 
     fn is_masked_link(&self, abs: &str) -> Result<bool> {
         Ok(self
-            .root
             .read_link(abs)?
             .is_some_and(|t| t == Path::new("/dev/null")))
     }
 
     fn is_link_to(&self, abs: &str, target: &str) -> Result<bool> {
-        Ok(self
-            .root
-            .read_link(abs)?
-            .is_some_and(|t| t == Path::new(target)))
+        Ok(self.read_link(abs)?.is_some_and(|t| t == Path::new(target)))
     }
 
     /// Where systemd would find the unit file (the template for an instance), following an
@@ -232,10 +264,15 @@ impl OfflineUnits {
                     continue;
                 }
                 let abs = format!("{dir}/{n}");
-                if self.root.lstat(&abs)? == Node::Missing || self.is_masked_link(&abs)? {
-                    continue;
-                }
-                match self.root.stat(&abs)? {
+                let node = match self.lstat(&abs)? {
+                    Node::Missing => continue,
+                    Node::Symlink(t) if t == Path::new("/dev/null") => continue,
+                    // Followed where it leads, inside the root.
+                    Node::Symlink(_) => self.root.stat(&abs)?,
+                    // Not a link: what stat would say.
+                    other => other,
+                };
+                match node {
                     Node::File { .. } => return Ok(Some(abs)),
                     // systemd refuses a unit file that is not regular (stat_verify_regular): say
                     // what is there rather than "not found".
@@ -303,26 +340,48 @@ impl OfflineUnits {
     /// Every symlink under /etc/systemd/system (one level of `.wants/` etc. directories) named
     /// `name`, or pointing at `target`, in the order of a listing of /etc/systemd/system.
     fn links_to(&self, name: &str, target: Option<&str>) -> Result<Vec<String>> {
+        self.with_links(|links| {
+            // (the entry of /etc/systemd/system it is under, path)
+            let mut out: Vec<(&str, String)> = Vec::new();
+            for (dir, names) in &links.dirs {
+                if names.contains_key(name) {
+                    out.push((dir, format!("{ETC}/{dir}/{name}")));
+                }
+            }
+            if let Some(t) = target.and_then(|t| links.by_target.get(Path::new(t))) {
+                for entry in t.iter().filter(|e| *e != name) {
+                    out.push((entry, format!("{ETC}/{entry}")));
+                }
+            }
+            out.sort();
+            out.into_iter().map(|(_, p)| p).collect()
+        })
+    }
+
+    /// `f` of the index of links, read first if it is not kept.
+    fn with_links<R>(&self, f: impl FnOnce(&Links) -> R) -> Result<R> {
         if self.links.borrow().is_none() {
             let read = Links::read(&self.root)?;
             *self.links.borrow_mut() = Some(read);
         }
         let links = self.links.borrow();
-        let links = links.as_ref().expect("read above");
-        // (the entry of /etc/systemd/system it is under, path)
-        let mut out: Vec<(&str, String)> = Vec::new();
-        for (dir, names) in &links.dirs {
-            if names.contains(name) {
-                out.push((dir, format!("{ETC}/{dir}/{name}")));
-            }
+        Ok(f(links.as_ref().expect("read above")))
+    }
+
+    /// `lstat` of `abs`, from the index for an entry of /etc/systemd/system.
+    fn lstat(&self, abs: &str) -> Result<Node> {
+        match self.with_links(|l| l.node(abs))? {
+            Some(node) => Ok(node),
+            None => self.root.lstat(abs),
         }
-        if let Some(t) = target.and_then(|t| links.by_target.get(Path::new(t))) {
-            for entry in t.iter().filter(|e| *e != name) {
-                out.push((entry, format!("{ETC}/{entry}")));
-            }
+    }
+
+    /// The target of the symlink at `abs`, from the index under /etc/systemd/system.
+    fn read_link(&self, abs: &str) -> Result<Option<PathBuf>> {
+        match self.with_links(|l| l.link(abs))? {
+            Some(link) => Ok(link),
+            None => self.root.read_link(abs),
         }
-        out.sort();
-        Ok(out.into_iter().map(|(_, p)| p).collect())
     }
 
     fn enable_inner(&self, name: &str, depth: usize, changes: &mut Vec<FileChange>) -> Result<()> {
@@ -396,7 +455,7 @@ impl UnitManager for OfflineUnits {
                 Some(path) => {
                     let inst = self.install_of(&path)?;
                     if path.starts_with(ETC)
-                        && matches!(self.root.lstat(&path)?, Node::Symlink(_))
+                        && matches!(self.lstat(&path)?, Node::Symlink(_))
                         && !path.ends_with(&format!("/{name}"))
                     {
                         "alias".to_string()
