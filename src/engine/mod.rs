@@ -221,8 +221,12 @@ impl Change {
     pub fn execute(&self, sys: &System) -> Result<Vec<String>> {
         sys.started.set(sys.started.get() + 1);
         let r = self.execute_inner(sys);
-        // Whatever was read before may have changed now.
-        sys.invalidate();
+        // Whatever was read before may have changed now. A unit operation went through the
+        // units backend, which keeps what it holds up to date itself.
+        sys.forget_reads();
+        if !matches!(self, Change::Unit { .. }) {
+            sys.forget_units();
+        }
         if r.is_ok() {
             sys.executed.set(sys.executed.get() + 1);
         }

@@ -166,10 +166,24 @@ impl System {
 
     /// Forgets what was read: the system may have changed.
     pub fn invalidate(&self) {
+        self.forget_reads();
+        self.forget_units();
+    }
+
+    /// Forgets the files, listings and what was derived from them (the units backend keeps its
+    /// own view, which its changes keep up to date).
+    pub(super) fn forget_reads(&self) {
         self.reads.borrow_mut().clear();
         self.seen.borrow_mut().clear();
         self.dirs.borrow_mut().clear();
         self.derived.borrow_mut().clear();
+    }
+
+    /// Forgets what the units backend read (a change outside it may have touched its files).
+    pub(super) fn forget_units(&self) {
+        if let Some(Ok(u)) = self.units.get() {
+            u.forget();
+        }
     }
 
     /// systemd, for the units resource: over D-Bus on a live root (connected on first use),

@@ -82,6 +82,8 @@ impl V {
             return Vec::new();
         };
         let mut out: Vec<ManagedFile> = Vec::new();
+        // The paths in `out`, to find one managed twice without a scan of `out` per entry.
+        let mut paths: std::collections::HashSet<String> = Default::default();
         for (i, n) in items.iter().enumerate() {
             let p = format!("files[{i}]");
             let Node {
@@ -215,7 +217,7 @@ impl V {
                 Some(String::new())
             };
             if let (Some(path), Some(content)) = (path, content) {
-                if out.iter().any(|f| f.path == path) {
+                if !paths.insert(path.clone()) {
                     self.err(
                         origin,
                         &format!("{p}.path"),

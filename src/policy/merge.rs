@@ -351,13 +351,7 @@ impl Table {
                         };
                         match keyed(&p) {
                             Some(keys) => merge_keyed(base, added, keys, &p, notes),
-                            None => {
-                                for n in added {
-                                    if !base.iter().any(|b| same(&b.value, &n.value)) {
-                                        base.push(n);
-                                    }
-                                }
-                            }
+                            None => append_new(base, &added),
                         }
                         continue;
                     }
@@ -394,3 +388,52 @@ impl Table {
 
 #[cfg(test)]
 mod tests;
+
+/// A hash of a value that ignores origins: [`same`] values hash alike, so a list's elements can
+/// be bucketed by it and compared with `same` only within a bucket.
+fn fingerprint(v: &Value, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    std::mem::discriminant(v).hash(h);
+    match v {
+        Value::String(x) | Value::Datetime(x) => x.hash(h),
+        Value::Integer(x) => x.hash(h),
+        Value::Float(x) => x.to_bits().hash(h),
+        Value::Bool(x) => x.hash(h),
+        Value::Array(x) => {
+            x.len().hash(h);
+            for n in x {
+                fingerprint(&n.value, h);
+            }
+        }
+        Value::Table(x) => {
+            x.entries.len().hash(h);
+            for (k, e) in &x.entries {
+                k.hash(h);
+                fingerprint(&e.node.value, h);
+            }
+        }
+    }
+}
+
+fn hash_of(v: &Value) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fingerprint(v, &mut h);
+    h.finish()
+}
+
+/// Appends to `base` each element of `added` that is not already there (nor added before it).
+/// Linear: elements are bucketed by [`hash_of`], and only a bucket is searched with [`same`].
+fn append_new(base: &mut Vec<Node>, added: &[Node]) {
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (i, b) in base.iter().enumerate() {
+        seen.entry(hash_of(&b.value)).or_default().push(i);
+    }
+    for n in added {
+        let bucket = seen.entry(hash_of(&n.value)).or_default();
+        if !bucket.iter().any(|&i| same(&base[i].value, &n.value)) {
+            bucket.push(base.len());
+            base.push(n.clone());
+        }
+    }
+}

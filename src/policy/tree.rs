@@ -354,4 +354,46 @@ mod tests {
         assert!(!err.is_empty());
         assert_eq!(err[0].origin.line, 2);
     }
+
+    #[test]
+    fn add_appends_only_what_is_new_whatever_its_origin() {
+        let mut base = parse(
+            "a.toml",
+            "[x]\nl = ['a', 1, 1.5, true, 1979-05-27, [1, 2], {p = 'q', r = [1]}]\n",
+        );
+        // Equal values written elsewhere (another file, another spacing) are not added again;
+        // values that only look alike (1 and 1.0, a string and a date, [2, 1]) are; a value
+        // repeated within the addition is added once.
+        base.merge(parse(
+            "b.toml",
+            "[x]\nl_add = [ 'a' , 1.0, 1, 1.5, 'b', 'b', '1979-05-27', 1979-05-27, [2, 1], [1,2],\n  { r = [1], p = 'q' }, {p = 'q'}, false, true]\n",
+        ));
+        let Value::Table(x) = &base.get("x").unwrap().node.value else {
+            panic!()
+        };
+        let Value::Array(l) = &x.get("l").unwrap().node.value else {
+            panic!()
+        };
+        let shown: Vec<String> = l.iter().map(to_toml).collect();
+        assert_eq!(
+            shown,
+            [
+                "\"a\"",
+                "1",
+                "1.5",
+                "true",
+                "1979-05-27",
+                "[1, 2]",
+                "{ p = \"q\", r = [1] }",
+                "1.0",
+                "\"b\"",
+                "\"1979-05-27\"",
+                "[2, 1]",
+                "{ p = \"q\" }",
+                "false",
+            ]
+        );
+        assert_eq!(l[7].origin.file.to_str(), Some("b.toml"));
+        assert_eq!(l[0].origin.file.to_str(), Some("a.toml"));
+    }
 }

@@ -95,9 +95,14 @@ impl V {
             ("enable", &u.enable),
             ("disable", &u.disable),
         ];
+        let sets: Vec<std::collections::HashSet<&String>> =
+            lists.iter().map(|(_, l)| l.iter().collect()).collect();
         for (li, (list, names)) in lists.iter().enumerate() {
             for (i, n) in names.iter().enumerate() {
-                let Some((first, _)) = lists[..li].iter().find(|(_, earlier)| earlier.contains(n))
+                let Some(((first, _), _)) = lists[..li]
+                    .iter()
+                    .zip(&sets)
+                    .find(|(_, earlier)| earlier.contains(n))
                 else {
                     continue;
                 };
@@ -131,10 +136,10 @@ impl V {
             return Now::All(false);
         }
         let names = self.list(t, "units", "now", crate::systemd::check_unit_name);
+        let acted: std::collections::HashSet<&String> =
+            u.mask.iter().chain(&u.enable).chain(&u.disable).collect();
         for (i, n) in names.iter().enumerate() {
-            let acted_on = [&u.mask, &u.enable, &u.disable]
-                .iter()
-                .any(|l| l.contains(n));
+            let acted_on = acted.contains(n);
             if !acted_on {
                 let origin = element_origin(e, n);
                 self.err(

@@ -53,10 +53,15 @@ pub struct Feed {
 /// feeding it said `restart = false`.
 pub fn resources(feeds: &[Feed]) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Follow> = Vec::new();
+    // Each unit's place in `out`, and the files it already follows: looked up, not scanned, for
+    // each feed (10,000 `[[files]]` restarting one unit are 10,000 feeds of it).
+    let mut at: std::collections::HashMap<&str, usize> = Default::default();
+    let mut files: Vec<std::collections::HashSet<&str>> = Vec::new();
     for f in feeds {
-        match out.iter_mut().find(|o| o.unit == f.unit) {
-            Some(o) => {
-                if !o.files.contains(&f.path) {
+        match at.get(f.unit.as_str()) {
+            Some(&i) => {
+                let o = &mut out[i];
+                if files[i].insert(&f.path) {
                     o.files.push(f.path.clone());
                 }
                 if f.action == Action::Restart {
@@ -67,13 +72,17 @@ pub fn resources(feeds: &[Feed]) -> Vec<Box<dyn Resource>> {
                     o.held_by = Some(f.section.clone());
                 }
             }
-            None => out.push(Follow {
-                unit: f.unit.clone(),
-                action: f.action,
-                files: vec![f.path.clone()],
-                allowed: f.allowed,
-                held_by: (!f.allowed).then(|| f.section.clone()),
-            }),
+            None => {
+                at.insert(&f.unit, out.len());
+                files.push([f.path.as_str()].into());
+                out.push(Follow {
+                    unit: f.unit.clone(),
+                    action: f.action,
+                    files: vec![f.path.clone()],
+                    allowed: f.allowed,
+                    held_by: (!f.allowed).then(|| f.section.clone()),
+                });
+            }
         }
     }
     out.into_iter()

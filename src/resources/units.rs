@@ -40,26 +40,27 @@ impl Want {
 /// the unit items, so a unit started with `now` starts with its drop-ins.
 pub fn dropin_resources(u: &Units) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    // Units in the order their first drop-in comes, each with its drop-ins' paths in order.
     let mut units: Vec<&str> = Vec::new();
+    let mut paths: std::collections::HashMap<&str, Vec<String>> = Default::default();
     for d in &u.dropins {
         out.push(Box::new(FileResource::new(
             "units",
             &d.path(),
             d.content.clone(),
         )));
-        if !units.contains(&d.unit.as_str()) {
-            units.push(&d.unit);
-        }
+        paths
+            .entry(d.unit.as_str())
+            .or_insert_with(|| {
+                units.push(&d.unit);
+                Vec::new()
+            })
+            .push(d.path());
     }
     for unit in units {
         out.push(Box::new(DropinsLoaded {
             unit: unit.to_string(),
-            paths: u
-                .dropins
-                .iter()
-                .filter(|d| d.unit == unit)
-                .map(|d| d.path())
-                .collect(),
+            paths: paths.remove(unit).unwrap_or_default(),
         }));
     }
     out
@@ -138,6 +139,11 @@ impl Resource for DropinsLoaded {
 
 pub fn resources(u: &Units) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    // `now = [list]`: looked up in a set, not the list, for each unit.
+    let now: Option<std::collections::HashSet<&str>> = match &u.now {
+        crate::policy::Now::Units(l) => Some(l.iter().map(String::as_str).collect()),
+        crate::policy::Now::All(_) => None,
+    };
     for (names, want) in [
         (&u.mask, Want::Masked),
         (&u.unmask, Want::Unmasked),
@@ -148,7 +154,9 @@ pub fn resources(u: &Units) -> Vec<Box<dyn Resource>> {
             out.push(Box::new(UnitItem {
                 name: n.clone(),
                 want,
-                now: u.now.applies_to(n),
+                now: now
+                    .as_ref()
+                    .map_or_else(|| u.now.applies_to(n), |s| s.contains(n.as_str())),
             }));
         }
     }

@@ -144,6 +144,8 @@ pub trait UnitManager {
     /// systemd's `SystemState` (`starting`, `running`, `degraded`…) and its queued jobs
     /// (`unit (start)`): whether the machine has settled after boot. Live only.
     fn settle(&self) -> Result<(String, Vec<String>)>;
+    /// Drops what the backend read of the system and kept: something may have changed it.
+    fn forget(&self) {}
 }
 
 /// Checks a unit name like systemd's `unit_name_is_valid`: `prefix[@instance].suffix`.

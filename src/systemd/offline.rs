@@ -7,7 +7,9 @@
 //! atomically (made under a temp name, then renamed). Starting and stopping need a running system
 //! and are refused.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -26,6 +28,122 @@ const SEARCH: &[&str] = &[
 
 pub struct OfflineUnits {
     root: Root,
+    /// The links under /etc/systemd/system, read once and kept until something changes: every
+    /// unit's state asks which links name it or point at its file, and a policy of thousands of
+    /// units would otherwise read the directory thousands of times.
+    links: RefCell<Option<Links>>,
+    /// Stale temps beside the links this backend makes: each directory listed once.
+    sweep: RefCell<crate::fsutil::Sweep>,
+}
+
+/// What is in /etc/systemd/system, one level of `.wants/`, `.requires/`, `.upholds/` deep.
+struct Links {
+    /// Every entry of /etc/systemd/system, as `lstat` saw it.
+    etc: HashMap<String, Node>,
+    /// The symlinks directly in /etc/systemd/system, by target.
+    by_target: HashMap<PathBuf, BTreeSet<String>>,
+    /// Those directories (their names in /etc/systemd/system), with the symlinks in each.
+    dirs: Vec<(String, HashMap<String, PathBuf>)>,
+}
+
+impl Links {
+    fn read(root: &Root) -> Result<Self> {
+        let mut links = Links {
+            etc: HashMap::new(),
+            by_target: HashMap::new(),
+            dirs: Vec::new(),
+        };
+        for entry in root.list_dir(ETC)? {
+            let abs = format!("{ETC}/{entry}");
+            let node = root.lstat(&abs)?;
+            match &node {
+                Node::Dir { .. } if is_link_dir(&entry) => {
+                    let mut names = HashMap::new();
+                    for sub in root.list_dir(&abs)? {
+                        if let Node::Symlink(t) = root.lstat(&format!("{abs}/{sub}"))? {
+                            names.insert(sub, t);
+                        }
+                    }
+                    links.dirs.push((entry.clone(), names));
+                }
+                Node::Symlink(t) => {
+                    let names = links.by_target.entry(t.clone()).or_default();
+                    names.insert(entry.clone());
+                }
+                _ => {}
+            }
+            links.etc.insert(entry, node);
+        }
+        Ok(links)
+    }
+
+    /// What is at `abs` when it is an entry of /etc/systemd/system (`Missing` included); `None`
+    /// for any other path.
+    fn node(&self, abs: &str) -> Option<Node> {
+        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
+        (!rest.contains('/')).then(|| self.etc.get(rest).cloned().unwrap_or(Node::Missing))
+    }
+
+    /// The target of the symlink at `abs` (inner `None` when it is not one) when the index holds
+    /// the directory `abs` is in; `None` when it does not.
+    fn link(&self, abs: &str) -> Option<Option<PathBuf>> {
+        if let Some(node) = self.node(abs) {
+            return Some(match node {
+                Node::Symlink(t) => Some(t),
+                _ => None,
+            });
+        }
+        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
+        let (dir, name) = rest.split_once('/')?;
+        if name.contains('/') {
+            return None;
+        }
+        let (_, names) = self.dirs.iter().find(|(d, _)| d == dir)?;
+        Some(names.get(name).cloned())
+    }
+
+    /// Keeps up with a link this backend made (`target` Some) or removed at `abs`. False when
+    /// the change is not one the index can follow (a directory it does not hold): read it again.
+    fn follow(&mut self, abs: &str, target: Option<&str>) -> bool {
+        let Some(rest) = abs.strip_prefix(ETC).and_then(|r| r.strip_prefix('/')) else {
+            return true; // outside /etc/systemd/system: not in the index
+        };
+        match rest.split_once('/') {
+            None => {
+                if let Some(Node::Symlink(old)) = self.etc.remove(rest)
+                    && let Some(names) = self.by_target.get_mut(&old)
+                {
+                    names.remove(rest);
+                }
+                if let Some(t) = target {
+                    let names = self.by_target.entry(PathBuf::from(t)).or_default();
+                    names.insert(rest.to_string());
+                    self.etc
+                        .insert(rest.to_string(), Node::Symlink(PathBuf::from(t)));
+                }
+                true
+            }
+            Some((dir, name)) if !name.contains('/') => {
+                match self.dirs.iter_mut().find(|(d, _)| d == dir) {
+                    Some((_, names)) => {
+                        match target {
+                            Some(t) => names.insert(name.to_string(), PathBuf::from(t)),
+                            None => names.remove(name),
+                        };
+                        true
+                    }
+                    // Not a directory the index holds: one made just now (read it again), one
+                    // that is a link itself, or one whose links do not count.
+                    None => target.is_none() || !is_link_dir(dir),
+                }
+            }
+            Some(_) => true,
+        }
+    }
+}
+
+fn is_link_dir(entry: &str) -> bool {
+    entry.ends_with(".wants") || entry.ends_with(".requires") || entry.ends_with(".upholds")
 }
 
 /// The `[Install]` section of a unit file.
@@ -105,21 +223,31 @@ fn template_of(name: &str) -> Option<String> {
 
 impl OfflineUnits {
     pub fn new(root: Root) -> Self {
-        OfflineUnits { root }
+        OfflineUnits {
+            root,
+            links: RefCell::default(),
+            sweep: RefCell::default(),
+        }
+    }
+
+    /// Keeps the index of links (if read) up with a link made or removed at `abs`.
+    fn follow(&self, abs: &str, target: Option<&str>) {
+        let mut links = self.links.borrow_mut();
+        if let Some(l) = links.as_mut()
+            && !l.follow(abs, target)
+        {
+            *links = None;
+        }
     }
 
     fn is_masked_link(&self, abs: &str) -> Result<bool> {
         Ok(self
-            .root
             .read_link(abs)?
             .is_some_and(|t| t == Path::new("/dev/null")))
     }
 
     fn is_link_to(&self, abs: &str, target: &str) -> Result<bool> {
-        Ok(self
-            .root
-            .read_link(abs)?
-            .is_some_and(|t| t == Path::new(target)))
+        Ok(self.read_link(abs)?.is_some_and(|t| t == Path::new(target)))
     }
 
     /// Where systemd would find the unit file (the template for an instance), following an
@@ -136,10 +264,15 @@ impl OfflineUnits {
                     continue;
                 }
                 let abs = format!("{dir}/{n}");
-                if self.root.lstat(&abs)? == Node::Missing || self.is_masked_link(&abs)? {
-                    continue;
-                }
-                match self.root.stat(&abs)? {
+                let node = match self.lstat(&abs)? {
+                    Node::Missing => continue,
+                    Node::Symlink(t) if t == Path::new("/dev/null") => continue,
+                    // Followed where it leads, inside the root.
+                    Node::Symlink(_) => self.root.stat(&abs)?,
+                    // Not a link: what stat would say.
+                    other => other,
+                };
+                match node {
                     Node::File { .. } => return Ok(Some(abs)),
                     // systemd refuses a unit file that is not regular (stat_verify_regular): say
                     // what is there rather than "not found".
@@ -165,10 +298,19 @@ impl OfflineUnits {
         if self.is_link_to(abs, target)? {
             return Ok(None);
         }
-        for stale in crate::fsutil::clean_stale_temps(&self.root, abs)? {
+        let stale = self.sweep.borrow_mut().clean(&self.root, abs)?;
+        if !stale.is_empty() {
+            self.forget(); // a stale temp link may be in the index
+        }
+        for stale in stale {
             tracing::warn!(file = %stale.display(), "removed temp symlink left by an interrupted run");
         }
-        if !crate::fsutil::symlink_atomic(&self.root, abs, target)? {
+        let made = crate::fsutil::symlink_atomic(&self.root, abs, target);
+        match &made {
+            Ok(_) => self.follow(abs, Some(target)),
+            Err(_) => self.forget(),
+        }
+        if !made? {
             return Ok(None);
         }
         Ok(Some(FileChange {
@@ -182,7 +324,12 @@ impl OfflineUnits {
         if !matches!(self.root.lstat(abs)?, Node::Symlink(_)) {
             return Ok(None);
         }
-        crate::fsutil::remove(&self.root, abs)?;
+        let removed = crate::fsutil::remove(&self.root, abs);
+        match &removed {
+            Ok(_) => self.follow(abs, None),
+            Err(_) => self.forget(),
+        }
+        removed?;
         Ok(Some(FileChange {
             kind: "unlink".into(),
             path: abs.to_string(),
@@ -191,33 +338,50 @@ impl OfflineUnits {
     }
 
     /// Every symlink under /etc/systemd/system (one level of `.wants/` etc. directories) named
-    /// `name`, or pointing at `target`.
+    /// `name`, or pointing at `target`, in the order of a listing of /etc/systemd/system.
     fn links_to(&self, name: &str, target: Option<&str>) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in self.root.list_dir(ETC)? {
-            let abs = format!("{ETC}/{entry}");
-            let node = self.root.lstat(&abs)?;
-            if matches!(node, Node::Dir { .. })
-                && (entry.ends_with(".wants")
-                    || entry.ends_with(".requires")
-                    || entry.ends_with(".upholds"))
-            {
-                for sub in self.root.list_dir(&abs)? {
-                    if sub == name {
-                        let p = format!("{abs}/{sub}");
-                        if matches!(self.root.lstat(&p)?, Node::Symlink(_)) {
-                            out.push(p);
-                        }
-                    }
+        self.with_links(|links| {
+            // (the entry of /etc/systemd/system it is under, path)
+            let mut out: Vec<(&str, String)> = Vec::new();
+            for (dir, names) in &links.dirs {
+                if names.contains_key(name) {
+                    out.push((dir, format!("{ETC}/{dir}/{name}")));
                 }
-            } else if let Node::Symlink(t) = &node
-                && entry != name
-                && target.is_some_and(|tg| t == Path::new(tg))
-            {
-                out.push(abs);
             }
+            if let Some(t) = target.and_then(|t| links.by_target.get(Path::new(t))) {
+                for entry in t.iter().filter(|e| *e != name) {
+                    out.push((entry, format!("{ETC}/{entry}")));
+                }
+            }
+            out.sort();
+            out.into_iter().map(|(_, p)| p).collect()
+        })
+    }
+
+    /// `f` of the index of links, read first if it is not kept.
+    fn with_links<R>(&self, f: impl FnOnce(&Links) -> R) -> Result<R> {
+        if self.links.borrow().is_none() {
+            let read = Links::read(&self.root)?;
+            *self.links.borrow_mut() = Some(read);
         }
-        Ok(out)
+        let links = self.links.borrow();
+        Ok(f(links.as_ref().expect("read above")))
+    }
+
+    /// `lstat` of `abs`, from the index for an entry of /etc/systemd/system.
+    fn lstat(&self, abs: &str) -> Result<Node> {
+        match self.with_links(|l| l.node(abs))? {
+            Some(node) => Ok(node),
+            None => self.root.lstat(abs),
+        }
+    }
+
+    /// The target of the symlink at `abs`, from the index under /etc/systemd/system.
+    fn read_link(&self, abs: &str) -> Result<Option<PathBuf>> {
+        match self.with_links(|l| l.link(abs))? {
+            Some(link) => Ok(link),
+            None => self.root.read_link(abs),
+        }
     }
 
     fn enable_inner(&self, name: &str, depth: usize, changes: &mut Vec<FileChange>) -> Result<()> {
@@ -276,6 +440,10 @@ impl OfflineUnits {
 }
 
 impl UnitManager for OfflineUnits {
+    fn forget(&self) {
+        self.links.borrow_mut().take();
+    }
+
     fn state(&self, name: &str) -> Result<UnitState> {
         let masked = self.is_masked_link(&format!("{ETC}/{name}"))?;
         let mut missing_links = Vec::new();
@@ -287,7 +455,7 @@ impl UnitManager for OfflineUnits {
                 Some(path) => {
                     let inst = self.install_of(&path)?;
                     if path.starts_with(ETC)
-                        && matches!(self.root.lstat(&path)?, Node::Symlink(_))
+                        && matches!(self.lstat(&path)?, Node::Symlink(_))
                         && !path.ends_with(&format!("/{name}"))
                     {
                         "alias".to_string()
@@ -395,5 +563,111 @@ mod tests {
             Some("getty@.service")
         );
         assert_eq!(template_of("getty@.service"), None);
+    }
+
+    /// The links an older version found by listing /etc/systemd/system for each question: the
+    /// reference the kept index must agree with.
+    fn listed(root: &Root, name: &str, target: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in root.list_dir(ETC).unwrap() {
+            let abs = format!("{ETC}/{entry}");
+            match root.lstat(&abs).unwrap() {
+                Node::Dir { .. } if entry.ends_with(".wants") || entry.ends_with(".requires") => {
+                    for sub in root.list_dir(&abs).unwrap() {
+                        let p = format!("{abs}/{sub}");
+                        if sub == name && matches!(root.lstat(&p).unwrap(), Node::Symlink(_)) {
+                            out.push(p);
+                        }
+                    }
+                }
+                Node::Symlink(t) if entry != name && target.is_some_and(|g| t == Path::new(g)) => {
+                    out.push(abs)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kept_links_follow_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::create_dir_all(t.path().join("etc/systemd/system")).unwrap();
+        std::fs::write(
+            lib.join("a.service"),
+            "[Install]\nWantedBy=multi-user.target\nRequiredBy=z.target\nAlias=b.service\nAlso=c.socket\n",
+        )
+        .unwrap();
+        std::fs::write(lib.join("c.socket"), "[Install]\nWantedBy=sockets.target\n").unwrap();
+        std::fs::write(
+            lib.join("d.service"),
+            "[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let u = OfflineUnits::new(root.clone());
+        let a = "/usr/lib/systemd/system/a.service";
+        let state = |n: &str| u.state(n).unwrap().unit_file_state;
+        // The kept index, updated by each change rather than read again, answers as a fresh
+        // listing does.
+        let agree = || {
+            for (n, f) in [
+                ("a.service", a),
+                ("b.service", a),
+                ("c.socket", "/usr/lib/systemd/system/c.socket"),
+                ("d.service", "/usr/lib/systemd/system/d.service"),
+                ("d.service", "/dev/null"),
+            ] {
+                assert_eq!(
+                    u.links_to(n, Some(f)).unwrap(),
+                    listed(&root, n, Some(f)),
+                    "{n}"
+                );
+            }
+        };
+        agree();
+        assert_eq!(state("a.service"), "disabled");
+        u.enable("a.service").unwrap();
+        u.enable("d.service").unwrap();
+        agree();
+        assert_eq!(state("a.service"), "enabled");
+        assert_eq!(state("c.socket"), "enabled");
+        assert_eq!(state("d.service"), "enabled");
+        let got = u.links_to("a.service", Some(a)).unwrap();
+        assert_eq!(got, listed(&root, "a.service", Some(a)));
+        assert_eq!(
+            got,
+            [
+                "/etc/systemd/system/b.service",
+                "/etc/systemd/system/multi-user.target.wants/a.service",
+                "/etc/systemd/system/z.target.requires/a.service",
+            ]
+        );
+        u.mask("d.service").unwrap();
+        agree();
+        assert_eq!(state("d.service"), "masked");
+        u.unmask("d.service").unwrap();
+        agree();
+        assert_eq!(state("d.service"), "enabled");
+        u.disable("a.service").unwrap();
+        agree();
+        assert_eq!(state("a.service"), "disabled");
+        assert_eq!(state("c.socket"), "disabled");
+        assert!(u.links_to("a.service", Some(a)).unwrap().is_empty());
+        assert_eq!(state("d.service"), "enabled");
+        // A change made elsewhere is seen once the backend is told to forget.
+        std::fs::remove_file(
+            t.path()
+                .join("etc/systemd/system/multi-user.target.wants/d.service"),
+        )
+        .unwrap();
+        u.forget();
+        assert_eq!(state("d.service"), "disabled");
+        assert_eq!(
+            u.links_to("d.service", None).unwrap(),
+            listed(&root, "d.service", None)
+        );
     }
 }
