@@ -1,4 +1,7 @@
-//! Set-up shared by the benchmarks: a converged copy of the example Debian 13 root.
+//! Set-up shared by the benchmarks: a converged copy of the example Debian 13 root, and (`scale`)
+//! the same with thousands of items more.
+
+pub mod scale;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

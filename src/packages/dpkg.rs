@@ -89,9 +89,12 @@ pub fn conffile(text: &str, path: &str) -> Option<(String, String)> {
     None
 }
 
-/// The status database of the managed system.
-pub fn read(sys: &System) -> Result<HashMap<String, PkgStatus>> {
-    Ok(parse(&sys.read_string(STATUS)?.unwrap_or_default()))
+/// The status database of the managed system, parsed once per pass of checks and shared by
+/// every package item ([`System::derived`]): a real status file is megabytes.
+pub fn read(sys: &System) -> Result<std::rc::Rc<HashMap<String, PkgStatus>>> {
+    sys.derived("dpkg status", |sys| {
+        Ok(parse(&sys.read_string(STATUS)?.unwrap_or_default()))
+    })
 }
 
 #[cfg(test)]

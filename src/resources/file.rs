@@ -207,13 +207,19 @@ impl Resource for FileResource {
                 .into());
             }
         };
+        // The wanted bytes' digest, reused for the current bytes when they are the same.
+        let want_sha = self.content.as_deref().map(sha);
         let actual = match (&current, mode) {
             (Some(c), Some(m)) => {
-                json!({"exists": true, "sha256": sha(c), "mode": format!("{m:04o}")})
+                let digest = match (&self.content, &want_sha) {
+                    (Some(w), Some(d)) if w == c => d.clone(),
+                    _ => sha(c),
+                };
+                json!({"exists": true, "sha256": digest, "mode": format!("{m:04o}")})
             }
             _ => json!({"exists": false}),
         };
-        let Some(want) = &self.content else {
+        let (Some(want), Some(want_sha)) = (&self.content, want_sha) else {
             let (status, msg) = match current {
                 Some(_) => (Status::Drift, "left from an earlier policy; to be removed"),
                 None => (Status::Compliant, ""),
@@ -222,7 +228,7 @@ impl Resource for FileResource {
             obs.current = current;
             return Ok(obs);
         };
-        let mut expected = json!({"exists": true, "sha256": sha(want)});
+        let mut expected = json!({"exists": true, "sha256": want_sha});
         if let Some(m) = self.mode {
             expected["mode"] = json!(format!("{m:04o}"));
         }
