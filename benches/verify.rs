@@ -55,9 +55,9 @@ fn main() {
         .args(&args)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
+    // 3: compliant but for update-grub, which an offline root leaves pending.
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
         "benchmark root is not compliant"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -70,7 +70,7 @@ fn main() {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(st.code(), Some(0));
+        assert!(matches!(st.code(), Some(0 | 3)));
     });
     let (json_med, _) = time(runs, || {
         let st = Command::new(bin)
@@ -79,7 +79,7 @@ fn main() {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(st.code(), Some(0));
+        assert!(matches!(st.code(), Some(0 | 3)));
     });
     let shell_runs = runs.div_ceil(4).max(20);
     let script = repo.join("tests/bench/seed-checks.sh");
@@ -124,7 +124,7 @@ fn measure_child(spec: &str) -> ! {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(st.code(), Some(0), "{args:?}");
+        assert!(matches!(st.code(), Some(0 | 3)), "{args:?}");
     });
     let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
     println!("median_ns={} maxrss_kb={}", med.as_nanos(), ru.max_rss());

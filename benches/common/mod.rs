@@ -29,6 +29,10 @@ pub fn converged_root(bin: &str, root: &Path) -> Vec<String> {
         .stdout(Stdio::null())
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(0), "apply on the benchmark root failed");
+    // 3: converged offline but for update-grub, which an offline apply leaves pending (exit 3).
+    assert!(
+        matches!(st.code(), Some(0 | 3)),
+        "apply on the benchmark root failed: {st}"
+    );
     args
 }
