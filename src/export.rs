@@ -56,7 +56,7 @@ pub fn prometheus(r: &ComplianceReport) -> String {
         "1 for the current status of each item, 0 for the others.",
         &per_item,
     );
-    let generated = crate::report::parse_rfc3339(&r.generated_at).unwrap_or(0);
+    let generated = crate::clock::parse_rfc3339(&r.generated_at).unwrap_or(0);
     metric(
         "guestprep_last_run_timestamp_seconds",
         "When the last report was made, in seconds since the epoch.",

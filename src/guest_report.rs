@@ -88,7 +88,7 @@ pub fn fetch(agent: &mut Agent, path: &str, program: &str) -> Result<Fetched, Fe
     let uptime = agent
         .read_file("/proc/uptime", 4096)
         .ok()
-        .and_then(|b| crate::qga::parse_uptime(&b));
+        .and_then(|b| crate::clock::parse_uptime(&b));
     let guest_boot = guest_now.zip(uptime).map(|(now, up)| now - up);
     Ok(Fetched {
         report,

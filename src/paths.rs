@@ -38,3 +38,22 @@ pub fn is_at_or_under(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
+
+/// The files each section owns and writes whole (the resources name them from here; the policy
+/// refuses a `[[files]]` entry at one of them, which two items would rewrite on every run).
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-guestprep.conf";
+pub const MODULES_LOAD_FILE: &str = "/etc/modules-load.d/guestprep.conf";
+pub const MODPROBE_FILE: &str = "/etc/modprobe.d/guestprep.conf";
+pub const CHRONY_FILE: &str = "/etc/chrony/conf.d/50-guestprep.conf";
+pub const SSHD_FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
+pub const GRUB_FILE: &str = "/etc/default/grub.d/99-guestprep.cfg";
+
+/// Each owned file and the section that writes it.
+pub const SECTION_FILES: &[(&str, &str)] = &[
+    (SYSCTL_FILE, "[sysctl]"),
+    (MODULES_LOAD_FILE, "[modules]"),
+    (MODPROBE_FILE, "[modules]"),
+    (CHRONY_FILE, "[chrony]"),
+    (SSHD_FILE, "[ssh]"),
+    (GRUB_FILE, "[grub]"),
+];

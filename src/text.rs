@@ -81,6 +81,48 @@ pub fn excerpt_of(d: &impl std::fmt::Display, max: usize) -> String {
     if w.cut { format!("{shown}…") } else { shown }
 }
 
+/// Glob matching with `*` (any run of characters) and `?` (one character); anything else is
+/// literal.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The allowed value closest to a misspelt one, for "did you mean": a missing `@openssh.com`
+/// suffix first, then the nearest by edit distance (`strsim`), if it is near enough.
+pub fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    // `aes256-gcm` for `aes256-gcm@openssh.com`: a missing suffix is the commonest slip.
+    if let Some(p) = allowed
+        .iter()
+        .find(|a| a.len() > s.len() && a.starts_with(s) && a[s.len()..].starts_with('@'))
+    {
+        return Some(p);
+    }
+    allowed
+        .iter()
+        .map(|a| (strsim::levenshtein(s, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .min()
+        .map(|(_, a)| a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +149,14 @@ mod tests {
         let e = excerpt_of(&format_args!("bad \u{1b} {long}"), 10);
         assert_eq!(e, "bad \\e yyyy…");
         assert_eq!(excerpt_of(&7, 10), "7");
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(
+            closest("sever", &["servers", "pools"]),
+            None.or(Some("servers"))
+        );
+        assert_eq!(closest("xyzzy", &["servers", "pools"]), None);
     }
 }

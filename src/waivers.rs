@@ -12,33 +12,11 @@ use crate::policy::tree::{Node, Origin, Table, Value as TomlValue};
 use crate::policy::{Loaded, Waiver};
 use crate::report::{Item, Status, WaiverInfo};
 
-/// Glob matching with `*` (any run of characters) and `?` (one character); anything else is
-/// literal.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+pub use crate::text::glob;
 
 /// Today's date, UTC, as `YYYY-MM-DD`.
 pub fn today() -> String {
-    crate::report::rfc3339(std::time::SystemTime::now())[..10].to_string()
+    crate::clock::rfc3339(std::time::SystemTime::now())[..10].to_string()
 }
 
 /// Applies the waivers to the items, as of `today` (`YYYY-MM-DD`). The first waiver whose

@@ -84,7 +84,7 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
     if !args.check && !outcome.changes.is_empty() && daemon_here {
         let stamp = format!(
             "{} {} change(s)\n",
-            crate::report::rfc3339(std::time::SystemTime::now()),
+            crate::clock::rfc3339(std::time::SystemTime::now()),
             outcome.changes.len()
         );
         if let Err(e) = crate::fsutil::write_atomic(

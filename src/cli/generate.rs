@@ -36,7 +36,7 @@ fn page_date() -> String {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(|secs| {
-            crate::report::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            crate::clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
                 [..10]
                 .to_string()
         })

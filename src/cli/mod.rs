@@ -17,7 +17,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine;
 use crate::exit::{EXIT_CODES_HELP, ExitCode, UsageError};
 use crate::report::Filter;
 
@@ -141,17 +140,7 @@ impl SelectArgs {
     }
 }
 
-/// The resources of the policy that the filter keeps.
-pub fn selected(
-    policy: &crate::policy::Policy,
-    root: &crate::root::Root,
-    filter: &Filter,
-) -> Vec<Box<dyn engine::Resource>> {
-    crate::resources::build(policy, root)
-        .into_iter()
-        .filter(|r| filter.keeps(&r.id(), r.kind()))
-        .collect()
-}
+pub use crate::usecase::selected;
 
 impl Target {
     /// Opens the root and loads its policy: [`crate::open`].

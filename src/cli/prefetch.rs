@@ -37,7 +37,7 @@ pub fn run(args: &PrefetchArgs) -> Result<ExitCode> {
         .keep_in
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let (f, info) = crate::resources::packages::prefetch(
+    let (f, info) = crate::packages::prefetch::prefetch(
         &args.url,
         &dir,
         args.retries,

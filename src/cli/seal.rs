@@ -11,7 +11,6 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Target;
-use crate::engine;
 use crate::exit::ExitCode;
 use crate::report::Status;
 use crate::seal::{self, Action, Manifest, Settings};
@@ -133,7 +132,7 @@ fn carry_out(
     }
     let fresh = Manifest {
         seal_id: seal::new_seal_id()?,
-        sealed_at: crate::report::rfc3339(std::time::SystemTime::now()),
+        sealed_at: crate::clock::rfc3339(std::time::SystemTime::now()),
         guestprep_version: env!("CARGO_PKG_VERSION").to_string(),
         policy_digest: loaded.digest(),
         template_hostname: report.host.hostname.clone().unwrap_or_default(),
@@ -272,10 +271,7 @@ fn gate(
     sys: &crate::engine::System,
     loaded: &crate::policy::Loaded,
 ) -> (crate::report::ComplianceReport, Vec<String>) {
-    let started = std::time::Instant::now();
-    let resources = crate::resources::build(&loaded.policy, &sys.root);
-    let items = engine::verify(sys, &resources);
-    let report = crate::report_of(items, loaded, &sys.root, started);
+    let report = crate::usecase::verify(sys, loaded, &crate::report::Filter::default());
     let bad = report
         .items
         .iter()

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
-use super::{Format, SelectArgs, Target, selected};
-use crate::engine;
+use super::{Format, SelectArgs, Target};
 use crate::exit::{ExitCode, UsageError};
 use crate::output::{self, Style};
 use crate::report::{ComplianceReport, Filter, Waited};
@@ -40,15 +39,8 @@ pub struct VerifyArgs {
 
 /// Loads the policy and checks the system: the report of `verify`.
 pub fn report(target: &Target, filter: &Filter) -> Result<ComplianceReport> {
-    let started = Instant::now();
     let (sys, loaded) = target.open()?;
-    let resources = selected(&loaded.policy, &sys.root, filter);
-    let items = engine::verify(&sys, &resources);
-    let mut r = crate::report_of(items, &loaded, &sys.root, started);
-    if !filter.is_empty() {
-        r.filter = Some(filter.clone());
-    }
-    Ok(r)
+    Ok(crate::usecase::verify(&sys, &loaded, filter))
 }
 
 /// One output asked for: its format, its file (`None`: standard output), and the argument as

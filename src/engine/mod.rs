@@ -6,7 +6,6 @@
 //! difference, check again). A resource never writes outside [`Change`], so `--check` and `--diff`
 //! see every effect before it happens.
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -81,9 +80,11 @@ pub enum Change {
     Remove { path: String, old: Vec<u8> },
     /// Create a directory (and missing parents) with this mode.
     MakeDir { path: String, mode: u32 },
-    /// Set the time zone: systemd-timedated's `SetTimezone` on a live root, the
-    /// /etc/localtime link (and /etc/timezone when the image has one) offline.
+    /// Set the time zone of the running system: systemd-timedated's `SetTimezone` (it rewrites
+    /// the /etc/localtime link). Live roots only; offline, a plan writes the link itself.
     Timezone { zone: String },
+    /// Create or replace a symbolic link atomically (`/etc/localtime` offline).
+    Symlink { path: String, target: String },
 
     /// Set the mode and/or owner of a file or directory (`shown`: `owner:group` as written).
     Attrs {
@@ -156,6 +157,7 @@ impl Change {
                 | Change::Remove { .. }
                 | Change::MakeDir { .. }
                 | Change::Attrs { .. }
+                | Change::Symlink { .. }
         )
     }
 
@@ -167,7 +169,8 @@ impl Change {
             Change::Write { path, .. } => format!("update {path}"),
             Change::Remove { path, .. } => format!("remove {path}"),
             Change::MakeDir { path, mode } => format!("create directory {path} ({mode:04o})"),
-            Change::Timezone { zone } => format!("set the time zone to {zone}"),
+            Change::Timezone { zone } => format!("set the time zone to {zone} (systemd-timedated)"),
+            Change::Symlink { path, target } => format!("link {path} -> {target}"),
 
             Change::Attrs {
                 path, mode, shown, ..
@@ -250,7 +253,20 @@ impl Change {
                 fsutil::make_dir(&sys.root, path, *mode)?;
             }
             Change::Timezone { zone } => {
-                return crate::resources::time::set(sys, zone);
+                if !sys.is_live() {
+                    bail!(
+                        "refusing to set the time zone of the running system on an {}",
+                        sys.root.describe()
+                    );
+                }
+                crate::systemd::dbus::set_timezone(zone)?;
+                return Ok(vec![format!(
+                    "systemd-timedated set the time zone to {zone}"
+                )]);
+            }
+            Change::Symlink { path, target } => {
+                fsutil::symlink_atomic(&sys.root, path, target)?;
+                return Ok(vec![format!("{path} -> {target}")]);
             }
             Change::Attrs {
                 path,
@@ -277,11 +293,11 @@ impl Change {
                     )?;
                 }
                 if sys.is_live() {
-                    run(argv)?;
+                    run_watched(argv)?;
                 } else if sys.chroot {
                     let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
                     c.extend(argv.iter().cloned());
-                    run(&c)?;
+                    run_watched(&c)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
@@ -292,9 +308,9 @@ impl Change {
             }
             Change::RunInRoot { argv } => {
                 if sys.is_live() {
-                    run(argv)?;
+                    run_watched(argv)?;
                 } else if sys.chroot {
-                    run(&crate::inroot::command(&sys.root, argv)?)?;
+                    run_watched(&crate::inroot::command(&sys.root, argv)?)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
@@ -364,172 +380,9 @@ impl Change {
     }
 }
 
-/// Runs a program; a failure carries the tail of its stderr. Long work shows it is alive: on a
-/// terminal a progress line (the command, the time so far), off a terminal (cloud-init's output
-/// log, journald) a heartbeat line every 15 s (`GUESTPREP_HEARTBEAT_SECS`). A DKMS build of a
-/// real driver takes minutes inside one `apt-get` or `dkms` call.
-pub fn run(argv: &[String]) -> Result<String> {
-    use std::io::{IsTerminal, Read};
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", argv[0]))?;
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = r.read_to_end(&mut b);
-            b
-        })
-    };
-    let out_t = drain(Box::new(child.stdout.take().expect("piped")));
-    let err_t = drain(Box::new(child.stderr.take().expect("piped")));
-    let started = std::time::Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let every = std::env::var("GUESTPREP_HEARTBEAT_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .map_or(Duration::from_secs(15), Duration::from_secs);
-    let shown = command_of(argv)
-        .iter()
-        .take(4)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut next_beat = every;
-    let mut progress = false;
-    let trees = dkms_trees(argv);
-    let since = std::time::SystemTime::now();
-    let mut build = None;
-    let mut looked = Duration::ZERO;
-    let status = loop {
-        if let Some(st) = child.try_wait().context("waiting for a command")? {
-            break st;
-        }
-        let t = started.elapsed();
-        // A DKMS build (run by dkms, or by a package's postinst under apt-get) says what it does
-        // only in its make.log: look once a second.
-        if t >= looked + Duration::from_secs(1) {
-            build = dkms_progress(&trees, since).or(build);
-            looked = t;
-        }
-        let doing = build
-            .as_deref()
-            .map(|b| format!(": {b}"))
-            .unwrap_or_default();
-        if tty && t >= Duration::from_secs(2) {
-            let line: String = format!("  {shown}: {}s{doing}", t.as_secs())
-                .chars()
-                .take(160)
-                .collect();
-            eprint!("\r{line}\x1b[K");
-            progress = true;
-        } else if !tty && t >= next_beat {
-            eprintln!(
-                "guestprep: still running `{shown}` ({}s){doing}",
-                t.as_secs()
-            );
-            next_beat += every;
-        }
-        std::thread::sleep(Duration::from_millis(if tty { 250 } else { 100 }));
-    };
-    if progress {
-        eprintln!();
-    }
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    if !status.success() {
-        let err = String::from_utf8_lossy(&stderr);
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        bail!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            status,
-            tail.join(" | ")
-        );
-    }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
-}
-
-/// The command line after any `env VAR=…` prefix: the program really run and its arguments.
-/// The DKMS trees a command builds in: `--dkmstree DIR` when given (`dkms try`), else the
-/// (chroot's) `/var/lib/dkms`.
-fn dkms_trees(argv: &[String]) -> Vec<std::path::PathBuf> {
-    if let Some(i) = argv.iter().position(|a| a == "--dkmstree")
-        && let Some(d) = argv.get(i + 1)
-    {
-        return vec![d.into()];
-    }
-    let root = match argv.first().map(String::as_str) {
-        Some("chroot") => argv.get(1).map_or("/".into(), std::path::PathBuf::from),
-        _ => "/".into(),
-    };
-    vec![root.join("var/lib/dkms")]
-}
-
-/// What a DKMS build under way is doing, from the newest make.log written since `since`:
-/// `i915-sriov-dkms/2025.07.22 for 6.12.117+deb13-amd64, CC [M] drivers/…/intel_gt.o`.
-pub fn dkms_progress(trees: &[std::path::PathBuf], since: std::time::SystemTime) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
-    for tree in trees {
-        for m in std::fs::read_dir(tree).into_iter().flatten().flatten() {
-            for v in std::fs::read_dir(m.path()).into_iter().flatten().flatten() {
-                let log = v.path().join("build/make.log");
-                if let Ok(t) = std::fs::metadata(&log).and_then(|md| md.modified())
-                    && t >= since
-                    && newest.as_ref().is_none_or(|(n, _)| t > *n)
-                {
-                    newest = Some((t, log));
-                }
-            }
-        }
-    }
-    let (_, log) = newest?;
-    let mut f = crate::saferead::open_regular(&log).ok()??;
-    let mut head = [0u8; 256];
-    let n = f.read(&mut head).ok()?;
-    let head = String::from_utf8_lossy(&head[..n]);
-    // "DKMS (dkms-3.2.0) make.log for i915-sriov-dkms/2025.07.22 for kernel 6.12.117+deb13-amd64 (x86_64)"
-    let what = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_once(" make.log for "))
-        .map(|(_, rest)| rest.replace(" for kernel ", " for "))
-        .map(|r| r.split(" (").next().unwrap_or("").to_string())?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail).ok()?;
-    let tail = String::from_utf8_lossy(&tail);
-    let step = tail
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with("CC") || l.starts_with("LD") || l.starts_with("MODPOST"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
-    Some(match step {
-        Some(s) => format!("building {what}, {s}"),
-        None => format!("building {what}"),
-    })
-}
-
-pub fn command_of(argv: &[String]) -> &[String] {
-    let skip = argv
-        .iter()
-        .take_while(|a| *a == "env" || a.contains('='))
-        .count();
-    &argv[skip..]
+/// Runs a planned command, its heartbeat saying what a DKMS build under it is doing.
+fn run_watched(argv: &[String]) -> Result<String> {
+    crate::exec::run_with(argv, &mut crate::packages::makelog::watch(argv))
 }
 
 /// Every kind of thing guestprep manages goes through these four steps.
@@ -807,43 +660,4 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    #[test]
-    fn a_dkms_build_says_what_it_builds() {
-        let tree = tempfile::tempdir().unwrap();
-        let dir = tree.path().join("i915-sriov-dkms/2025.07.22/build");
-        std::fs::create_dir_all(&dir).unwrap();
-        let since = std::time::SystemTime::now() - Duration::from_secs(1);
-        let trees = vec![tree.path().to_path_buf()];
-        std::fs::write(
-            dir.join("make.log"),
-            "DKMS (dkms-3.2.0) make.log for i915-sriov-dkms/2025.07.22 for kernel 6.12.117+deb13-amd64 (x86_64)\n\
-             Tue Nov 24\n  CC [M]  drivers/gpu/drm/i915/i915_drv.o\n  CC [M]  drivers/gpu/drm/i915/gt/intel_gt.o\n",
-        )
-        .unwrap();
-        assert_eq!(
-            dkms_progress(&trees, since).as_deref(),
-            Some(
-                "building i915-sriov-dkms/2025.07.22 for 6.12.117+deb13-amd64, CC [M] drivers/gpu/drm/i915/gt/intel_gt.o"
-            )
-        );
-        // A log older than the command is not its build.
-        let later = std::time::SystemTime::now() + Duration::from_secs(60);
-        assert_eq!(dkms_progress(&trees, later), None);
-        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            dkms_trees(&argv(&["dkms", "build", "--dkmstree", "/tmp/t"])),
-            [PathBuf::from("/tmp/t")]
-        );
-        assert_eq!(
-            dkms_trees(&argv(&["chroot", "/mnt", "apt-get"])),
-            [PathBuf::from("/mnt/var/lib/dkms")]
-        );
-    }
 }

@@ -39,6 +39,8 @@ pub struct System {
     /// item's apply got (a resource may also fail between two changes, as a preflight does).
     pub(super) started: std::cell::Cell<usize>,
     pub(super) executed: std::cell::Cell<usize>,
+    /// What the root is (os-release family, package manager, sshd's units), told once.
+    pub(super) platform: OnceCell<crate::platform::Platform>,
 }
 
 impl System {
@@ -54,7 +56,15 @@ impl System {
             derived: RefCell::default(),
             started: std::cell::Cell::new(0),
             executed: std::cell::Cell::new(0),
+            platform: OnceCell::new(),
         }
+    }
+
+    /// What the root is: every resource that differs by platform asks this, never assumes
+    /// Debian.
+    pub fn platform(&self) -> &crate::platform::Platform {
+        self.platform
+            .get_or_init(|| crate::platform::Platform::detect(&self.root))
     }
 
     /// Reads a text file of the managed system (cached until the next change).

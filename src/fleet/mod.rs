@@ -394,7 +394,7 @@ pub fn select(vms: Vec<Vm>, ids: &[u32], names: &[String], only_running: bool) -
                 || vm
                     .name
                     .as_deref()
-                    .is_some_and(|n| names.iter().any(|g| crate::waivers::glob(g, n)))
+                    .is_some_and(|n| names.iter().any(|g| crate::text::glob(g, n)))
         })
         .filter(|vm| !only_running || vm.running)
         .collect()

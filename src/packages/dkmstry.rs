@@ -73,7 +73,7 @@ pub fn try_build(
     work: &Path,
 ) -> Result<Vec<Tried>> {
     let unpacked = work.join("deb");
-    crate::engine::run(&[
+    crate::exec::run(&[
         "dpkg-deb".into(),
         "-x".into(),
         "--".into(),
@@ -102,7 +102,7 @@ pub fn try_build(
         }
         v
     };
-    crate::engine::run(&dkms("add", None)).context("dkms add in the throwaway tree")?;
+    crate::exec::run(&dkms("add", None)).context("dkms add in the throwaway tree")?;
     let mut out = Vec::new();
     for k in kernels {
         let start = Instant::now();
@@ -111,7 +111,10 @@ pub fn try_build(
             Ok(false) => {
                 Outcome::Refused(m.conf.build_exclusive_kernel.clone().unwrap_or_default())
             }
-            Ok(true) => match crate::engine::run(&dkms("build", Some(k))) {
+            Ok(true) => match crate::exec::run_with(
+                &dkms("build", Some(k)),
+                &mut super::makelog::watch(&dkms("build", Some(k))),
+            ) {
                 Ok(_) => Outcome::Builds,
                 Err(e) => {
                     let log = tree.join(&m.name).join(&m.version).join("build/make.log");
@@ -121,7 +124,7 @@ pub fn try_build(
                     )
                     .ok()
                     .flatten()
-                    .map(|t| crate::resources::packages::first_errors(&t, 5))
+                    .map(|t| super::makelog::first_errors(&t, 5))
                     .unwrap_or_default();
                     Outcome::Fails(if errors.is_empty() {
                         vec![format!("{e:#}")]
@@ -143,7 +146,7 @@ pub fn try_build(
 /// A `.deb` given by URL is downloaded (no sha256 needed: nothing is installed) into `dir`.
 pub fn local_deb(arg: &str, dir: &Path) -> Result<PathBuf> {
     if arg.starts_with("http://") || arg.starts_with("https://") {
-        let name = crate::resources::packages::file_name_of(arg);
+        let name = super::prefetch::file_name_of(arg);
         let spec = super::download::Spec::new(arg, None, dir.join(name), 4, Duration::from_secs(5));
         Ok(super::download::fetch(&spec)?.path)
     } else {

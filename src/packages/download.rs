@@ -134,34 +134,13 @@ fn retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
-    let w: Vec<&str> = v.split_whitespace().collect();
-    if w.len() != 6 || w[5] != "GMT" {
-        return None;
-    }
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == w[2])?
-        + 1;
-    let stamp = format!("{}-{month:02}-{:0>2}T{}Z", w[3], w[1], w[4]);
-    let at = crate::report::parse_rfc3339(&stamp)?;
-    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
+    let at = crate::clock::parse_http_date(v)?;
+    Some(crate::clock::until(at, now))
 }
 
-/// A small jitter factor in [0, 1) without a random crate: the clock's nanoseconds and our PID.
+/// A jitter factor in [0, 1), so that many clones retrying do not retry in step.
 fn jitter() -> f64 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mut x = u64::from(n) ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    (x % 1_000_000) as f64 / 1_000_000.0
+    fastrand::f64()
 }
 
 fn attempt(client: &reqwest::blocking::Client, url: &str, part: &Path, progress: bool) -> Attempt {

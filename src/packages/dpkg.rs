@@ -3,10 +3,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
-
-use crate::engine::System;
-
 pub const STATUS: &str = "/var/lib/dpkg/status";
 
 /// One package's entry.
@@ -87,14 +83,6 @@ pub fn conffile(text: &str, path: &str) -> Option<(String, String)> {
         }
     }
     None
-}
-
-/// The status database of the managed system, parsed once per pass of checks and shared by
-/// every package item ([`System::derived`]): a real status file is megabytes.
-pub fn read(sys: &System) -> Result<std::rc::Rc<HashMap<String, PkgStatus>>> {
-    sys.derived("dpkg status", |sys| {
-        Ok(parse(&sys.read_string(STATUS)?.unwrap_or_default()))
-    })
 }
 
 #[cfg(test)]

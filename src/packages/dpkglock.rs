@@ -19,7 +19,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whether a command takes dpkg's lock (apt-get, apt-mark, dpkg), `env VAR=…` prefixes skipped.
 pub fn needs_lock(argv: &[String]) -> bool {
-    let prog = crate::engine::command_of(argv)
+    let prog = crate::exec::command_of(argv)
         .first()
         .map(|p| p.rsplit('/').next().unwrap_or(p));
     matches!(prog, Some("apt-get" | "apt" | "apt-mark" | "dpkg"))

@@ -10,3 +10,5 @@ pub mod dkmstry;
 pub mod download;
 pub mod dpkg;
 pub mod dpkglock;
+pub mod makelog;
+pub mod prefetch;

@@ -57,7 +57,7 @@ impl V {
     pub(super) fn seal(&mut self, t: &Table) -> Seal {
         let p = "seal";
         self.known_keys(t, p, &["operations", "user_ssh_keys", "machine_id"]);
-        let operations = self.list(t, p, "operations", crate::seal::check_spec);
+        let operations = self.list(t, p, "operations", super::seal_ops::check_spec);
         let user_ssh_keys = self.list(t, p, "user_ssh_keys", check_user_name);
         let mut uninitialized_machine_id = false;
         if let Some(m) = self.string(t, p, "machine_id") {

@@ -11,7 +11,8 @@
 use serde::Serialize;
 
 use super::tree::{Table, Value};
-use super::validate::{V, check_allow, check_host, check_line_value, closest};
+use super::validate::{V, check_allow, check_host, check_line_value};
+use crate::text::closest;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Chrony {

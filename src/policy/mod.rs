@@ -24,6 +24,7 @@ mod locale;
 pub mod merge;
 mod modules;
 mod packages;
+pub mod seal_ops;
 pub mod ssh;
 mod time;
 pub mod tree;
@@ -44,7 +45,7 @@ pub use units::{Now, UnitDropin, Units};
 pub use waivers::Waiver;
 mod validate;
 
-pub use validate::closest;
+pub use crate::text::closest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

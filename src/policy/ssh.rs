@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::tree::{Table, Value};
-use super::validate::{V, closest};
+use super::validate::V;
+use crate::text::closest;
 
 /// `[ssh]`: sshd hardening.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use super::diag::Diagnostic;
 use super::tree::{Entry, Origin, Table, Value};
 use super::{Policy, Swap};
+use crate::text::closest;
 
 const SECTIONS: &[&str] = &[
     "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
@@ -289,15 +290,10 @@ impl V {
     /// A `[[files]]` path that a section writes (or a unit drop-in) would be rewritten by two items
     /// on every run: refuse it.
     fn files_owned_elsewhere(&mut self, tree: &Table, policy: &Policy) {
-        use crate::resources::{chrony, grub, modules, ssh, sysctl};
-        let mut owned: Vec<(String, &str)> = vec![
-            (sysctl::FILE.to_string(), "[sysctl]"),
-            (modules::LOAD_FILE.to_string(), "[modules]"),
-            (modules::MODPROBE_FILE.to_string(), "[modules]"),
-            (chrony::FILE.to_string(), "[chrony]"),
-            (ssh::FILE.to_string(), "[ssh]"),
-            (grub::FILE.to_string(), "[grub]"),
-        ];
+        let mut owned: Vec<(String, &str)> = crate::paths::SECTION_FILES
+            .iter()
+            .map(|(p, s)| (p.to_string(), *s))
+            .collect();
         if let Some(u) = &policy.units {
             owned.extend(u.dropins.iter().map(|d| (d.path(), "[[units.dropins]]")));
         }
@@ -539,36 +535,6 @@ pub fn format_timespan(d: std::time::Duration) -> String {
     parts.join(" ")
 }
 
-pub fn closest<'a>(s: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    // `aes256-gcm` for `aes256-gcm@openssh.com`: a missing suffix is the commonest slip.
-    if let Some(p) = allowed
-        .iter()
-        .find(|a| a.len() > s.len() && a.starts_with(s) && a[s.len()..].starts_with('@'))
-    {
-        return Some(p);
-    }
-    allowed
-        .iter()
-        .map(|a| (levenshtein(s, a), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
-        .min()
-        .map(|(_, a)| a)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,14 +604,5 @@ mod tests {
         assert!(parse_timespan("5 parsecs").is_err());
         assert_eq!(format_timespan(Duration::from_secs(5400)), "1h 30min");
         assert_eq!(format_timespan(Duration::from_millis(200)), "200ms");
-    }
-
-    #[test]
-    fn typo_suggestions() {
-        assert_eq!(
-            closest("sever", &["servers", "pools"]),
-            None.or(Some("servers"))
-        );
-        assert_eq!(closest("xyzzy", &["servers", "pools"]), None);
     }
 }

@@ -28,7 +28,7 @@ pub struct Waiver {
 /// A date as `YYYY-MM-DD`, checked to exist in the calendar.
 fn check_date(s: &str) -> Result<(), String> {
     let ok = s.len() == 10
-        && crate::report::parse_rfc3339(&format!("{s}T00:00:00Z")).is_some()
+        && crate::clock::parse_rfc3339(&format!("{s}T00:00:00Z")).is_some()
         && s.as_bytes()[4] == b'-'
         && s.as_bytes()[7] == b'-';
     if ok {

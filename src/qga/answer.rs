@@ -193,16 +193,6 @@ pub fn exec_status(line: &[u8]) -> Result<Option<ExecState>, QgaError> {
     })))
 }
 
-/// `/proc/uptime` (procfs-core's parser): its first number, when finite and plausible (a guest's
-/// answer is data).
-pub fn parse_uptime(b: &[u8]) -> Option<f64> {
-    use procfs_core::FromRead;
-    procfs_core::Uptime::from_read(b)
-        .ok()
-        .map(|u| u.uptime)
-        .filter(|u| u.is_finite() && *u >= 0.0 && *u < 1e10)
-}
-
 /// A `guest-file-read` or `guest-exec-status` payload, decoded.
 pub fn decode(b: &str) -> Result<Vec<u8>, QgaError> {
     let mut out = Vec::new();
@@ -220,6 +210,7 @@ fn decode_into(b: &str, out: &mut Vec<u8>) -> Result<(), QgaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::parse_uptime;
 
     #[test]
     fn uptime_is_a_plausible_number_or_nothing() {

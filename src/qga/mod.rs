@@ -14,9 +14,7 @@
 
 mod answer;
 
-pub use answer::{
-    ExecState, decode, exec_status, file_chunk, parse_answer, parse_answer_as, parse_uptime,
-};
+pub use answer::{ExecState, decode, exec_status, file_chunk, parse_answer, parse_answer_as};
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;

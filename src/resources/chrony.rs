@@ -15,7 +15,7 @@ use crate::report::Status;
 
 /// The unit that reads the file (restarted or reloaded after it changed).
 pub const UNIT: &str = "chrony.service";
-pub const FILE: &str = "/etc/chrony/conf.d/50-guestprep.conf";
+pub const FILE: &str = crate::paths::CHRONY_FILE;
 pub const CONF: &str = "/etc/chrony/chrony.conf";
 const CONFDIR: &str = "/etc/chrony/conf.d";
 

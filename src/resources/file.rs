@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::engine::{self, Change, Observation, Resource, System};
+use crate::engine::{Change, Observation, Resource, System};
 use crate::report::Status;
 use crate::root::{Node, SymlinkAtOwnedPath};
 
@@ -307,7 +307,7 @@ impl Resource for FileResource {
         if !sys.is_live() || !sys.exists(&argv[0]) {
             return Ok(Vec::new());
         }
-        if let Err(e) = engine::run(argv) {
+        if let Err(e) = crate::exec::run(argv) {
             // Put the old file back so the service keeps a configuration it accepts: the same
             // kind of change, through the same path, with the old content and mode.
             let mut undone = Vec::new();

@@ -18,7 +18,7 @@ use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::{Entries, Grub};
 use crate::report::Status;
 
-pub const FILE: &str = "/etc/default/grub.d/99-guestprep.cfg";
+pub const FILE: &str = crate::paths::GRUB_FILE;
 pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
 const UPDATE_GRUB: &str = "/usr/sbin/update-grub";
 

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::packages::{AptHold, AptInstall, cannot_change};
 use crate::boot::grubcfg;
 use crate::engine::{Change, Observation, Resource, System};
-use crate::packages::dpkg;
 use crate::policy::Kernel;
 use crate::report::Status;
 
@@ -76,7 +75,7 @@ impl Resource for OtherKernels {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let db = dpkg::read(sys)?;
+        let db = super::packages::dpkg_status(sys)?;
         let mut others: Vec<String> = db
             .iter()
             .filter(|(n, s)| s.installed() && self.kernel.is_other_kernel_package(n))

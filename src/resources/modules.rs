@@ -16,8 +16,8 @@ use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Modules;
 use crate::report::Status;
 
-pub const LOAD_FILE: &str = "/etc/modules-load.d/guestprep.conf";
-pub const MODPROBE_FILE: &str = "/etc/modprobe.d/guestprep.conf";
+pub const LOAD_FILE: &str = crate::paths::MODULES_LOAD_FILE;
+pub const MODPROBE_FILE: &str = crate::paths::MODPROBE_FILE;
 
 const LOAD_DIRS: &[&str] = &[
     "/etc/modules-load.d",

@@ -18,7 +18,7 @@ use crate::text::escape;
 
 /// The unit that reads the file (restarted or reloaded after it changed).
 pub const UNIT: &str = "ssh.service";
-pub const FILE: &str = "/etc/ssh/sshd_config.d/05-guestprep.conf";
+pub const FILE: &str = crate::paths::SSHD_FILE;
 const MAIN: &str = "/etc/ssh/sshd_config";
 /// sshd's privilege separation directory (`_PATH_PRIVSEP_CHROOT_DIR` as Debian builds it).
 pub const PRIVSEP_DIR: &str = "/run/sshd";
@@ -178,7 +178,7 @@ fn includes_dropin(sys: &System) -> Result<bool> {
                             format!("/etc/ssh/{a}")
                         };
                         abs.rsplit_once('/')
-                            .is_some_and(|(d, p)| d == dir && crate::waivers::glob(p, name))
+                            .is_some_and(|(d, p)| d == dir && crate::text::glob(p, name))
                     });
                 if hit {
                     return Ok(true);

@@ -15,7 +15,7 @@ use super::FileResource;
 use super::conffiles;
 use crate::engine::{Change, Observation, Resource, System};
 
-pub const FILE: &str = "/etc/sysctl.d/90-guestprep.conf";
+pub const FILE: &str = crate::paths::SYSCTL_FILE;
 
 /// systemd-sysctl's directories, highest precedence first.
 const DIRS: &[&str] = &[

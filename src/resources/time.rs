@@ -4,7 +4,7 @@
 //! (`SetTimezone`), which updates the link and the running system; offline it writes the link as
 //! timedated does (`../usr/share/zoneinfo/ZONE`).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::engine::{Change, Observation, Resource, System};
@@ -31,32 +31,6 @@ fn linked_zone(sys: &System) -> Result<Option<String>> {
         }
         _ => None,
     })
-}
-
-/// Carries out [`Change::Timezone`].
-pub fn set(sys: &System, zone: &str) -> Result<Vec<String>> {
-    if sys.is_live() {
-        crate::systemd::dbus::set_timezone(zone)?;
-        // Debian's older tools read /etc/timezone too; timedated does not write it.
-        if sys.read_string(TIMEZONE)?.is_some_and(|f| f.trim() != zone) {
-            crate::fsutil::write_atomic(&sys.root, TIMEZONE, format!("{zone}\n").as_bytes(), None)?;
-        }
-        return Ok(vec![format!(
-            "systemd-timedated set the time zone to {zone}"
-        )]);
-    }
-    if !sys.exists(&format!("{ZONEINFO}/{zone}")) {
-        bail!("{ZONEINFO}/{zone} does not exist in the {}", sys.describe());
-    }
-    // A copied zone file (not a link) is replaced by the link, as timedated does.
-    if matches!(sys.lstat(LOCALTIME)?, Node::File { .. }) {
-        crate::fsutil::remove(&sys.root, LOCALTIME)?;
-    }
-    crate::fsutil::symlink_atomic(&sys.root, LOCALTIME, &format!("..{ZONEINFO}/{zone}"))?;
-    if matches!(sys.lstat(TIMEZONE)?, Node::File { .. }) {
-        crate::fsutil::write_atomic(&sys.root, TIMEZONE, format!("{zone}\n").as_bytes(), None)?;
-    }
-    Ok(vec![format!("{LOCALTIME} -> ..{ZONEINFO}/{zone}")])
 }
 
 pub struct Timezone {
@@ -102,12 +76,44 @@ impl Resource for Timezone {
         Ok(Observation::judged(expected, actual, &problems, ""))
     }
 
-    fn plan(&self, _sys: &System, obs: &Observation) -> Vec<Change> {
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if obs.status != Status::Drift {
             return Vec::new();
         }
-        vec![Change::Timezone {
-            zone: self.zone.clone(),
-        }]
+        let zone = &self.zone;
+        let mut plan = Vec::new();
+        if sys.is_live() {
+            // timedated updates the link and tells the running system; it does not write
+            // /etc/timezone, which Debian's older tools still read.
+            plan.push(Change::Timezone { zone: zone.clone() });
+        } else {
+            // A copied zone file (not a link) is replaced by the link, as timedated does.
+            if let Ok(Node::File { .. }) = sys.lstat(LOCALTIME) {
+                plan.push(Change::Remove {
+                    path: LOCALTIME.to_string(),
+                    old: sys.read(LOCALTIME).ok().flatten().unwrap_or_default(),
+                });
+            }
+            plan.push(Change::Symlink {
+                path: LOCALTIME.to_string(),
+                target: format!("..{ZONEINFO}/{zone}"),
+            });
+        }
+        if let Ok(Node::File { .. }) = sys.lstat(TIMEZONE) {
+            let old = sys.read(TIMEZONE).ok().flatten();
+            if old
+                .as_deref()
+                .map(|o| String::from_utf8_lossy(o).trim().to_string())
+                != Some(zone.clone())
+            {
+                plan.push(Change::Write {
+                    path: TIMEZONE.to_string(),
+                    content: format!("{zone}\n").into_bytes(),
+                    mode: None,
+                    old,
+                });
+            }
+        }
+        plan
     }
 }

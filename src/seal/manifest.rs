@@ -2,41 +2,12 @@
 //! clones carries, and the ids in it.
 
 use anyhow::{Context, Result};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::MANIFEST;
 use super::plan::Step;
 use crate::root::Root;
 
-/// The seal manifest, `/var/lib/guestprep/seal.json`, also the report's `seal` field. A seal
-/// that was interrupted, or a sealed template sealed again, keeps the first seal's id, time, host
-/// name and machine-id and adds its operations and paths; a machine with a new machine-id (booted
-/// since) is sealed afresh.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    /// Random, one per seal: the template a clone came from.
-    pub seal_id: String,
-    /// When the template was first sealed (RFC 3339).
-    pub sealed_at: String,
-    pub guestprep_version: String,
-    /// The policy the template was compliant with when sealed.
-    pub policy_digest: String,
-    /// The template's host name before the seal.
-    pub template_hostname: String,
-    /// The template's machine-id as guestprep's application-specific ID (HMAC-SHA256 keyed by
-    /// the machine-id, as `sd_id128_get_machine_app_specific()` makes it): the same template
-    /// always gives the same value, which does not reveal the machine-id (machine-id(5) says not
-    /// to expose it). Empty when the template had none.
-    pub template_machine_id: String,
-    /// The operations of every seal of this template, in the order they run.
-    pub operations: Vec<String>,
-    /// True when sealed with `--force` although not compliant (by any seal of this template).
-    pub forced: bool,
-    /// Every path the seals of this template removed or truncated, once each.
-    pub removed: Vec<Step>,
-}
+pub use crate::report::seal::Manifest;
 
 /// The plan's steps with the raw machine-id in a path (journald's `/var/log/journal/ID/`) shown
 /// as `<machine-id>`: the manifest is read from the host and by every clone.

@@ -13,7 +13,7 @@
 mod execute;
 mod journal;
 mod manifest;
-mod ops;
+use crate::policy::seal_ops as ops;
 mod plan;
 
 pub use execute::execute;

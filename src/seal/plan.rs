@@ -8,35 +8,11 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::ops::OPERATIONS;
 use crate::root::Root;
 
-/// What is done to one path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// A file or a symlink, unlinked.
-    Remove,
-    /// A directory and everything in it (none of it a package's directory).
-    RemoveTree,
-    /// A regular file cut to zero bytes (owner and mode kept).
-    Truncate,
-    /// /etc/machine-id set to `uninitialized`.
-    Uninitialize,
-}
-
-/// One path of the plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Step {
-    pub operation: String,
-    pub path: String,
-    pub action: Action,
-    /// Bytes freed (for a tree, its regular files').
-    pub bytes: u64,
-}
+pub use crate::report::seal::{Action, Step};
 
 /// Everything one seal would do, and what it leaves alone.
 #[derive(Debug, Default)]

@@ -15,6 +15,7 @@ mod download;
 mod example;
 mod files;
 mod fleet;
+mod floors;
 mod grub;
 mod hostile;
 mod hostile_files;

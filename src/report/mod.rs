@@ -4,12 +4,16 @@
 //! `docs/report.schema.json`), the summary and exit-code rules, and the host facts. Changing a
 //! field name here breaks users' scripts: add fields, never rename them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::clock::{parse_rfc3339, rfc3339};
+pub use crate::platform::{Host, installed_kernels, version_cmp};
+
+pub mod seal;
 use crate::exit::ExitCode;
 use crate::root::Root;
 
@@ -141,22 +145,6 @@ impl Summary {
     }
 }
 
-/// Facts about the managed system (read from the root when offline).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Host {
-    pub hostname: Option<String>,
-    /// Running kernel when live; newest installed kernel of the image when offline.
-    pub kernel: Option<String>,
-    /// `PRETTY_NAME` of os-release.
-    pub os: Option<String>,
-    /// `ID` and `VERSION_ID` of os-release.
-    pub os_id: Option<String>,
-    pub os_version_id: Option<String>,
-    /// Seconds since boot; null offline.
-    pub uptime_seconds: Option<f64>,
-}
-
 /// Which items a run covers: `--only KIND|ID-GLOB` and `--skip KIND|ID-GLOB`, repeatable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -173,7 +161,7 @@ impl Filter {
     fn names(pattern: &str, id: &str, kind: &str) -> bool {
         pattern == kind
             || id.split_once(':').is_some_and(|(k, _)| k == pattern)
-            || crate::waivers::glob(pattern, id)
+            || crate::text::glob(pattern, id)
     }
 
     /// Whether the item is selected: named by an `only` (when there are any) and by no `skip`.
@@ -267,7 +255,7 @@ pub struct ComplianceReport {
     /// The seal manifest (/var/lib/guestprep/seal.json) when this system is, or was cloned from,
     /// a template sealed by `guestprep seal`: which template, when, by which policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal: Option<crate::seal::Manifest>,
+    pub seal: Option<seal::Manifest>,
 }
 
 impl ComplianceReport {
@@ -287,7 +275,7 @@ impl ComplianceReport {
             items,
             policy_digest,
             policy_sources,
-            host: host_facts(root),
+            host: crate::platform::host_facts(root, &crate::platform::Platform::detect(root)),
             root: root.dir().display().to_string(),
             mode: if root.is_live() { "live" } else { "offline" }.to_string(),
             generated_at: rfc3339(SystemTime::now()),
@@ -297,7 +285,7 @@ impl ComplianceReport {
             filter: None,
             waited: None,
             apply: None,
-            seal: crate::seal::Manifest::load(root),
+            seal: None,
         };
         r.exit_code = r.verify_exit().code();
         r
@@ -327,156 +315,10 @@ pub fn json_schema() -> String {
     s
 }
 
-/// Reads host facts: from the live system, or from the image files offline.
-pub fn host_facts(root: &Root) -> Host {
-    let os = root
-        .read_string("/etc/os-release")
-        .ok()
-        .flatten()
-        .or_else(|| root.read_string("/usr/lib/os-release").ok().flatten());
-    let field = |k: &str| -> Option<String> {
-        os.as_deref()?.lines().find_map(|l| {
-            let v = l.strip_prefix(k)?.strip_prefix('=')?;
-            Some(v.trim().trim_matches('"').to_string())
-        })
-    };
-    let (hostname, kernel, uptime) = if root.is_live() {
-        let uts = nix::sys::utsname::uname().ok();
-        let uptime = root
-            .read_string("/proc/uptime")
-            .ok()
-            .flatten()
-            .and_then(|s| crate::qga::parse_uptime(s.as_bytes()));
-        (
-            uts.as_ref()
-                .map(|u| u.nodename().to_string_lossy().into_owned()),
-            uts.as_ref()
-                .map(|u| u.release().to_string_lossy().into_owned()),
-            uptime,
-        )
-    } else {
-        let hostname = root
-            .read_string("/etc/hostname")
-            .ok()
-            .flatten()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
-        (hostname, installed_kernels(root).pop(), None)
-    };
-    Host {
-        hostname,
-        kernel,
-        os: field("PRETTY_NAME"),
-        os_id: field("ID"),
-        os_version_id: field("VERSION_ID"),
-        uptime_seconds: uptime,
-    }
-}
-
-/// Kernel versions installed in the root (directories of /usr/lib/modules), oldest first.
-pub fn installed_kernels(root: &Root) -> Vec<String> {
-    let mut k = root.list_dir("/usr/lib/modules").unwrap_or_default();
-    if k.is_empty() {
-        k = root.list_dir("/lib/modules").unwrap_or_default();
-    }
-    k.sort_by(|a, b| version_cmp(a, b));
-    k
-}
-
-/// Compares version strings numerically where they are numbers (6.12.9 < 6.12.10).
-pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| -> Vec<(u64, String)> {
-        s.split(|c: char| !c.is_ascii_alphanumeric())
-            .map(|p| (p.parse().unwrap_or(0), p.to_string()))
-            .collect()
-    };
-    parts(a).cmp(&parts(b))
-}
-
-/// Formats a time as RFC 3339 UTC with seconds (`2026-11-22T10:00:00Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Parses the RFC 3339 UTC form [`rfc3339`] writes (`2026-11-22T10:00:00Z`, fractional seconds
-/// and a `+00:00` offset accepted) into seconds since the epoch.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time
-        .strip_suffix(['Z', 'z'])
-        .or_else(|| time.strip_suffix("+00:00"))?;
-    let mut t = time.splitn(3, ':');
-    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    let ss: i64 = t.next()?.split('.').next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days-from-civil (Howard Hinnant's algorithm), the inverse of `rfc3339`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
-            "2026-11-18T11:06:40Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-    }
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for secs in [0u64, 951_782_400, 1_795_000_000, 4_102_444_800] {
-            let t = UNIX_EPOCH + Duration::from_secs(secs);
-            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(secs as i64));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-18T11:06:40.25+00:00"),
-            Some(1_795_000_000)
-        );
-        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 
     fn report_with(statuses: &[Status]) -> ComplianceReport {
         let items = statuses

@@ -1,4 +1,5 @@
-//! The named operations (virt-sysprep's names where the meaning is the same) and choosing them:
+//! `[seal] operations` and `seal --operations`: the named operations (virt-sysprep's names where
+//! the meaning is the same; `guestprep seal` carries them out) and choosing them:
 //! `defaults,-logfiles,+user-ssh-keys`, read left to right.
 
 use std::collections::BTreeSet;
@@ -110,7 +111,7 @@ pub fn check_spec(entry: &str) -> Result<(), String> {
     }
     let names: Vec<&str> = OPERATIONS.iter().map(|o| o.name).collect();
     let mut m = format!("unknown seal operation `{name}`");
-    if let Some(c) = crate::policy::closest(name, &names) {
+    if let Some(c) = crate::text::closest(name, &names) {
         m.push_str(&format!(" (did you mean `{c}`?)"));
     }
     m.push_str("; `guestprep seal --list` shows them");
