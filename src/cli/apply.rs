@@ -49,7 +49,7 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
         if sys.is_live() {
             anyhow::bail!("--chroot needs an offline --root DIR");
         }
-        sys.chroot = true;
+        sys.use_chroot()?;
     }
     let filter = args.select.filter()?;
     let resources = super::selected(&loaded.policy, &sys.root, &filter);

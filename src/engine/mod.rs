@@ -15,7 +15,7 @@ use crate::fsutil;
 use crate::report::{ChangeRecord, Item, Status};
 
 mod system;
-pub use system::System;
+pub use system::{Mode, System};
 
 /// How long to wait for a systemd start or stop job.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
@@ -286,7 +286,7 @@ impl Change {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             Change::Run { argv } => {
-                if (sys.is_live() || sys.chroot) && crate::packages::dpkglock::needs_lock(argv) {
+                if sys.mode().runs_programs() && crate::packages::dpkglock::needs_lock(argv) {
                     crate::packages::dpkglock::wait_free(
                         &sys.root,
                         crate::packages::dpkglock::TIMEOUT,
@@ -294,7 +294,7 @@ impl Change {
                 }
                 if sys.is_live() {
                     run_watched(argv)?;
-                } else if sys.chroot {
+                } else if sys.mode() == Mode::Chroot {
                     let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
                     c.extend(argv.iter().cloned());
                     run_watched(&c)?;
@@ -309,7 +309,7 @@ impl Change {
             Change::RunInRoot { argv } => {
                 if sys.is_live() {
                     run_watched(argv)?;
-                } else if sys.chroot {
+                } else if sys.mode() == Mode::Chroot {
                     run_watched(&crate::inroot::command(&sys.root, argv)?)?;
                 } else {
                     bail!(

@@ -24,6 +24,7 @@ mod locale;
 pub mod merge;
 mod modules;
 mod packages;
+pub mod platform;
 pub mod seal_ops;
 pub mod ssh;
 mod time;
@@ -312,7 +313,12 @@ pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
-    load_texts(&texts)
+    let loaded = load_texts(&texts)?;
+    let refused = platform::refusals(&loaded.tree, &crate::platform::Platform::detect(root));
+    if !refused.is_empty() {
+        return Err(InvalidPolicy(refused).into());
+    }
+    Ok(loaded)
 }
 
 /// A fragment that is not UTF-8 (TOML is UTF-8): where the first bad byte is.

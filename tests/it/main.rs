@@ -14,6 +14,7 @@ mod docs;
 mod download;
 mod example;
 mod files;
+mod flatcar;
 mod fleet;
 mod floors;
 mod grub;

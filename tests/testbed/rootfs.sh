@@ -8,6 +8,7 @@
 #   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
 #                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
 #                                     # cloud-init, and a second (trixie-backports) kernel
+#   tests/testbed/rootfs.sh flatcar   # systemd, sshd, ssh, qemu-ga: Flatcar's arrangement is made from it
 #   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/it/docs.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
@@ -46,6 +47,12 @@ case "$name" in
     include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter,locales,cloud-init
     mirrors+=("deb http://deb.debian.org/debian trixie-backports main")
     hooks+=(--customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t trixie-backports linux-image-amd64 >/dev/null')
+    ;;
+  flatcar)
+    # Flatcar's arrangement is made from this (tests/it/flatcar.rs): the real systemd, sshd and
+    # ssh, and qemu-ga; the test then removes dpkg's database, writes Flatcar's os-release and
+    # sshd units, and boots it with /usr read-only.
+    include=$common,openssh-server,openssh-client,qemu-guest-agent
     ;;
   cloudinit)
     # Only its `cloud-init schema` runs (in a chroot): the docs' user-data against the schema of

@@ -243,7 +243,7 @@ impl Resource for DkmsBuilt {
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if obs.status != Status::Drift
-            || cannot_change(sys).is_some()
+            || sys.cannot_change().is_some()
             || obs.actual["source"] == json!(false)
         {
             return Vec::new();
@@ -270,12 +270,10 @@ impl Resource for DkmsBuilt {
                 Err(e) => {
                     let log = self.make_log();
                     let errors = sys
-                        .root
                         .read_string(&log)?
                         .map(|t| crate::packages::makelog::first_errors(&t, 5))
                         .unwrap_or_default();
                     let conf = sys
-                        .root
                         .read_string(&format!(
                             "/usr/src/{}-{}/dkms.conf",
                             self.dkms.module, self.dkms.version
@@ -292,20 +290,29 @@ impl Resource for DkmsBuilt {
                     if errors.is_empty() {
                         return Err(e.context(self.failure_message(&errors, &log, None)));
                     }
-                    if let Err(w) = crate::fsutil::write_atomic(
-                        &sys.root,
-                        &record,
-                        &serde_json::to_vec_pretty(&rec)?,
-                        Some(0o644),
-                    ) {
+                    // Known only once the build failed, so not in the plan; a `Change` all the
+                    // same (atomic, through the engine).
+                    let write = Change::Write {
+                        path: record.clone(),
+                        content: serde_json::to_vec_pretty(&rec)?,
+                        mode: Some(0o644),
+                        old: None,
+                    };
+                    if let Err(w) = write.execute(sys) {
                         tracing::warn!("could not record the failed build: {w:#}");
                     }
                     return Err(e.context(self.failure_message(&errors, &log, None)));
                 }
             }
         }
-        if sys.lstat(&record)? != crate::root::Node::Missing {
-            crate::fsutil::remove(&sys.root, &record)?;
+        if let Some(old) = sys.read(&record)? {
+            details.extend(
+                Change::Remove {
+                    path: record.clone(),
+                    old,
+                }
+                .execute(sys)?,
+            );
         }
         Ok(details)
     }

@@ -104,7 +104,7 @@ impl Resource for AptHold {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some() {
+        if sys.cannot_change().is_some() {
             return Vec::new();
         }
         if let Some(name) = obs.data["unhold"].as_str() {

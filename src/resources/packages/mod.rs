@@ -136,20 +136,10 @@ pub fn kernels_with_headers(root: &Root) -> Vec<String> {
 
 /// `msg` with the reason an offline root is not changed here appended, if it is not.
 fn with_offline_note(sys: &System, msg: String) -> String {
-    match cannot_change(sys) {
+    match sys.cannot_change() {
         Some(why) => format!("{msg}; {why}"),
         None => msg,
     }
-}
-
-/// Why an offline root cannot be changed here, or None.
-pub(crate) fn cannot_change(sys: &System) -> Option<String> {
-    (!sys.is_live() && !sys.chroot).then(|| {
-        format!(
-            "package actions on an {} run only with `apply --chroot`",
-            sys.describe()
-        )
-    })
 }
 
 /// Whether apt has package lists (a fresh cloud image may have none: `apt-get update` first).

@@ -20,6 +20,17 @@ impl DebPackage {
         format!("{}/{}.json", crate::paths::DEB_RECEIPTS_DIR, self.spec.name)
     }
 
+    /// The receipt apply writes once the .deb is installed.
+    fn receipt(&self) -> Vec<u8> {
+        let receipt = json!({
+            "version": self.spec.version,
+            "sha256": self.spec.sha256,
+            "url": self.spec.url,
+            "at": crate::clock::rfc3339(std::time::SystemTime::now()),
+        });
+        serde_json::to_vec_pretty(&receipt).expect("a receipt serializes")
+    }
+
     /// The sha256 of the .deb guestprep installed at this version, if it did.
     fn installed_sha(&self, sys: &System, version: &str) -> Result<Option<String>> {
         let Some(text) = sys.read_string(&self.receipt_path())? else {
@@ -125,7 +136,7 @@ impl Resource for DebPackage {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if obs.status != Status::Drift || cannot_change(sys).is_some() {
+        if obs.status != Status::Drift || sys.cannot_change().is_some() {
             return Vec::new();
         }
         let path = self.cache_path();
@@ -141,6 +152,14 @@ impl Resource for DebPackage {
             Change::Run {
                 argv: apt_get(&["install", "--allow-downgrades", "--reinstall", &path]),
             },
+            // Which build was installed: a site's patched .deb of the same version differs only
+            // by its sha256.
+            Change::Write {
+                path: self.receipt_path(),
+                content: self.receipt(),
+                mode: Some(0o644),
+                old: sys.read(&self.receipt_path()).ok().flatten(),
+            },
         ]
     }
 
@@ -150,8 +169,8 @@ impl Resource for DebPackage {
             details.extend(c.execute(sys)?);
             if matches!(c, Change::Download { .. }) {
                 // Judge the package before installing it.
-                let info = deb::read(&sys.root.resolve(&self.cache_path())?)?;
-                preflight(&info, &self.spec, &kernels_with_headers(&sys.root))
+                let info = deb::read(&sys.host_path(&self.cache_path())?)?;
+                preflight(&info, &self.spec, &sys.kernels_with_headers())
                     .context("preflight of the downloaded package")?;
                 details.push(format!(
                     "{} {} passed preflight",
@@ -159,18 +178,6 @@ impl Resource for DebPackage {
                 ));
             }
         }
-        let receipt = json!({
-            "version": self.spec.version,
-            "sha256": self.spec.sha256,
-            "url": self.spec.url,
-            "at": crate::clock::rfc3339(std::time::SystemTime::now()),
-        });
-        crate::fsutil::write_atomic(
-            &sys.root,
-            &self.receipt_path(),
-            &serde_json::to_vec_pretty(&receipt)?,
-            Some(0o644),
-        )?;
         Ok(details)
     }
 }
