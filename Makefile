@@ -40,7 +40,8 @@ build:
 static:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(STATIC_DIR) \
 		$(CARGO) build --release --locked --target $(STATIC_TARGET)
-	@file $(STATIC_BIN) | grep -q 'statically linked' || { echo "not static: $(STATIC_BIN)"; exit 1; }
+	@! readelf -lW $(STATIC_BIN) | grep -q 'INTERP' || { echo "not static (it names a loader): $(STATIC_BIN)"; exit 1; }
+	@! readelf -dW $(STATIC_BIN) | grep -q '(NEEDED)' || { echo "not static (it needs libraries): $(STATIC_BIN)"; exit 1; }
 	@echo "$(STATIC_BIN): $$(stat -c %s $(STATIC_BIN)) bytes"
 
 # A systemd-sysext image (squashfs) for Flatcar: the static binary and the guest's units under

@@ -36,7 +36,7 @@ impl Mode {
 
 /// The managed system: its root and what may run against it.
 pub struct System {
-    pub root: Root,
+    root: Root,
     /// Live, an offline root whose programs run inside it (`apply --chroot`), or offline.
     mode: Mode,
     /// Try again what failed before although nothing it depends on changed (a DKMS build).
@@ -81,6 +81,13 @@ impl System {
             executed: std::cell::Cell::new(0),
             platform: OnceCell::new(),
         }
+    }
+
+    /// The root itself, for the use cases above the engine (the apply lock, seal, the report)
+    /// and the engine's changes. A check reads through the recorded methods above instead
+    /// (`tests/it/floors.rs` holds `resources/` to that).
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// What the root is: every resource that differs by platform asks this, never assumes
@@ -144,6 +151,12 @@ impl System {
     pub fn stat(&self, abs: &str) -> Result<crate::root::Node> {
         self.saw(abs);
         self.root.stat(abs)
+    }
+
+    /// Where a symlink at `abs` points, `None` when it is not a link (recorded).
+    pub fn read_link(&self, abs: &str) -> Result<Option<std::path::PathBuf>> {
+        self.saw(abs);
+        self.root.read_link(abs)
     }
 
     /// Whether `abs` exists, symlinks followed inside the root (recorded).

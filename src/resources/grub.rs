@@ -242,7 +242,6 @@ impl Resource for Cmdline {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
         let cfg_args = sys
-            .root
             .read_string(GRUB_CFG)?
             .and_then(|c| first_linux_args(&c))
             .unwrap_or_default();

@@ -151,7 +151,7 @@ impl Resource for Initramfs {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let mut memo = Memo::load(&sys.root);
+        let mut memo = Memo::load(sys);
         let obs = self.check_with(sys, &mut memo);
         memo.save();
         obs

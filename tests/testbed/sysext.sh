@@ -10,7 +10,7 @@ bin=${1:?usage: sysext.sh STATIC_BINARY OUT.raw}
 out=${2:?usage: sysext.sh STATIC_BINARY OUT.raw}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 command -v mksquashfs >/dev/null || { echo "sysext.sh: mksquashfs is not installed (Debian package squashfs-tools)" >&2; exit 1; }
-file "$bin" | grep -q 'statically linked' || { echo "sysext.sh: $bin is not a static binary (make static)" >&2; exit 1; }
+! readelf -lW "$bin" | grep -q INTERP || { echo "sysext.sh: $bin is not a static binary (make static)" >&2; exit 1; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$bin" "$stage/usr/bin/guestprep"

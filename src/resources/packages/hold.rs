@@ -14,10 +14,7 @@ pub struct AptHold {
 /// True when a DKMS module's source is installed, built for none of `kernels`, and its build
 /// failed (a record under [`crate::paths::DKMS_FAILED_DIR`]) for at least one.
 fn built_nowhere(sys: &System, k: &DkmsSpec, kernels: &[String]) -> Result<bool> {
-    if kernels.is_empty()
-        || !sys
-            .root
-            .exists(&format!("/usr/src/{}-{}/dkms.conf", k.module, k.version))
+    if kernels.is_empty() || !sys.exists(&format!("/usr/src/{}-{}/dkms.conf", k.module, k.version))
     {
         return Ok(false);
     }

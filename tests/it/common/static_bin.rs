@@ -17,7 +17,7 @@ pub fn static_bin() -> PathBuf {
         let o = Command::new("make")
             .arg("-C")
             .arg(repo())
-            .arg("static")
+            .args(["--no-print-directory", "static"])
             .arg(format!("STATIC_DIR={}", dir.display()))
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
