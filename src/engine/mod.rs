@@ -244,13 +244,13 @@ impl Change {
                 mode,
                 ..
             } => {
-                fsutil::write_atomic(&sys.root(), path, content, *mode)?;
+                fsutil::write_atomic(sys.root(), path, content, *mode)?;
             }
             Change::Remove { path, .. } => {
-                fsutil::remove(&sys.root(), path)?;
+                fsutil::remove(sys.root(), path)?;
             }
             Change::MakeDir { path, mode } => {
-                fsutil::make_dir(&sys.root(), path, *mode)?;
+                fsutil::make_dir(sys.root(), path, *mode)?;
             }
             Change::Timezone { zone } => {
                 if !sys.is_live() {
@@ -265,7 +265,7 @@ impl Change {
                 )]);
             }
             Change::Symlink { path, target } => {
-                fsutil::symlink_atomic(&sys.root(), path, target)?;
+                fsutil::symlink_atomic(sys.root(), path, target)?;
                 return Ok(vec![format!("{path} -> {target}")]);
             }
             Change::Attrs {
@@ -275,7 +275,7 @@ impl Change {
                 gid,
                 ..
             } => {
-                fsutil::set_attrs(&sys.root(), path, *mode, *uid, *gid)?;
+                fsutil::set_attrs(sys.root(), path, *mode, *uid, *gid)?;
             }
             Change::WriteProc { path, value } => {
                 if !sys.is_live() {
@@ -288,7 +288,7 @@ impl Change {
             Change::Run { argv } => {
                 if sys.mode().runs_programs() && crate::packages::dpkglock::needs_lock(argv) {
                     crate::packages::dpkglock::wait_free(
-                        &sys.root(),
+                        sys.root(),
                         crate::packages::dpkglock::TIMEOUT,
                     )?;
                 }
@@ -310,7 +310,7 @@ impl Change {
                 if sys.is_live() {
                     run_watched(argv)?;
                 } else if sys.mode() == Mode::Chroot {
-                    run_watched(&crate::inroot::command(&sys.root(), argv)?)?;
+                    run_watched(&crate::inroot::command(sys.root(), argv)?)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
@@ -575,7 +575,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         let mut sweep = fsutil::Sweep::default();
         for r in resources {
             for p in r.managed_paths() {
-                match sweep.clean(&sys.root(), &p) {
+                match sweep.clean(sys.root(), &p) {
                     Ok(removed) => {
                         for f in removed {
                             tracing::warn!(file = %f.display(), "removed temp file left by an interrupted run");

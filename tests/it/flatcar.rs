@@ -283,7 +283,7 @@ fn a_flatcar_node_converges_what_lives_in_etc_and_the_real_programs_agree() {
             .filter_map(|l| l.split_once('='))
             .filter(|(k, _)| k.trim() == key)
             .map(|(_, v)| v.trim().to_string())
-            .last()
+            .next_back()
     };
     assert_eq!(set("net.ipv4.ip_forward").as_deref(), Some("1"), "{cat}");
     assert_eq!(set("net.core.somaxconn").as_deref(), Some("32768"), "{cat}");
