@@ -274,7 +274,7 @@ fn check_dkms_version(s: &str) -> Result<(), String> {
 }
 
 /// A kernel build option as `/boot/config-KVER` names it: `CONFIG_` then capitals, digits, `_`.
-fn check_config_option(s: &str) -> Result<(), String> {
+pub fn check_config_option(s: &str) -> Result<(), String> {
     match s.strip_prefix("CONFIG_") {
         Some(rest)
             if !rest.is_empty()
