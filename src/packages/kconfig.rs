@@ -149,7 +149,7 @@ pub fn fix_hint(kver: &str) -> String {
             "Debian's cloud kernel flavour (linux-image-cloud-amd64) is built without them and cannot \
              carry this driver: move to the generic flavour (linux-image-amd64) with `[kernel] version = \
              \"{base}-amd64\"` and `remove_others = true`: apply installs linux-image-{base}-amd64 and \
-             its headers, makes GRUB boot it, and purges the cloud kernel once the generic one runs"
+             its headers, makes GRUB boot it, and purges the cloud kernel (on a booted machine, once the generic one runs)"
         ),
         None => "install a kernel built with them (on Debian the generic flavour, linux-image-amd64), pin it \
              with `[kernel] version = \"KVER\"` and remove this one with `remove_others = true`"
