@@ -48,10 +48,6 @@ fn needs_of(
     root: &crate::root::Root,
 ) -> Result<Vec<Need>> {
     let mut options: Vec<String> = Vec::new();
-    for o in &a.require_config {
-        crate::policy::check_config_option(o)
-            .map_err(|e| crate::exit::UsageError(format!("--require-config: {e}")))?;
-    }
     let sources = crate::policy::Sources::from_args(&a.policy.paths);
     let policy = match crate::policy::load(&sources, root) {
         Err(crate::policy::LoadError::NoPolicy(_)) if a.policy.paths.is_empty() => None,
@@ -81,6 +77,11 @@ fn needs_of(
 
 pub fn run(cmd: &DkmsCommand) -> Result<ExitCode> {
     let DkmsCommand::Try(a) = cmd;
+    // Bad input before anything is downloaded.
+    for o in &a.require_config {
+        crate::policy::check_config_option(o)
+            .map_err(|e| crate::exit::UsageError(format!("--require-config: {e}")))?;
+    }
     let work = tempfile::Builder::new()
         .prefix("guestprep-dkms-try-")
         .tempdir()?;
