@@ -39,7 +39,7 @@ pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use locale::Locale;
 pub use modules::Modules;
-pub use packages::{DebSpec, DkmsSpec, Packages};
+pub use packages::{DebSpec, DkmsSpec, Packages, check_config_option};
 pub use ssh::Ssh;
 pub use time::Time;
 pub use units::{Now, UnitDropin, Units};

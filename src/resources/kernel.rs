@@ -50,7 +50,8 @@ pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
     out
 }
 
-fn running_kernel(sys: &System) -> Result<Option<String>> {
+/// The running kernel's release (`uname -r`), live only.
+pub(crate) fn running_kernel(sys: &System) -> Result<Option<String>> {
     if !sys.is_live() {
         return Ok(None);
     }

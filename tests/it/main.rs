@@ -23,6 +23,7 @@ mod hostile_files;
 mod i915;
 mod initramfs_memo;
 mod kernel;
+mod kernel_config;
 mod nosubprocess;
 mod output_paths;
 mod packages;

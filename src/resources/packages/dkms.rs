@@ -171,6 +171,24 @@ impl Resource for DkmsBuilt {
                 format!("dkms.conf BUILD_EXCLUSIVE_KERNEL excludes kernel {k}"),
             ));
         }
+        // A kernel built without what the module needs: not built for it (kernel:config:KVER says why).
+        if !self.dkms.require_config.is_empty()
+            && let Some((path, cfg)) = crate::resources::kernel_config::read(sys, k)?
+        {
+            let needs = Need::of(m, &self.dkms.require_config);
+            let lacks = cfg.lacks(&needs);
+            if !lacks.is_empty() {
+                return Ok(Observation::new(
+                    Status::Skipped,
+                    expected,
+                    json!({"source": true, "config": path}),
+                    format!(
+                        "kernel {k} lacks {} (per {path}): not built for it (kernel:config:{k})",
+                        kconfig::describe_lacks(&lacks)
+                    ),
+                ));
+            }
+        }
         // DKMS's tree: /var/lib/dkms/M/V/K/ARCH/module/*.ko*
         let base = format!("/var/lib/dkms/{m}/{v}/{k}");
         let arch = sys

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::engine::{Change, Observation, Resource, System};
+use crate::packages::kconfig::{self, KernelConfig, Need};
 use crate::packages::{deb, dkmsconf, dpkg};
 use crate::policy::{DebSpec, DkmsSpec, Packages};
 use crate::report::Status;
@@ -27,7 +28,7 @@ pub use apt::{AptInstall, AptRemove};
 pub use dkms::DkmsBuilt;
 pub(crate) use dkms::find_ko;
 pub use hold::AptHold;
-pub use release::{DebPackage, preflight};
+pub use release::{ConfigOf, DebPackage, preflight};
 
 /// Where downloaded `.deb`s are kept.
 pub const CACHE_DIR: &str = crate::paths::CACHE_DIR;
