@@ -13,6 +13,9 @@ pub struct PkgStatus {
     pub want: String,
     /// dpkg's state: `installed`, `config-files`, `half-installed`, `not-installed`, …
     pub state: String,
+    /// The packages named by `Depends:` and `Pre-Depends:` (every alternative, versions and
+    /// architecture qualifiers dropped): the edges of dpkg's own graph.
+    pub depends: Vec<String>,
 }
 
 impl PkgStatus {
@@ -33,6 +36,7 @@ pub fn parse(text: &str) -> HashMap<String, PkgStatus> {
         let mut name = None;
         let mut version = None;
         let mut status = None;
+        let mut depends = Vec::new();
         for line in stanza.lines() {
             if let Some(v) = line.strip_prefix("Package: ") {
                 name = Some(v.trim().to_string());
@@ -40,6 +44,11 @@ pub fn parse(text: &str) -> HashMap<String, PkgStatus> {
                 version = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Status: ") {
                 status = Some(v.trim().to_string());
+            } else if let Some(v) = line
+                .strip_prefix("Depends: ")
+                .or_else(|| line.strip_prefix("Pre-Depends: "))
+            {
+                depends.extend(dependency_names(v));
             }
         }
         let (Some(name), Some(status)) = (name, status) else {
@@ -54,7 +63,45 @@ pub fn parse(text: &str) -> HashMap<String, PkgStatus> {
             version,
             want,
             state,
+            depends,
         });
+    }
+    out
+}
+
+/// The package names of a `Depends:` field: `a (>= 1) | b:any, c` → a, b, c.
+fn dependency_names(field: &str) -> impl Iterator<Item = String> + '_ {
+    field.split([',', '|']).filter_map(|alt| {
+        let name = alt.split_whitespace().next()?;
+        let name = name.split(':').next().unwrap_or(name);
+        (!name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// The installed packages that depend on any of `roots`, directly or through other installed
+/// packages (the roots themselves not included), by name: for a kernel, its meta packages
+/// (`linux-image-amd64` on Debian; `linux-image-virtual`, `linux-virtual` on Ubuntu).
+pub fn dependents(
+    db: &HashMap<String, PkgStatus>,
+    roots: &[String],
+) -> std::collections::BTreeSet<String> {
+    let mut reverse: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (name, st) in db {
+        if !st.installed() {
+            continue;
+        }
+        for d in &st.depends {
+            reverse.entry(d.as_str()).or_default().push(name.as_str());
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo: Vec<&str> = roots.iter().map(String::as_str).collect();
+    while let Some(n) = todo.pop() {
+        for &up in reverse.get(n).into_iter().flatten() {
+            if !roots.iter().any(|r| r == up) && out.insert(up.to_string()) {
+                todo.push(up);
+            }
+        }
     }
     out
 }
@@ -109,5 +156,31 @@ mod tests {
         assert!(db["containerd"].installed() && db["containerd"].held());
         assert_eq!(db["containerd"].version.as_deref(), Some("1.7.24~ds1-6"));
         assert!(!db["gone"].installed());
+    }
+
+    #[test]
+    fn a_kernels_metas_are_what_depends_on_it_up_to_the_top() {
+        // Ubuntu 24.04's graph: linux-virtual -> linux-image-virtual -> linux-image-6.8.0-49-generic.
+        let db = parse(
+            "Package: linux-image-6.8.0-49-generic\nStatus: install ok installed\nDepends: linux-modules-6.8.0-49-generic\n\n\
+             Package: linux-image-virtual\nStatus: install ok installed\nDepends: linux-image-6.8.0-49-generic (= 6.8.0-49.49), linux-firmware | wireless-regdb\n\n\
+             Package: linux-headers-virtual\nStatus: install ok installed\nDepends: linux-headers-6.8.0-49-generic:amd64\n\n\
+             Package: linux-headers-6.8.0-49-generic\nStatus: install ok installed\n\n\
+             Package: linux-virtual\nStatus: install ok installed\nDepends: linux-image-virtual (= 6.8.0-49.49), linux-headers-virtual (= 6.8.0-49.49)\n\n\
+             Package: linux-generic\nStatus: deinstall ok config-files\nDepends: linux-image-generic\n",
+        );
+        let roots = [
+            "linux-image-6.8.0-49-generic".to_string(),
+            "linux-headers-6.8.0-49-generic".to_string(),
+        ];
+        let metas: Vec<String> = dependents(&db, &roots).into_iter().collect();
+        assert_eq!(
+            metas,
+            [
+                "linux-headers-virtual",
+                "linux-image-virtual",
+                "linux-virtual"
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ pub const GRUB_FILE: &str = "/etc/default/grub.d/99-guestprep-kernel.cfg";
 const GRUBENV: &str = "/boot/grub/grubenv";
 const UPDATE_GRUB: &str = "/usr/sbin/update-grub";
 
-pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
+pub fn resources(k: &Kernel, root: &crate::root::Root) -> Vec<Box<dyn Resource>> {
     let pkgs = k.packages().to_vec();
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     for p in &pkgs {
@@ -33,14 +33,32 @@ pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
     if k.remove_others {
         out.push(Box::new(OtherKernels { kernel: k.clone() }));
     }
-    let mut holds = pkgs;
-    holds.extend(k.metas());
+    // The metas from dpkg's own graph when the kernel is installed (Ubuntu's `linux-virtual` →
+    // `linux-image-virtual` → `linux-image-6.8.0-NN-generic`), else the flavour's names.
+    let db = root
+        .read_string(crate::packages::dpkg::STATUS)
+        .ok()
+        .flatten()
+        .map(|t| crate::packages::dpkg::parse(&t))
+        .unwrap_or_default();
+    let mut metas: Vec<String> = crate::packages::dpkg::dependents(&db, &pkgs)
+        .into_iter()
+        .collect();
+    if metas.is_empty() {
+        metas = k.metas().to_vec();
+    }
+    let mut holds = pkgs.clone();
+    holds.extend(metas.iter().cloned());
     for h in &holds {
         out.push(Box::new(AptHold {
             name: h.clone(),
             unless_failed: None,
         }));
     }
+    out.push(Box::new(Holds {
+        packages: pkgs,
+        items: holds,
+    }));
     out.push(Box::new(GrubDefault {
         version: k.version.clone(),
     }));
@@ -48,6 +66,102 @@ pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
         version: k.version.clone(),
     }));
     out
+}
+
+/// `kernel:holds`: every installed package that depends on the pinned kernel's image or headers
+/// in dpkg's graph (up to the top meta: `linux-image-amd64`; `linux-virtual`,
+/// `linux-image-virtual`, `linux-headers-virtual`; `linux-generic-hwe-24.04`) is held, so no
+/// upgrade moves the flavour to a new ABI. Names which; holds what the `package-hold:` items do
+/// not already (a meta installed by this very run).
+pub struct Holds {
+    /// The kernel's own packages, the roots of the graph.
+    pub packages: Vec<String>,
+    /// The packages the `package-hold:` items hold.
+    pub items: Vec<String>,
+}
+
+impl Resource for Holds {
+    fn id(&self) -> String {
+        "kernel:holds".to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn check(&self, sys: &System) -> Result<Observation> {
+        let db = super::packages::dpkg_status(sys)?;
+        let metas = crate::packages::dpkg::dependents(&db, &self.packages);
+        let unheld: Vec<&String> = metas
+            .iter()
+            .filter(|m| !db.get(*m).is_some_and(|s| s.held()))
+            .collect();
+        let expected = json!({"held": metas});
+        let actual = json!({"metas": metas, "unheld": unheld});
+        if !self
+            .packages
+            .iter()
+            .any(|p| db.get(p).is_some_and(|s| s.installed()))
+        {
+            return Ok(Observation::new(
+                Status::Skipped,
+                expected,
+                actual,
+                format!(
+                    "{} is not installed yet: no graph to follow",
+                    self.packages[0]
+                ),
+            ));
+        }
+        let which = if metas.is_empty() {
+            "no installed package depends on the kernel's packages".to_string()
+        } else {
+            format!(
+                "what depends on {} in dpkg's graph: {}",
+                self.packages.join(" and "),
+                metas.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        if unheld.is_empty() {
+            return Ok(Observation::new(Status::Compliant, expected, actual, which));
+        }
+        let mut obs = Observation::new(
+            Status::Drift,
+            expected,
+            actual,
+            format!(
+                "not held: {}; {which}{}",
+                unheld
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sys.cannot_change()
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default()
+            ),
+        );
+        obs.data = json!({ "hold": unheld
+            .iter()
+            .filter(|m| !self.items.contains(m))
+            .collect::<Vec<_>>() });
+        Ok(obs)
+    }
+
+    fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
+        let hold: Vec<String> = obs.data["hold"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        if hold.is_empty() || sys.cannot_change().is_some() {
+            return Vec::new();
+        }
+        let mut argv = vec!["apt-mark".to_string(), "hold".into(), "--".into()];
+        argv.extend(hold);
+        vec![Change::Run { argv }]
+    }
 }
 
 /// The running kernel's release (`uname -r`), live only.

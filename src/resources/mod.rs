@@ -48,7 +48,7 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     // The kernel first: DKMS builds for it, and its headers must be there before a .deb's
     // preflight judges which kernels it builds for.
     match &policy.kernel {
-        Some(k) => out.extend(kernel::resources(k)),
+        Some(k) => out.extend(kernel::resources(k, root)),
         None => absent("kernel", kernel::GRUB_FILE, &mut out),
     }
     // Whether each kernel can carry the DKMS modules at all (after [kernel] installs its own).

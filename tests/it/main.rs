@@ -34,5 +34,6 @@ mod seal_resume;
 mod services;
 mod sshd;
 mod systemd;
+mod ubuntu;
 mod verdicts;
 mod verify_ci;

@@ -91,3 +91,47 @@ pub fn plain_deb(out: &Path, name: &str, files: &[(&str, &str)], conffiles: &[&s
     );
     std::fs::read(deb).unwrap()
 }
+
+/// A package with a version and a `Depends:` line (a kernel's image, a meta package), built with
+/// dpkg-deb into `out/NAME_VERSION_all.deb`.
+pub fn control_deb(
+    out: &Path,
+    name: &str,
+    version: &str,
+    depends: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let tree = out.join(format!("{name}_{version}.tree"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    for (p, content) in files {
+        let f = tree.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, content).unwrap();
+    }
+    let depends = if depends.is_empty() {
+        String::new()
+    } else {
+        format!("Depends: {depends}\n")
+    };
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\n{depends}Maintainer: guestprep tests <tests@localhost>\nDescription: guestprep test package\n"
+        ),
+    )
+    .unwrap();
+    let deb = out.join(format!("{name}_{version}_all.deb"));
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "dpkg-deb: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::remove_dir_all(&tree).unwrap();
+    deb
+}
