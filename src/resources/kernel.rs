@@ -44,8 +44,14 @@ pub fn resources(k: &Kernel, root: &crate::root::Root) -> Vec<Box<dyn Resource>>
     let mut metas: Vec<String> = crate::packages::dpkg::dependents(&db, &pkgs)
         .into_iter()
         .collect();
-    if metas.is_empty() {
-        metas = k.metas().to_vec();
+    // The flavour's own metas too where they are installed (a newer kernel's meta from
+    // backports depends on that kernel, not the pinned one, and must not move either); all of
+    // them when dpkg's database says nothing yet.
+    for m in k.metas() {
+        let installed = db.get(&m).is_some_and(|s| s.installed());
+        if (installed || db.is_empty()) && !metas.contains(&m) {
+            metas.push(m);
+        }
     }
     let mut holds = pkgs.clone();
     holds.extend(metas.iter().cloned());
