@@ -23,6 +23,7 @@ mod kernel;
 mod locale;
 pub mod merge;
 mod modules;
+mod needrestart;
 mod packages;
 pub mod platform;
 pub mod seal_ops;
@@ -39,6 +40,7 @@ pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use locale::Locale;
 pub use modules::Modules;
+pub use needrestart::Needrestart;
 pub use packages::{DebSpec, DkmsSpec, Packages, check_config_option};
 pub use ssh::Ssh;
 pub use time::Time;
@@ -103,6 +105,8 @@ pub struct Policy {
     pub locale: Option<Locale>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apt: Option<Apt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needrestart: Option<Needrestart>,
 }
 
 impl Policy {

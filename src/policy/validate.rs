@@ -13,8 +13,23 @@ use super::{Policy, Swap};
 use crate::text::closest;
 
 const SECTIONS: &[&str] = &[
-    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
-    "seal", "kernel", "waivers", "time", "locale", "apt",
+    "chrony",
+    "sysctl",
+    "modules",
+    "grub",
+    "ssh",
+    "swap",
+    "files",
+    "units",
+    "packages",
+    "agent",
+    "seal",
+    "kernel",
+    "waivers",
+    "time",
+    "locale",
+    "apt",
+    "needrestart",
 ];
 
 pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
@@ -58,6 +73,9 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     }
     if let Some(t) = v.section(tree, "time") {
         policy.time = Some(v.time(t, &tree.entries["time"].node.origin));
+    }
+    if let Some(t) = v.section(tree, "needrestart") {
+        policy.needrestart = Some(v.needrestart(t, &tree.entries["needrestart"].node.origin));
     }
     if let Some(e) = tree.get("waivers") {
         policy.waivers = v.waivers(e);

@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod kernel_config;
 pub mod locale;
 pub mod modules;
+pub mod needrestart;
 pub mod packages;
 pub mod secureboot;
 pub mod services;
@@ -140,6 +141,10 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     }
     if let Some(t) = &policy.time {
         out.extend(time::resources(t));
+    }
+    match &policy.needrestart {
+        Some(n) => out.extend(needrestart::resources(n)),
+        None => absent("needrestart", needrestart::FILE, &mut out),
     }
     if let Some(l) = &policy.locale {
         out.extend(locale::resources(l));
