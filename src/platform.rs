@@ -292,8 +292,7 @@ pub fn openssh_from_dpkg(root: &Root) -> Option<(String, String)> {
 pub fn openssh_installed(root: &Root) -> Option<(String, String)> {
     let binary = || openssh_version(root).map(|v| (v, "/usr/sbin/sshd".to_string()));
     let dpkg = || {
-        openssh_from_dpkg(root)
-            .map(|(v, full)| (v, format!("dpkg status: openssh-server {full}")))
+        openssh_from_dpkg(root).map(|(v, full)| (v, format!("dpkg status: openssh-server {full}")))
     };
     if root.is_live() {
         binary().or_else(dpkg)

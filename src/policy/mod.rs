@@ -287,7 +287,11 @@ pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
 }
 
 /// [`load`], validated against a target ([`Context`]: its OpenSSH release).
-pub fn load_for(sources: &Sources, root: &Root, ctx: &ValidationContext) -> Result<Loaded, LoadError> {
+pub fn load_for(
+    sources: &Sources,
+    root: &Root,
+    ctx: &ValidationContext,
+) -> Result<Loaded, LoadError> {
     let files = discover(sources, root)?;
     if files.is_empty() {
         let searched = match sources {
@@ -356,7 +360,10 @@ pub fn load_texts(texts: &[(PathBuf, String)]) -> Result<Loaded, LoadError> {
 }
 
 /// [`load_texts`], validated against a target.
-pub fn load_texts_for(texts: &[(PathBuf, String)], ctx: &ValidationContext) -> Result<Loaded, LoadError> {
+pub fn load_texts_for(
+    texts: &[(PathBuf, String)],
+    ctx: &ValidationContext,
+) -> Result<Loaded, LoadError> {
     let mut diags = Vec::new();
     let mut tree = Table::default();
     let mut notes = merge::Notes::default();

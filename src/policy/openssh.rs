@@ -134,7 +134,12 @@ mod tests {
         let e = noble.knows("mlkem768x25519-sha256").unwrap_err();
         assert!(e.contains("OpenSSH 9.6p1"), "{e}");
         assert!(e.contains("arrived in OpenSSH 9.9"), "{e}");
-        assert!(noble.knows("PerSourcePenalties").unwrap_err().contains("9.8"));
+        assert!(
+            noble
+                .knows("PerSourcePenalties")
+                .unwrap_err()
+                .contains("9.8")
+        );
         assert!(noble.knows("sntrup761x25519-sha512@openssh.com").is_ok());
         assert!(noble.knows("curve25519-sha256").is_ok());
         assert!(at("9.8p1").knows("PerSourcePenalties").is_ok());

@@ -365,8 +365,7 @@ impl V {
                                 continue;
                             }
                         };
-                        match check_setting(key, &value)
-                            .and_then(|k| self.ctx.knows(k).map(|()| k))
+                        match check_setting(key, &value).and_then(|k| self.ctx.knows(k).map(|()| k))
                         {
                             Ok(k) => {
                                 if settings.insert(k.to_string(), value).is_some() {

@@ -7,7 +7,10 @@
 //! own timestamps over D-Bus (`ExecMainStartTimestamp`, `ActiveEnterTimestamp`, and for a reload
 //! `StateChangeTimestamp`, which a reload's end updates) against the file's mtime: no subprocess,
 //! and a second `apply` restarts nothing. One item per unit, after every file item, so a unit is
-//! restarted once per run however many of its files changed.
+//! restarted once per run however many of its files changed. A socket (`ssh.socket`, whose
+//! `ListenStream=` a drop-in sets) counts from when it last started listening, and is restarted;
+//! which units follow sshd's files on a root is `sshsocket.rs`'s to say (a daemon a socket has
+//! not started yet reloads nothing; a per-connection sshd has no daemon to follow).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -208,7 +211,14 @@ impl Resource for Follow {
                 ),
             ));
         }
-        if !rt.has_process() {
+        // A socket has no process: it "runs" its configuration from when it started listening.
+        let is_socket = self.unit.ends_with(".socket");
+        let running = if is_socket {
+            rt.active_state == "active"
+        } else {
+            rt.has_process()
+        };
+        if !running {
             return Ok(Observation::new(
                 Status::Compliant,
                 expected,
@@ -230,13 +240,17 @@ impl Resource for Follow {
             .collect::<Vec<_>>()
             .join(", ");
         let since = match self.action {
+            _ if is_socket => "has listened since",
             Action::Reload => "last (re)loaded its configuration at",
             Action::Restart => "has run since",
         };
+        let who = if is_socket {
+            self.unit.clone()
+        } else {
+            format!("{} (PID {})", self.unit, rt.main_pid)
+        };
         let head = format!(
-            "{} (PID {}) {since} {}, before {what}: it still runs the older configuration",
-            self.unit,
-            rt.main_pid,
+            "{who} {since} {}, before {what}: it still runs the older configuration",
             rfc3339(usec_time(read_at)),
         );
         if self.allowed {
