@@ -147,6 +147,17 @@ impl Follow {
         Ok(out)
     }
 
+    /// For a socket: the service it starts (`NAME.service`, systemd's default) when that service
+    /// runs. A per-connection socket's instances (`NAME@…`) do not stop it from restarting.
+    fn triggered_daemon(&self, sys: &System) -> Result<Option<String>> {
+        let Some(stem) = self.unit.strip_suffix(".socket") else {
+            return Ok(None);
+        };
+        let service = format!("{stem}.service");
+        let rt = sys.units()?.runtime(&service)?;
+        Ok(rt.has_process().then_some(service))
+    }
+
     fn fix(&self) -> String {
         format!("systemctl {} {}", self.verb(), self.unit)
     }
@@ -253,17 +264,27 @@ impl Resource for Follow {
             "{who} {since} {}, before {what}: it still runs the older configuration",
             rfc3339(usec_time(read_at)),
         );
+        // systemd refuses to start a socket (`Accept=no`) while the service it starts runs
+        // ("Socket service … already active, refusing"): that daemon is stopped first, and the
+        // next connection starts it again on the new sockets.
+        let daemon = self.triggered_daemon(sys)?;
         if self.allowed {
-            Ok(Observation::new(
-                Status::Drift,
-                expected,
-                actual,
-                format!(
-                    "{head}; `guestprep apply` will {} it (or `{}`)",
+            let then = match &daemon {
+                Some(d) => format!(
+                    "; `guestprep apply` will stop {d}, which runs on the socket (systemd starts no socket while it runs), then restart {} (or `systemctl stop {d} && {}`)",
+                    self.unit,
+                    self.fix()
+                ),
+                None => format!(
+                    "; `guestprep apply` will {} it (or `{}`)",
                     self.action.as_str(),
                     self.fix()
                 ),
-            ))
+            };
+            let mut obs =
+                Observation::new(Status::Drift, expected, actual, format!("{head}{then}"));
+            obs.data = json!({ "stopFirst": daemon });
+            Ok(obs)
         } else {
             Ok(Observation::new(
                 Status::PendingReboot,
@@ -282,13 +303,21 @@ impl Resource for Follow {
         if !sys.is_live() || obs.status != Status::Drift || !self.allowed {
             return Vec::new();
         }
-        vec![Change::Unit {
+        let mut plan = Vec::new();
+        if let Some(d) = obs.data["stopFirst"].as_str() {
+            plan.push(Change::Unit {
+                op: UnitOp::Stop,
+                name: d.to_string(),
+            });
+        }
+        plan.push(Change::Unit {
             op: match self.action {
                 Action::Reload => UnitOp::ReloadOrTryRestart,
                 Action::Restart => UnitOp::TryRestart,
             },
             name: self.unit.clone(),
-        }]
+        });
+        plan
     }
 }
 

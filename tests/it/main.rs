@@ -31,6 +31,7 @@ mod seal;
 mod seal_resume;
 mod services;
 mod sshd;
+mod sshsock;
 mod systemd;
 mod verdicts;
 mod verify_ci;
