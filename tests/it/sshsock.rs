@@ -247,3 +247,41 @@ fn socket_activated_sshd_moves_to_the_policys_port() {
     assert_eq!(rep["apply"]["changes"], serde_json::json!([]));
     eprintln!("whole test {:?}", t0.elapsed());
 }
+
+/// `policy check` on an offline root whose dpkg status says Noble's openssh-server 9.6p1: a name
+/// that arrived in 9.9 is an error naming file:line and the release; without a root's sshd the
+/// newest table applies, and the check says so.
+#[test]
+fn policy_names_are_checked_against_the_roots_openssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: openssh-server\nStatus: install ok installed\nVersion: 1:9.6p1-3ubuntu13.5\n\n",
+    )
+    .unwrap();
+    let pol = root.join("ssh.toml");
+    std::fs::write(
+        &pol,
+        "[ssh]\nkex_algorithms = [\"curve25519-sha256\", \"mlkem768x25519-sha256\"]\n",
+    )
+    .unwrap();
+    let (r, p) = (root.to_str().unwrap(), pol.to_str().unwrap());
+    let o = guestprep(&["policy", "check", "--root", r, "--policy", p]);
+    eprintln!("9.6p1 root: exit {}: {}", code(&o), stderr(&o).trim());
+    assert_eq!(code(&o), 2);
+    let e = stderr(&o);
+    assert!(e.contains("ssh.toml:2:"), "{e}");
+    assert!(e.contains("arrived in OpenSSH 9.9"), "{e}");
+    assert!(e.contains("9.6p1"), "{e}");
+    std::fs::remove_file(root.join("var/lib/dpkg/status")).unwrap();
+    let o = guestprep(&["policy", "check", "--root", r, "--policy", p]);
+    eprintln!("no sshd: exit {}: {}", code(&o), stdout(&o).trim());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("newest guestprep knows"),
+        "{}",
+        stdout(&o)
+    );
+}
