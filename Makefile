@@ -6,6 +6,8 @@
 #   make                           # cargo build --release --locked
 #   make install DESTDIR=/tmp/stage [PREFIX=/usr]       # the guest: everything
 #   make install-host DESTDIR=/tmp/stage [PREFIX=/usr]  # a Proxmox node: no guest units, no policy
+#   make static                    # one statically linked binary (Flatcar): $(STATIC_BIN)
+#   make sysext                    # a systemd-sysext image of it for Flatcar: $(SYSEXT)
 
 PREFIX ?= /usr
 BINDIR ?= $(PREFIX)/bin
@@ -19,12 +21,33 @@ CARGO_TARGET_DIR ?= target
 BIN := $(CARGO_TARGET_DIR)/release/guestprep
 INSTALL ?= install
 
-.PHONY: all build install install-host install-common clean
+# The static build: glibc linked in (`crt-static`; the toolchain here has one target, and a musl
+# one cannot be fetched), TLS (rustls with ring) included. Its own target directory, so the flags
+# never mix with the dynamic build's artifacts.
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_DIR ?= $(CARGO_TARGET_DIR)/static
+STATIC_BIN := $(STATIC_DIR)/$(STATIC_TARGET)/release/guestprep
+SYSEXT_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+SYSEXT ?= $(CARGO_TARGET_DIR)/guestprep-$(SYSEXT_VERSION)-x86-64.raw
+
+.PHONY: all build install install-host install-common clean static sysext
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
+
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(STATIC_DIR) \
+		$(CARGO) build --release --locked --target $(STATIC_TARGET)
+	@! readelf -lW $(STATIC_BIN) | grep -q 'INTERP' || { echo "not static (it names a loader): $(STATIC_BIN)"; exit 1; }
+	@! readelf -dW $(STATIC_BIN) | grep -q '(NEEDED)' || { echo "not static (it needs libraries): $(STATIC_BIN)"; exit 1; }
+	@echo "$(STATIC_BIN): $$(stat -c %s $(STATIC_BIN)) bytes"
+
+# A systemd-sysext image (squashfs) for Flatcar: the static binary and the guest's units under
+# /usr, and the extension-release file that lets systemd-sysext merge it on any Flatcar.
+sysext: static
+	tests/testbed/sysext.sh $(STATIC_BIN) $(SYSEXT)
 
 # What both the guest and the host get: the binary, its manual and completions, the fleet's timer
 # (not enabled) and Prometheus rules, the report's schema.

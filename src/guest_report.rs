@@ -56,7 +56,13 @@ pub enum FetchError {
     Disabled(QgaError),
     /// No report file; `installed`: whether the guestprep program is in the guest.
     #[error("no report at {path} in the guest")]
-    Missing { path: String, installed: bool },
+    Missing {
+        path: String,
+        installed: bool,
+        /// Not installed, and the agent's `guest-get-osinfo` names a system guestprep does not
+        /// manage (Talos, Windows…): its name, for an `unmanaged` verdict instead of a fault.
+        unmanaged: Option<String>,
+    },
     /// A file that is not a report of this version.
     #[error("{0}")]
     Invalid(String),
@@ -68,9 +74,11 @@ pub fn fetch(agent: &mut Agent, path: &str, program: &str) -> Result<Fetched, Fe
     let raw = match agent.read_file(path, MAX_REPORT) {
         Ok(r) => r,
         Err(e) if e.is_not_found() => {
+            let installed = exists(agent, program);
             return Err(FetchError::Missing {
                 path: path.to_string(),
-                installed: exists(agent, program),
+                installed,
+                unmanaged: if installed { None } else { unmanaged_os(agent) },
             });
         }
         Err(e) if e.is_disabled() => return Err(FetchError::Disabled(e)),
@@ -114,6 +122,30 @@ pub fn parse(raw: &[u8], what: &str) -> Result<ComplianceReport, String> {
         ));
     }
     Ok(r)
+}
+
+/// The guest's system as its agent names it (`guest-get-osinfo`) when it is one guestprep does
+/// not manage (an immutable Talos node with only the qemu-guest-agent extension, Windows):
+/// `Talos (id talos)`. `None` for Debian, Ubuntu, Flatcar, or when the agent cannot say.
+pub fn unmanaged_os(agent: &mut Agent) -> Option<String> {
+    let info = agent.execute("guest-get-osinfo", None).ok()?;
+    let id = info
+        .get("id")
+        .and_then(|v| v.as_str())?
+        .to_ascii_lowercase();
+    if crate::platform::MANAGED_IDS.contains(&id.as_str()) {
+        return None;
+    }
+    let name = info
+        .get("pretty-name")
+        .or_else(|| info.get("name"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(&id);
+    Some(format!(
+        "{} (id {})",
+        excerpt(name.as_bytes(), 60),
+        excerpt(id.as_bytes(), 30)
+    ))
 }
 
 /// Whether a path exists in the guest (it can be opened for reading).

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::root::{Node, Root};
 
+/// os-release `ID`s of the systems guestprep manages; a guest agent naming another (Talos,
+/// Windows) is `unmanaged` in `fleet` and `qga report`, not a missing install.
+pub const MANAGED_IDS: &[&str] = &["debian", "ubuntu", "flatcar"];
+
 /// The systems guestprep knows the answers of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -125,9 +125,9 @@ pub fn selected(policy: &policy::Policy, root: &Root, filter: &Filter) -> Vec<Bo
 /// report when one was given.
 pub fn verify(sys: &System, loaded: &Loaded, filter: &Filter) -> ComplianceReport {
     let started = std::time::Instant::now();
-    let resources = selected(&loaded.policy, &sys.root, filter);
+    let resources = selected(&loaded.policy, sys.root(), filter);
     let items = engine::verify(sys, &resources);
-    let mut r = report_of(items, loaded, &sys.root, started);
+    let mut r = report_of(items, loaded, sys.root(), started);
     if !filter.is_empty() {
         r.filter = Some(filter.clone());
     }

@@ -49,14 +49,14 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
         if sys.is_live() {
             anyhow::bail!("--chroot needs an offline --root DIR");
         }
-        sys.chroot = true;
+        sys.use_chroot()?;
     }
     let filter = args.select.filter()?;
-    let resources = super::selected(&loaded.policy, &sys.root, &filter);
+    let resources = super::selected(&loaded.policy, sys.root(), &filter);
     let _lock = if args.check {
         None
     } else {
-        match crate::lock::acquire(&sys.root, Duration::from_secs(args.lock_timeout)) {
+        match crate::lock::acquire(sys.root(), Duration::from_secs(args.lock_timeout)) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("guestprep: {e:#}");
@@ -66,7 +66,7 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
     };
     if !args.check {
         // A run killed while writing the daemon's stamp left a temp file beside it.
-        let _ = crate::fsutil::clean_stale_temps(&sys.root, crate::paths::APPLIED_STAMP);
+        let _ = crate::fsutil::clean_stale_temps(sys.root(), crate::paths::APPLIED_STAMP);
     }
     let outcome = engine::apply(
         &sys,
@@ -88,7 +88,7 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
             outcome.changes.len()
         );
         if let Err(e) = crate::fsutil::write_atomic(
-            &sys.root,
+            sys.root(),
             crate::paths::APPLIED_STAMP,
             stamp.as_bytes(),
             Some(0o644),
@@ -96,7 +96,7 @@ pub fn run(args: &ApplyArgs, quiet: u8) -> Result<ExitCode> {
             tracing::warn!("could not tell the daemon that apply changed the system: {e:#}");
         }
     }
-    let mut report = crate::report_of(outcome.items, &loaded, &sys.root, started);
+    let mut report = crate::report_of(outcome.items, &loaded, sys.root(), started);
     if !filter.is_empty() {
         report.filter = Some(filter);
     }

@@ -50,7 +50,7 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
             // A waiver that matches none of the items this policy makes on this root is a
             // warning: a typo, or an item that is gone.
             if !loaded.policy.waivers.is_empty() {
-                let ids: Vec<String> = crate::resources::build(&loaded.policy, &sys.root)
+                let ids: Vec<String> = crate::resources::build(&loaded.policy, sys.root())
                     .iter()
                     .map(|r| r.id())
                     .collect();

@@ -358,6 +358,17 @@ fn report(
             );
         }
         Err(FetchError::Missing {
+            unmanaged: Some(os),
+            ..
+        }) => {
+            return fail(
+                ExitCode::NotInGuest,
+                format!(
+                    "unmanaged: {os} is a system guestprep does not manage (no report at {path}, by design)"
+                ),
+            );
+        }
+        Err(FetchError::Missing {
             installed: false, ..
         }) => {
             return fail(

@@ -92,7 +92,7 @@ pub fn run(args: &SealArgs) -> Result<ExitCode> {
         eprintln!("guestprep seal: dry run: nothing was changed");
         return Ok(ExitCode::Ok);
     }
-    if let Some(code) = confirm(args, &p.sys.root, &p.plan)? {
+    if let Some(code) = confirm(args, p.sys.root(), &p.plan)? {
         return Ok(code);
     }
 
@@ -115,7 +115,7 @@ fn carry_out(
         earlier,
         machine_id,
     } = p;
-    let _lock = match crate::lock::acquire(&sys.root, Duration::from_secs(60)) {
+    let _lock = match crate::lock::acquire(sys.root(), Duration::from_secs(60)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("guestprep seal: {e:#}");
@@ -123,7 +123,7 @@ fn carry_out(
         }
     };
     // Another seal may have run while this one waited for the lock: its plan would be stale.
-    if seal::Earlier::load(&sys.root).ok().as_ref() != Some(earlier) {
+    if seal::Earlier::load(sys.root()).ok().as_ref() != Some(earlier) {
         eprintln!(
             "guestprep seal: another seal changed {} while this one waited: run it again; nothing was changed",
             sys.describe()
@@ -143,7 +143,7 @@ fn carry_out(
         removed: plan.steps.clone(),
     };
     let manifest = seal::record(earlier.continued(machine_id), fresh, machine_id);
-    let done = match seal::finish(&sys.root, plan, &manifest, earlier) {
+    let done = match seal::finish(sys.root(), plan, &manifest, earlier) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(
@@ -222,7 +222,8 @@ fn prepare(args: &SealArgs) -> Result<Result<Prepared, ExitCode>> {
     };
     // What an earlier seal left, and the machine-id, before anything is planned: finishing an
     // interrupted seal plans its operations too.
-    let found = seal::Earlier::load(&sys.root).and_then(|e| Ok((seal::machine_id(&sys.root)?, e)));
+    let found =
+        seal::Earlier::load(sys.root()).and_then(|e| Ok((seal::machine_id(sys.root())?, e)));
     let (machine_id, earlier) = match found {
         Ok(f) => f,
         Err(e) => {
@@ -231,7 +232,7 @@ fn prepare(args: &SealArgs) -> Result<Result<Prepared, ExitCode>> {
         }
     };
     let ops = earlier.operations(&chosen, &machine_id);
-    let plan = match seal::plan(&sys.root, &ops, &settings) {
+    let plan = match seal::plan(sys.root(), &ops, &settings) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("guestprep seal: {e:#}; nothing was changed");

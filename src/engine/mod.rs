@@ -15,7 +15,7 @@ use crate::fsutil;
 use crate::report::{ChangeRecord, Item, Status};
 
 mod system;
-pub use system::System;
+pub use system::{Mode, System};
 
 /// How long to wait for a systemd start or stop job.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
@@ -244,19 +244,19 @@ impl Change {
                 mode,
                 ..
             } => {
-                fsutil::write_atomic(&sys.root, path, content, *mode)?;
+                fsutil::write_atomic(sys.root(), path, content, *mode)?;
             }
             Change::Remove { path, .. } => {
-                fsutil::remove(&sys.root, path)?;
+                fsutil::remove(sys.root(), path)?;
             }
             Change::MakeDir { path, mode } => {
-                fsutil::make_dir(&sys.root, path, *mode)?;
+                fsutil::make_dir(sys.root(), path, *mode)?;
             }
             Change::Timezone { zone } => {
                 if !sys.is_live() {
                     bail!(
                         "refusing to set the time zone of the running system on an {}",
-                        sys.root.describe()
+                        sys.root().describe()
                     );
                 }
                 crate::systemd::dbus::set_timezone(zone)?;
@@ -265,7 +265,7 @@ impl Change {
                 )]);
             }
             Change::Symlink { path, target } => {
-                fsutil::symlink_atomic(&sys.root, path, target)?;
+                fsutil::symlink_atomic(sys.root(), path, target)?;
                 return Ok(vec![format!("{path} -> {target}")]);
             }
             Change::Attrs {
@@ -275,47 +275,47 @@ impl Change {
                 gid,
                 ..
             } => {
-                fsutil::set_attrs(&sys.root, path, *mode, *uid, *gid)?;
+                fsutil::set_attrs(sys.root(), path, *mode, *uid, *gid)?;
             }
             Change::WriteProc { path, value } => {
                 if !sys.is_live() {
-                    bail!("refusing to set {path} on an {}", sys.root.describe());
+                    bail!("refusing to set {path} on an {}", sys.root().describe());
                 }
-                let p = sys.root.path(path)?;
+                let p = sys.root().path(path)?;
                 std::fs::write(&p, format!("{value}\n"))
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             Change::Run { argv } => {
-                if (sys.is_live() || sys.chroot) && crate::packages::dpkglock::needs_lock(argv) {
+                if sys.mode().runs_programs() && crate::packages::dpkglock::needs_lock(argv) {
                     crate::packages::dpkglock::wait_free(
-                        &sys.root,
+                        sys.root(),
                         crate::packages::dpkglock::TIMEOUT,
                     )?;
                 }
                 if sys.is_live() {
                     run_watched(argv)?;
-                } else if sys.chroot {
-                    let mut c = vec!["chroot".to_string(), sys.root.dir().display().to_string()];
+                } else if sys.mode() == Mode::Chroot {
+                    let mut c = vec!["chroot".to_string(), sys.root().dir().display().to_string()];
                     c.extend(argv.iter().cloned());
                     run_watched(&c)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
                         argv.join(" "),
-                        sys.root.describe()
+                        sys.root().describe()
                     );
                 }
             }
             Change::RunInRoot { argv } => {
                 if sys.is_live() {
                     run_watched(argv)?;
-                } else if sys.chroot {
-                    run_watched(&crate::inroot::command(&sys.root, argv)?)?;
+                } else if sys.mode() == Mode::Chroot {
+                    run_watched(&crate::inroot::command(sys.root(), argv)?)?;
                 } else {
                     bail!(
                         "refusing to run {} on an {} (use --chroot to run it inside)",
                         argv.join(" "),
-                        sys.root.describe()
+                        sys.root().describe()
                     );
                 }
             }
@@ -329,7 +329,7 @@ impl Change {
                 let spec = crate::packages::download::Spec::new(
                     url,
                     Some(sha256.clone()),
-                    sys.root.resolve(path)?,
+                    sys.root().resolve(path)?,
                     *retries,
                     *base_delay,
                 );
@@ -575,7 +575,7 @@ pub fn apply(sys: &System, resources: &[Box<dyn Resource>], opts: ApplyOptions) 
         let mut sweep = fsutil::Sweep::default();
         for r in resources {
             for p in r.managed_paths() {
-                match sweep.clean(&sys.root, &p) {
+                match sweep.clean(sys.root(), &p) {
                     Ok(removed) => {
                         for f in removed {
                             tracing::warn!(file = %f.display(), "removed temp file left by an interrupted run");

@@ -16,11 +16,29 @@ use super::JOB_TIMEOUT;
 use crate::root::Root;
 use crate::systemd::{UnitManager, dbus::DbusUnits, offline::OfflineUnits};
 
+/// How a run may act on its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The running system (`/`): live values, D-Bus, programs.
+    Live,
+    /// An offline root whose own programs run inside it (`apply --chroot`); no live values.
+    Chroot,
+    /// An offline root: files only.
+    Offline,
+}
+
+impl Mode {
+    /// Whether the root's programs (apt-get, update-grub) may run: live or in a chroot.
+    pub fn runs_programs(self) -> bool {
+        matches!(self, Mode::Live | Mode::Chroot)
+    }
+}
+
 /// The managed system: its root and what may run against it.
 pub struct System {
-    pub root: Root,
-    /// Offline root: run package commands inside it with chroot (`apply --chroot`).
-    pub chroot: bool,
+    root: Root,
+    /// Live, an offline root whose programs run inside it (`apply --chroot`), or offline.
+    mode: Mode,
     /// Try again what failed before although nothing it depends on changed (a DKMS build).
     pub retry_failed: bool,
     pub(super) units: OnceCell<Result<Box<dyn UnitManager>, String>>,
@@ -45,9 +63,14 @@ pub struct System {
 
 impl System {
     pub fn new(root: Root) -> Self {
+        let root_is_live = root.is_live();
         System {
             root,
-            chroot: false,
+            mode: if root_is_live {
+                Mode::Live
+            } else {
+                Mode::Offline
+            },
             retry_failed: false,
             units: OnceCell::new(),
             reads: RefCell::default(),
@@ -58,6 +81,13 @@ impl System {
             executed: std::cell::Cell::new(0),
             platform: OnceCell::new(),
         }
+    }
+
+    /// The root itself, for the use cases above the engine (the apply lock, seal, the report)
+    /// and the engine's changes. A check reads through the recorded methods above instead
+    /// (`tests/it/floors.rs` holds `resources/` to that).
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// What the root is: every resource that differs by platform asks this, never assumes
@@ -123,6 +153,12 @@ impl System {
         self.root.stat(abs)
     }
 
+    /// Where a symlink at `abs` points, `None` when it is not a link (recorded).
+    pub fn read_link(&self, abs: &str) -> Result<Option<std::path::PathBuf>> {
+        self.saw(abs);
+        self.root.read_link(abs)
+    }
+
     /// Whether `abs` exists, symlinks followed inside the root (recorded).
     pub fn exists(&self, abs: &str) -> bool {
         self.saw(abs);
@@ -138,6 +174,35 @@ impl System {
     /// `/` or `offline root DIR`, for messages.
     pub fn describe(&self) -> String {
         self.root.describe()
+    }
+
+    /// The root's path for `abs`, symlinks chased inside the root (recorded): for a program or a
+    /// library that opens the file itself (a downloaded `.deb`), never for a check's own read.
+    pub fn host_path(&self, abs: &str) -> Result<std::path::PathBuf> {
+        self.saw(abs);
+        self.root.resolve(abs)
+    }
+
+    /// How a path of the root is named in messages (`/etc/x` live, `DIR/etc/x` offline).
+    pub fn what(&self, abs: &str) -> String {
+        self.root.what(abs)
+    }
+
+    /// The root directory on this host, for messages and keys (`/` live).
+    pub fn dir(&self) -> &std::path::Path {
+        self.root.dir()
+    }
+
+    /// Kernels installed in the root that have headers (`/usr/lib/modules/KVER/build`), oldest
+    /// first (recorded): the kernels DKMS can build for.
+    pub fn kernels_with_headers(&self) -> Vec<String> {
+        let mut k = self.list_dir("/usr/lib/modules").unwrap_or_default();
+        if k.is_empty() {
+            k = self.list_dir("/lib/modules").unwrap_or_default();
+        }
+        k.sort_by(|a, b| crate::platform::version_cmp(a, b));
+        k.retain(|k| self.exists(&format!("/usr/lib/modules/{k}/build")));
+        k
     }
 
     /// The files read and the directories listed since the last change, in the root's terms:
@@ -219,8 +284,33 @@ impl System {
         }
     }
 
+    /// How this run may act on the root: every resource asks this, nothing else.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// `apply --chroot`: an offline root's own programs run inside it. Refused for a live root.
+    pub fn use_chroot(&mut self) -> anyhow::Result<()> {
+        if self.mode == Mode::Live {
+            anyhow::bail!("--chroot is for an offline root (--root DIR), not the running system");
+        }
+        self.mode = Mode::Chroot;
+        Ok(())
+    }
+
     pub fn is_live(&self) -> bool {
-        self.root.is_live()
+        self.mode == Mode::Live
+    }
+
+    /// Why this run cannot run the root's programs (package actions, update-grub, locale-gen),
+    /// or `None` when it can (live, or `--chroot`).
+    pub fn cannot_change(&self) -> Option<String> {
+        (!self.mode.runs_programs()).then(|| {
+            format!(
+                "package actions on an {} run only with `apply --chroot`",
+                self.describe()
+            )
+        })
     }
 
     /// `Some("offline root DIR")` when live-only checks and actions must be skipped.

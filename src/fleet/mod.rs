@@ -41,6 +41,9 @@ pub enum State {
     NoReport,
     /// Neither a report nor the guestprep program in the guest.
     NotInstalled,
+    /// No guestprep, and the agent names a system guestprep does not manage (Talos, Windows):
+    /// neither compliant nor a fault, and no reason to alert.
+    Unmanaged,
     /// A file where the report should be that is not one.
     InvalidReport,
     /// The agent answers but does not allow file-read.
@@ -56,7 +59,7 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 12] = [
+    pub const ALL: [State; 13] = [
         State::Compliant,
         State::PendingReboot,
         State::Drift,
@@ -64,6 +67,7 @@ impl State {
         State::Stale,
         State::NoReport,
         State::NotInstalled,
+        State::Unmanaged,
         State::InvalidReport,
         State::FileReadDisabled,
         State::NoAnswer,
@@ -80,6 +84,7 @@ impl State {
             State::Stale => "stale",
             State::NoReport => "no-report",
             State::NotInstalled => "not-installed",
+            State::Unmanaged => "unmanaged",
             State::InvalidReport => "invalid-report",
             State::FileReadDisabled => "file-read-disabled",
             State::NoAnswer => "no-answer",
@@ -288,6 +293,9 @@ fn ask_inner(vm: &Vm, opts: &Options, start: Instant) -> VmResult {
                     installed: true, ..
                 } => (State::NoReport, true),
                 FetchError::Missing {
+                    unmanaged: Some(_), ..
+                } => (State::Unmanaged, true),
+                FetchError::Missing {
                     installed: false, ..
                 } => (State::NotInstalled, true),
                 FetchError::Invalid(_) => (State::InvalidReport, true),
@@ -299,6 +307,10 @@ fn ask_inner(vm: &Vm, opts: &Options, start: Instant) -> VmResult {
                     "{e}, but {} is there: is the daemon running? (systemctl status guestprep.service)",
                     opts.guest_command
                 ),
+                FetchError::Missing {
+                    unmanaged: Some(os),
+                    ..
+                } => format!("{os}: a system guestprep does not manage (no guestprep, by design)"),
                 FetchError::Missing {
                     installed: false, ..
                 } => format!(
@@ -377,7 +389,7 @@ pub fn exit_code(results: &[VmResult]) -> ExitCode {
     let expected = || results.iter().filter(|r| r.state.expects_agent());
     if expected().any(|r| matches!(r.state, State::NoAnswer | State::FileReadDisabled)) {
         ExitCode::AgentUnavailable
-    } else if expected().any(|r| !r.compliant) {
+    } else if expected().any(|r| !r.compliant && r.state != State::Unmanaged) {
         ExitCode::Drift
     } else {
         ExitCode::Ok
@@ -437,6 +449,7 @@ mod tests {
         assert_eq!(ec(&[State::Compliant, State::Drift]), 1);
         assert_eq!(ec(&[State::Stale]), 1);
         assert_eq!(ec(&[State::NotInstalled]), 1);
+        assert_eq!(ec(&[State::Compliant, State::Unmanaged]), 0);
         assert_eq!(ec(&[State::NoReport, State::InvalidReport]), 1);
         assert_eq!(ec(&[State::Drift, State::NoAnswer]), 6);
         assert_eq!(ec(&[State::FileReadDisabled]), 6);

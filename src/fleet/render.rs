@@ -117,6 +117,7 @@ pub fn json(results: &[VmResult]) -> String {
 /// `guestprep_vm_up` and `guestprep_vm_compliant` (0 when there is no fresh compliant report, so
 /// `guestprep_vm_compliant == 0` also catches a VM that stopped answering); those with a report
 /// its item counts and age; every VM one `guestprep_vm_state` series per state (1 for its own).
+/// An `unmanaged` VM (a system guestprep does not manage) has no `guestprep_vm_compliant`.
 pub fn prometheus(results: &[VmResult], now_unix: i64, elapsed: std::time::Duration) -> String {
     let mut o = String::new();
     let vm_labels = |r: &VmResult, extra: &[(&str, &str)]| {
@@ -140,11 +141,14 @@ pub fn prometheus(results: &[VmResult], now_unix: i64, elapsed: std::time::Durat
             .map(|r| (vm_labels(r, &[]), u8::from(r.up).to_string()))
             .collect(),
     );
+    // An unmanaged system (Talos…) has no compliance to speak of: no series, so the alert on
+    // `guestprep_vm_compliant == 0` stays quiet; its `guestprep_vm_state` says `unmanaged`.
     metric(
         "guestprep_vm_compliant",
         "1 for a fresh compliant report (a pending reboot allowed), 0 for anything else.",
         expected
             .iter()
+            .filter(|r| r.state != State::Unmanaged)
             .map(|r| (vm_labels(r, &[]), u8::from(r.compliant).to_string()))
             .collect(),
     );

@@ -1,7 +1,8 @@
 //! `guestprep dkms try`: will this DKMS package build here? Its module is built for each installed
 //! kernel with headers (or the ones asked) by the real `dkms`, in a throwaway DKMS tree: nothing
 //! is installed, DKMS's own tree and `/usr/lib/modules` are not touched. What a template author
-//! runs when choosing a release and a kernel, before baking.
+//! runs when choosing a release and a kernel, before baking. A kernel built without an option the
+//! module needs (`require_config`) is refused before anything is built.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::deb;
 use super::dkmsconf::{self, DkmsConf};
+use super::kconfig::{self, Need};
 
 /// The answer for one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,12 @@ pub enum Outcome {
     Refused(String),
     /// The build failed: the compiler's first errors.
     Fails(Vec<String>),
+    /// Not built: the kernel lacks build options the module needs (`require_config`): the
+    /// options, and what the kernel's configuration says of each with the fix.
+    Unfit {
+        missing: Vec<String>,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +149,33 @@ pub fn try_build(
         });
     }
     Ok(out)
+}
+
+/// Whether `kernel` lacks what `needs` asks of it, judged from its configuration in `root`
+/// (`/boot/config-KVER`, else its headers' `.config`): `Some(Outcome::Unfit)` when it does, None
+/// when it has everything or no configuration can be read (then the build says).
+pub fn unfit(root: &crate::root::Root, kernel: &str, needs: &[Need]) -> Result<Option<Outcome>> {
+    if needs.is_empty() {
+        return Ok(None);
+    }
+    for path in [kconfig::boot_path(kernel), kconfig::headers_path(kernel)] {
+        let Some(text) = root.read_string(&path)? else {
+            continue;
+        };
+        let lacks = kconfig::parse(&text).lacks(needs);
+        if lacks.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Outcome::Unfit {
+            missing: lacks.iter().map(|(n, _)| n.option.clone()).collect(),
+            detail: format!(
+                "kernel lacks {} (per {path}). {}",
+                kconfig::describe_lacks(&lacks),
+                kconfig::fix_hint(kernel)
+            ),
+        }));
+    }
+    Ok(None)
 }
 
 /// A `.deb` given by URL is downloaded (no sha256 needed: nothing is installed) into `dir`.

@@ -25,6 +25,7 @@ pub mod merge;
 mod modules;
 pub mod openssh;
 mod packages;
+pub mod platform;
 pub mod seal_ops;
 pub mod ssh;
 mod time;
@@ -39,7 +40,7 @@ pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
 pub use locale::Locale;
 pub use modules::Modules;
-pub use packages::{DebSpec, DkmsSpec, Packages};
+pub use packages::{DebSpec, DkmsSpec, Packages, check_config_option};
 pub use ssh::Ssh;
 pub use time::Time;
 pub use units::{Now, UnitDropin, Units};
@@ -325,7 +326,12 @@ pub fn load_for(
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
-    load_texts_for(&texts, ctx)
+    let loaded = load_texts_for(&texts, ctx)?;
+    let refused = platform::refusals(&loaded.tree, &crate::platform::Platform::detect(root));
+    if !refused.is_empty() {
+        return Err(InvalidPolicy(refused).into());
+    }
+    Ok(loaded)
 }
 
 /// A fragment that is not UTF-8 (TOML is UTF-8): where the first bad byte is.

@@ -35,11 +35,15 @@ pub struct DebSpec {
     pub retry_delay: f64,
 }
 
-/// `dkms = { module, version }`: what must be built, for every installed kernel with headers.
+/// `dkms = { module, version, require_config }`: what must be built, for every installed kernel
+/// with headers, and the kernel build options it needs (`CONFIG_DRM`: checked by the
+/// `kernel:config:KVER` items, the `.deb`'s preflight and `dkms try` before anything is built).
 #[derive(Clone, Debug, Serialize)]
 pub struct DkmsSpec {
     pub module: String,
     pub version: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub require_config: Vec<String>,
 }
 
 impl V {
@@ -183,9 +187,11 @@ impl V {
                 Some(de) => match &de.node.value {
                     Value::Table(dt) => {
                         let dp = format!("{p}.dkms");
-                        self.known_keys(dt, &dp, &["module", "version"]);
+                        self.known_keys(dt, &dp, &["module", "version", "require_config"]);
                         let module = self.string(dt, &dp, "module");
                         let dversion = self.string(dt, &dp, "version");
+                        let require_config =
+                            self.list(dt, &dp, "require_config", check_config_option);
                         if module.is_none() && dt.get("module").is_none() {
                             self.err(
                                 &de.node.origin,
@@ -212,7 +218,11 @@ impl V {
                             );
                         }
                         match (module, dversion.or_else(|| version.clone())) {
-                            (Some(module), Some(version)) => Some(DkmsSpec { module, version }),
+                            (Some(module), Some(version)) => Some(DkmsSpec {
+                                module,
+                                version,
+                                require_config,
+                            }),
                             _ => None,
                         }
                     }
@@ -260,6 +270,23 @@ fn check_dkms_version(s: &str) -> Result<(), String> {
         Err(format!(
             "`{s}` is not a DKMS module version (letters, digits and . _ + ~ -, one path component)"
         ))
+    }
+}
+
+/// A kernel build option as `/boot/config-KVER` names it: `CONFIG_` then capitals, digits, `_`.
+pub fn check_config_option(s: &str) -> Result<(), String> {
+    match s.strip_prefix("CONFIG_") {
+        Some(rest)
+            if !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{s}` is not a kernel build option: write it as /boot/config-KVER does, e.g. \"CONFIG_DRM\" (CONFIG_ then A-Z, 0-9, _)"
+        )),
     }
 }
 

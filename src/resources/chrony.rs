@@ -169,7 +169,7 @@ impl Resource for Exclusive {
         }
         let mut obs = Observation::judged(expected, actual, &problems, "");
         if obs.status == Status::Drift {
-            if let Some(why) = super::packages::cannot_change(sys)
+            if let Some(why) = sys.cannot_change()
                 && !is_diverted
             {
                 obs.message = format!("{}; {why}", obs.message);
@@ -186,7 +186,7 @@ impl Resource for Exclusive {
         }
         let mut plan = Vec::new();
         if obs.data["divert"] == json!(true) {
-            if super::packages::cannot_change(sys).is_some() {
+            if sys.cannot_change().is_some() {
                 return Vec::new();
             }
             plan.push(Change::Run {

@@ -23,7 +23,6 @@ pub fn dropins(sys: &System, dirs: &[&str], suffix: &str) -> Result<Vec<String>>
     let mut out = Vec::new();
     for path in by_name.into_values() {
         if sys
-            .root
             .read_link(&path)?
             .is_some_and(|t| t == std::path::Path::new("/dev/null"))
         {

@@ -110,7 +110,7 @@ impl Resource for GrubCfg {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        if sys.is_live() || sys.chroot {
+        if sys.mode().runs_programs() {
             let how = if sys.is_live() {
                 "update-grub needed"
             } else {
@@ -133,7 +133,7 @@ impl Resource for GrubCfg {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if (sys.is_live() || sys.chroot) && obs.status == Status::Drift {
+        if sys.mode().runs_programs() && obs.status == Status::Drift {
             vec![Change::RunInRoot {
                 argv: vec![UPDATE_GRUB.into()],
             }]
@@ -153,7 +153,7 @@ fn offline_verdict(
     what: &str,
     dropin_in_place: bool,
 ) -> Observation {
-    let dir = sys.root.dir().display();
+    let dir = sys.dir().display();
     if !dropin_in_place {
         return Observation::new(
             Status::Drift,
@@ -242,7 +242,6 @@ impl Resource for Cmdline {
             return Ok(Observation::new(Status::Compliant, expected, actual, ""));
         }
         let cfg_args = sys
-            .root
             .read_string(GRUB_CFG)?
             .and_then(|c| first_linux_args(&c))
             .unwrap_or_default();

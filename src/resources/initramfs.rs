@@ -69,7 +69,7 @@ fn read_image(
     persistent: &mut Memo,
 ) -> Result<Arc<Contents>> {
     let key = format!("{}|{asked}", stat_key(&file)?);
-    let slot = format!("{}{img}", sys.root.dir().display());
+    let slot = format!("{}{img}", sys.dir().display());
     let memo = || MEMO.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, c)) = memo().get(&slot)
         && *k == key
@@ -127,7 +127,7 @@ impl Initramfs {
                         None => {
                             let l = &Limits::DEFAULT;
                             let id = kmod::identity(f, l, &Budget::new(l.max_output))
-                                .with_context(|| format!("reading {}", sys.root.what(p)))?;
+                                .with_context(|| format!("reading {}", sys.what(p)))?;
                             memo.put_module(p, &stat, &id);
                             id
                         }
@@ -151,14 +151,14 @@ impl Resource for Initramfs {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let mut memo = Memo::load(&sys.root);
+        let mut memo = Memo::load(sys);
         let obs = self.check_with(sys, &mut memo);
         memo.save();
         obs
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if obs.status != Status::Drift || super::packages::cannot_change(sys).is_some() {
+        if obs.status != Status::Drift || sys.cannot_change().is_some() {
             return Vec::new();
         }
         vec![Change::Run {
@@ -253,7 +253,7 @@ impl Initramfs {
             "{img}: {}; update-initramfs -u -k {k} rebuilds it",
             problems.join("; ")
         );
-        if let Some(why) = super::packages::cannot_change(sys) {
+        if let Some(why) = sys.cannot_change() {
             msg = format!("{msg}; {why}");
         }
         Ok(Observation::new(Status::Drift, expected, actual, msg))

@@ -72,7 +72,10 @@ pub struct Memo {
 
 impl Memo {
     /// The memo of `root`: read on a live root, off on an offline one.
-    pub fn load(root: &Root) -> Memo {
+    pub fn load(sys: &crate::engine::System) -> Memo {
+        // guestprep's own cache (/run/guestprep), not a reading of the managed system: the root
+        // itself, not the recorded door the daemon watches.
+        let root = sys.root();
         if !root.is_live() {
             tracing::debug!("initramfs memo: off (an offline root)");
             return Memo {

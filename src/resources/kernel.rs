@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::packages::{AptHold, AptInstall, cannot_change};
+use super::packages::{AptHold, AptInstall};
 use crate::boot::grubcfg;
 use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Kernel;
@@ -50,7 +50,8 @@ pub fn resources(k: &Kernel) -> Vec<Box<dyn Resource>> {
     out
 }
 
-fn running_kernel(sys: &System) -> Result<Option<String>> {
+/// The running kernel's release (`uname -r`), live only.
+pub(crate) fn running_kernel(sys: &System) -> Result<Option<String>> {
     if !sys.is_live() {
         return Ok(None);
     }
@@ -106,7 +107,7 @@ impl Resource for OtherKernels {
             ));
         }
         let mut msg = format!("other kernels' packages installed: {}", purge.join(", "));
-        if let Some(why) = cannot_change(sys) {
+        if let Some(why) = sys.cannot_change() {
             msg = format!("{msg}; {why}");
         }
         let mut obs = Observation::new(Status::Drift, expected, actual, msg);
@@ -115,7 +116,7 @@ impl Resource for OtherKernels {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some() {
+        if sys.cannot_change().is_some() {
             return Vec::new();
         }
         let purge: Vec<String> =
@@ -207,14 +208,14 @@ impl Resource for GrubDefault {
             ),
             (None, Some(_)) => "GRUB's default names no entry of grub.cfg".to_string(),
         };
-        if let Some(why) = cannot_change(sys) {
+        if let Some(why) = sys.cannot_change() {
             msg = format!("{msg}; {why}");
         }
         Ok(Observation::new(Status::Drift, expected, actual, msg))
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some()
+        if sys.cannot_change().is_some()
             || obs.actual["defaultBoots"].is_null()
                 && !sys.exists(&format!("/boot/vmlinuz-{}", self.version))
         {

@@ -191,7 +191,7 @@ impl Resource for Generate {
         }
         let mut obs = Observation::judged(expected, actual, &problems, "");
         if obs.status == Status::Drift {
-            if let Some(why) = super::packages::cannot_change(sys) {
+            if let Some(why) = sys.cannot_change() {
                 obs.message = format!(
                     "{}; locale-gen runs live or with `apply --chroot` ({why})",
                     obs.message
@@ -216,7 +216,7 @@ impl Resource for Generate {
                 old: obs.current.clone(),
             });
         }
-        if super::packages::cannot_change(sys).is_none() {
+        if sys.cannot_change().is_none() {
             plan.push(Change::Run {
                 argv: vec!["locale-gen".into()],
             });

@@ -13,6 +13,7 @@ pub mod grub;
 pub mod initramfs;
 pub mod initramfs_memo;
 pub mod kernel;
+pub mod kernel_config;
 pub mod locale;
 pub mod modules;
 pub mod packages;
@@ -51,6 +52,8 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         Some(k) => out.extend(kernel::resources(k)),
         None => absent("kernel", kernel::GRUB_FILE, &mut out),
     }
+    // Whether each kernel can carry the DKMS modules at all (after [kernel] installs its own).
+    out.extend(kernel_config::resources(policy, root));
     // apt's options and sources before the packages apt installs.
     match &policy.apt {
         Some(a) => out.extend(apt::resources(a, root)),

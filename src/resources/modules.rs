@@ -148,9 +148,8 @@ fn loaded(sys: &System, name: &str) -> Result<bool> {
         .release()
         .to_string_lossy()
         .into_owned();
-    if let Some(builtin) = sys
-        .root
-        .read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))?
+    if let Some(builtin) =
+        sys.read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))?
     {
         let ko = format!("/{c}.ko");
         if builtin
@@ -328,9 +327,8 @@ impl Resource for Options {
         let mut stale = Vec::new();
         if sys.is_live() && loaded(sys, &self.name)? {
             for (k, v) in &want {
-                if let Some(lv) = sys
-                    .root
-                    .read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))?
+                if let Some(lv) =
+                    sys.read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))?
                 {
                     let lv = lv.trim().to_string();
                     if !same_param(&lv, v) {

@@ -481,13 +481,13 @@ impl Dirs for System {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
-        Ok(!matches!(self.root.lstat(&normalize(path))?, Node::Missing))
+        Ok(!matches!(self.lstat(&normalize(path))?, Node::Missing))
     }
 }
 
 impl Tree for System {
     fn text(&self, path: &str) -> Result<Content> {
-        Ok(match self.root.stat(path)? {
+        Ok(match self.stat(path)? {
             Node::Dir { .. } => Content::Directory,
             Node::Missing => Content::Missing,
             _ => match self.read_string(path)? {

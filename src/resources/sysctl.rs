@@ -74,11 +74,11 @@ pub fn effective(sys: &System) -> Result<Rc<BTreeMap<String, (String, String)>>>
 fn parse_effective(sys: &System) -> Result<BTreeMap<String, (String, String)>> {
     let mut files = conffiles::dropins(sys, DIRS, ".conf")?;
     // procps reads /etc/sysctl.conf last; Debian links it in as 99-sysctl.conf.
-    let conf = sys.root.resolve("/etc/sysctl.conf")?;
+    let conf = sys.host_path("/etc/sysctl.conf")?;
     if conf.exists()
         && !files
             .iter()
-            .any(|f| sys.root.resolve(f).ok().as_ref() == Some(&conf))
+            .any(|f| sys.host_path(f).ok().as_ref() == Some(&conf))
     {
         files.push("/etc/sysctl.conf".to_string());
     }

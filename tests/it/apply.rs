@@ -611,3 +611,86 @@ fn logs_are_plain_off_a_terminal() {
     assert!(err.contains("converging"), "{err}");
     assert!(!err.contains('\x1b'), "escape codes in the log: {err:?}");
 }
+
+/// The actions of an apply report's changes, in order.
+fn actions(report: &serde_json::Value) -> Vec<String> {
+    report["apply"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["item"].as_str().unwrap(),
+                c["action"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_lists_every_write_apply_makes_the_time_zone_included() {
+    // An image whose /etc/localtime is a copied zone file and that still has /etc/timezone.
+    let root = example_root();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("usr/share/zoneinfo/Europe")).unwrap();
+    std::fs::write(r.join("usr/share/zoneinfo/Europe/Berlin"), b"TZif2 Berlin").unwrap();
+    std::fs::write(r.join("usr/share/zoneinfo/UTC"), b"TZif2 UTC").unwrap();
+    std::fs::write(r.join("etc/localtime"), b"TZif2 UTC").unwrap();
+    std::fs::write(r.join("etc/timezone"), "Etc/UTC\n").unwrap();
+    let pol = tempfile::tempdir().unwrap();
+    let p = pol.path().join("time.toml");
+    std::fs::write(
+        &p,
+        "[time]\ntimezone = \"Europe/Berlin\"\n\n[sysctl]\n\"vm.swappiness\" = 10\n",
+    )
+    .unwrap();
+    let (rs, ps) = (r.to_str().unwrap(), p.to_str().unwrap());
+    let before = snapshot(r);
+    let o = guestprep(&[
+        "apply", "--root", rs, "--policy", ps, "--check", "--diff", "--json",
+    ]);
+    assert_same(&before, &snapshot(r), "apply --check changed the root");
+    let planned: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let planned = actions(&planned);
+    for want in [
+        "time:timezone remove /etc/localtime",
+        "time:timezone link /etc/localtime -> ../usr/share/zoneinfo/Europe/Berlin",
+        "time:timezone update /etc/timezone",
+    ] {
+        assert!(
+            planned.iter().any(|a| a == want),
+            "{want} not in {planned:#?}"
+        );
+    }
+    let o = guestprep(&["apply", "--root", rs, "--policy", ps, "--json"]);
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        actions(&done),
+        planned,
+        "apply did other writes than --check listed"
+    );
+    assert_eq!(
+        std::fs::read_link(r.join("etc/localtime")).unwrap(),
+        std::path::Path::new("../usr/share/zoneinfo/Europe/Berlin")
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/timezone")).unwrap(),
+        "Europe/Berlin\n"
+    );
+    // Every file that changed under the root is one of the listed writes.
+    let after = snapshot(r);
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(before.keys().filter(|k| !after.contains_key(*k)))
+        .collect();
+    for path in changed {
+        let shown = format!("/{}", path.trim_start_matches('/'));
+        assert!(
+            planned.iter().any(|a| a.contains(&shown)),
+            "{shown} changed but --check did not list it: {planned:#?}"
+        );
+    }
+}

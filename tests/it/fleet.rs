@@ -407,3 +407,74 @@ fn alert_rules_check_and_test_with_promtool() {
         "a 5-minute rule passed the 15-minute test"
     );
 }
+
+/// Talos' os-release (v1.9), as a Talos node with only the qemu-guest-agent extension has it.
+const TALOS: &str = "NAME=\"Talos\"\nID=talos\nVERSION_ID=v1.9.0\nPRETTY_NAME=\"Talos (v1.9.0)\"\nHOME_URL=\"https://www.talos.dev/\"\nBUG_REPORT_URL=\"https://github.com/siderolabs/talos/issues\"\nVENDOR_NAME=\"Sidero Labs\"\n";
+
+#[test]
+fn a_system_guestprep_does_not_manage_is_unmanaged_not_a_missing_install() {
+    let mut bed = Bed::new();
+    bed.agent(301, "talos-cp-1", Guest::Unmanaged(TALOS));
+    bed.agent(302, "debian-worker", Guest::NoReport { installed: false });
+    bed.wait_ready();
+    let textfile = bed.dir.path().join("fleet.prom");
+    let o = run(bed.fleet(
+        BIN,
+        &[
+            "--json",
+            "--prometheus-textfile",
+            textfile.to_str().unwrap(),
+        ],
+    ));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let state = |vmid: u64| {
+        j.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["vmid"] == vmid)
+            .map(|v| {
+                (
+                    v["state"].as_str().unwrap().to_string(),
+                    v["message"].to_string(),
+                )
+            })
+            .unwrap()
+    };
+    let (talos, msg) = state(301);
+    assert_eq!(talos, "unmanaged", "{j:#}");
+    assert!(msg.contains("Talos (v1.9.0) (id talos)"), "{msg}");
+    assert_eq!(state(302).0, "not-installed", "{j:#}");
+    // The missing install is what makes the exit code 1; the Talos node does not.
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let prom = std::fs::read_to_string(&textfile).unwrap();
+    assert!(
+        prom.contains("guestprep_vm_state{vmid=\"301\",name=\"talos-cp-1\",state=\"unmanaged\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        !prom.contains("guestprep_vm_compliant{vmid=\"301\""),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("guestprep_vm_compliant{vmid=\"302\",name=\"debian-worker\"} 0"),
+        "{prom}"
+    );
+    // The Talos node alone: nothing to alert on.
+    let o = run(bed.fleet(BIN, &["--vmid", "301"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // `qga report` says the same of it.
+    let o = guestprep(&[
+        "qga",
+        "--socket",
+        bed.socket(301).to_str().unwrap(),
+        "report",
+    ]);
+    assert!(
+        stderr(&o).contains("unmanaged: Talos (v1.9.0) (id talos)"),
+        "{}",
+        stderr(&o)
+    );
+    println!(
+        "fleet: a Talos guest is `unmanaged` (exit 0, no compliant series); a Debian guest without guestprep stays `not-installed` (exit 1)"
+    );
+}

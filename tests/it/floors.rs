@@ -214,6 +214,49 @@ fn imports_only_go_down_a_floor_and_no_module_circle_remains() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
+/// The one door: a check reads the machine through `System`'s recorded methods, so the daemon
+/// watches everything a check read. No resource reaches past them to the root (guestprep's own
+/// initramfs memo under /run is the one exception: a cache, not a reading of the system).
+#[test]
+fn resources_read_the_machine_only_through_the_recorded_door() {
+    let dir = Path::new(ROOT).join("src/resources");
+    let mut paths = Vec::new();
+    sources(&dir, &mut paths);
+    let mut bad = Vec::new();
+    for p in &paths {
+        let name = p.file_name().unwrap().to_string_lossy();
+        if name == "initramfs_memo.rs" || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
+        let code = text
+            .find("#[cfg(test)]\nmod tests")
+            .map_or(text.as_str(), |i| &text[..i]);
+        // `sys.root()` and the field, whatever the line breaks between them.
+        let flat: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        for needle in [
+            ".root()",
+            "sys .root",
+            "sys.root",
+            "crate::fsutil::",
+            "std::fs::write",
+            "std::fs::read",
+        ] {
+            if flat.contains(needle) {
+                bad.push(format!(
+                    "{}: `{needle}`",
+                    p.strip_prefix(ROOT).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "past the door (use `System`'s methods and `Change`):\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn the_floor_test_sees_an_import_that_goes_up_and_a_circle() {
     assert_eq!(

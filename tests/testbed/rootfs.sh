@@ -8,7 +8,10 @@
 #   tests/testbed/rootfs.sh vm        # a bootable Debian 13 guest: kernel, GRUB, qemu-guest-agent,
 #                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
 #                                     # cloud-init, and a second (trixie-backports) kernel
+#   tests/testbed/rootfs.sh flatcar   # systemd, sshd, ssh, qemu-ga: Flatcar's arrangement is made from it
 #   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/it/docs.rs)
+#   tests/testbed/rootfs.sh cloudkernel # Debian's cloud kernel flavour and its headers, as the
+#                                     # genericcloud image has it (tests/it/kernel_config.rs)
 #
 # Needs root and mmdebstrap; reaches only the Debian mirror.
 set -euo pipefail
@@ -46,6 +49,18 @@ case "$name" in
     include=$common,apt,e2fsprogs,linux-image-amd64,initramfs-tools,grub-pc,qemu-guest-agent,chrony,openssh-server,dkms,build-essential,linux-headers-amd64,containerd,prometheus-node-exporter,locales,cloud-init
     mirrors+=("deb http://deb.debian.org/debian trixie-backports main")
     hooks+=(--customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t trixie-backports linux-image-amd64 >/dev/null')
+    ;;
+  flatcar)
+    # Flatcar's arrangement is made from this (tests/it/flatcar.rs): the real systemd, sshd and
+    # ssh, and qemu-ga; the test then removes dpkg's database, writes Flatcar's os-release and
+    # sshd units, and boots it with /usr read-only.
+    include=$common,openssh-server,openssh-client,qemu-guest-agent
+    ;;
+  cloudkernel)
+    # The kernel of debian-13-genericcloud-amd64.qcow2 (linux-image-cloud-amd64), installed by
+    # apt from the mirror, and its headers: the real /boot/config-*-cloud-amd64 that
+    # kernel:config reads, and headers for `dkms try` to find.
+    include=linux-image-cloud-amd64,linux-headers-cloud-amd64
     ;;
   cloudinit)
     # Only its `cloud-init schema` runs (in a chroot): the docs' user-data against the schema of

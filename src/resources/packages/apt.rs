@@ -39,7 +39,7 @@ impl Resource for AptInstall {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some() {
+        if sys.cannot_change().is_some() {
             return Vec::new();
         }
         let missing: Vec<String> =
@@ -124,7 +124,7 @@ impl Resource for AptRemove {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some() {
+        if sys.cannot_change().is_some() {
             return Vec::new();
         }
         let present: Vec<String> =

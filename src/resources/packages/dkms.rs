@@ -171,6 +171,24 @@ impl Resource for DkmsBuilt {
                 format!("dkms.conf BUILD_EXCLUSIVE_KERNEL excludes kernel {k}"),
             ));
         }
+        // A kernel built without what the module needs: not built for it (kernel:config:KVER says why).
+        if !self.dkms.require_config.is_empty()
+            && let Some((path, cfg)) = crate::resources::kernel_config::read(sys, k)?
+        {
+            let needs = Need::of(m, &self.dkms.require_config);
+            let lacks = cfg.lacks(&needs);
+            if !lacks.is_empty() {
+                return Ok(Observation::new(
+                    Status::Skipped,
+                    expected,
+                    json!({"source": true, "config": path}),
+                    format!(
+                        "kernel {k} lacks {} (per {path}): not built for it (kernel:config:{k})",
+                        kconfig::describe_lacks(&lacks)
+                    ),
+                ));
+            }
+        }
         // DKMS's tree: /var/lib/dkms/M/V/K/ARCH/module/*.ko*
         let base = format!("/var/lib/dkms/{m}/{v}/{k}");
         let arch = sys
@@ -243,7 +261,7 @@ impl Resource for DkmsBuilt {
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
         if obs.status != Status::Drift
-            || cannot_change(sys).is_some()
+            || sys.cannot_change().is_some()
             || obs.actual["source"] == json!(false)
         {
             return Vec::new();
@@ -270,12 +288,10 @@ impl Resource for DkmsBuilt {
                 Err(e) => {
                     let log = self.make_log();
                     let errors = sys
-                        .root
                         .read_string(&log)?
                         .map(|t| crate::packages::makelog::first_errors(&t, 5))
                         .unwrap_or_default();
                     let conf = sys
-                        .root
                         .read_string(&format!(
                             "/usr/src/{}-{}/dkms.conf",
                             self.dkms.module, self.dkms.version
@@ -292,20 +308,29 @@ impl Resource for DkmsBuilt {
                     if errors.is_empty() {
                         return Err(e.context(self.failure_message(&errors, &log, None)));
                     }
-                    if let Err(w) = crate::fsutil::write_atomic(
-                        &sys.root,
-                        &record,
-                        &serde_json::to_vec_pretty(&rec)?,
-                        Some(0o644),
-                    ) {
+                    // Known only once the build failed, so not in the plan; a `Change` all the
+                    // same (atomic, through the engine).
+                    let write = Change::Write {
+                        path: record.clone(),
+                        content: serde_json::to_vec_pretty(&rec)?,
+                        mode: Some(0o644),
+                        old: None,
+                    };
+                    if let Err(w) = write.execute(sys) {
                         tracing::warn!("could not record the failed build: {w:#}");
                     }
                     return Err(e.context(self.failure_message(&errors, &log, None)));
                 }
             }
         }
-        if sys.lstat(&record)? != crate::root::Node::Missing {
-            crate::fsutil::remove(&sys.root, &record)?;
+        if let Some(old) = sys.read(&record)? {
+            details.extend(
+                Change::Remove {
+                    path: record.clone(),
+                    old,
+                }
+                .execute(sys)?,
+            );
         }
         Ok(details)
     }

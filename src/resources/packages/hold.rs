@@ -14,10 +14,7 @@ pub struct AptHold {
 /// True when a DKMS module's source is installed, built for none of `kernels`, and its build
 /// failed (a record under [`crate::paths::DKMS_FAILED_DIR`]) for at least one.
 fn built_nowhere(sys: &System, k: &DkmsSpec, kernels: &[String]) -> Result<bool> {
-    if kernels.is_empty()
-        || !sys
-            .root
-            .exists(&format!("/usr/src/{}-{}/dkms.conf", k.module, k.version))
+    if kernels.is_empty() || !sys.exists(&format!("/usr/src/{}-{}/dkms.conf", k.module, k.version))
     {
         return Ok(false);
     }
@@ -104,7 +101,7 @@ impl Resource for AptHold {
     }
 
     fn plan(&self, sys: &System, obs: &Observation) -> Vec<Change> {
-        if cannot_change(sys).is_some() {
+        if sys.cannot_change().is_some() {
             return Vec::new();
         }
         if let Some(name) = obs.data["unhold"].as_str() {

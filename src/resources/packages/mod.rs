@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::engine::{Change, Observation, Resource, System};
+use crate::packages::kconfig::{self, KernelConfig, Need};
 use crate::packages::{deb, dkmsconf, dpkg};
 use crate::policy::{DebSpec, DkmsSpec, Packages};
 use crate::report::Status;
@@ -27,7 +28,7 @@ pub use apt::{AptInstall, AptRemove};
 pub use dkms::DkmsBuilt;
 pub(crate) use dkms::find_ko;
 pub use hold::AptHold;
-pub use release::{DebPackage, preflight};
+pub use release::{ConfigOf, DebPackage, preflight};
 
 /// Where downloaded `.deb`s are kept.
 pub const CACHE_DIR: &str = crate::paths::CACHE_DIR;
@@ -136,20 +137,10 @@ pub fn kernels_with_headers(root: &Root) -> Vec<String> {
 
 /// `msg` with the reason an offline root is not changed here appended, if it is not.
 fn with_offline_note(sys: &System, msg: String) -> String {
-    match cannot_change(sys) {
+    match sys.cannot_change() {
         Some(why) => format!("{msg}; {why}"),
         None => msg,
     }
-}
-
-/// Why an offline root cannot be changed here, or None.
-pub(crate) fn cannot_change(sys: &System) -> Option<String> {
-    (!sys.is_live() && !sys.chroot).then(|| {
-        format!(
-            "package actions on an {} run only with `apply --chroot`",
-            sys.describe()
-        )
-    })
 }
 
 /// Whether apt has package lists (a fresh cloud image may have none: `apt-get update` first).

@@ -62,7 +62,8 @@ impl Container {
         Self::boot_with(dir, &["--private-network"])
     }
 
-    fn boot_with(dir: tempfile::TempDir, extra: &[&str]) -> Container {
+    /// [`Container::boot`] with more `systemd-nspawn` options (`--bind-ro=`, `--private-network`).
+    pub fn boot_with(dir: tempfile::TempDir, extra: &[&str]) -> Container {
         let start = Instant::now();
         assert!(
             Command::new("systemd-nspawn")

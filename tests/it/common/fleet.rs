@@ -19,6 +19,9 @@ pub enum Guest {
     NoReport { installed: bool },
     /// A report file that is not JSON.
     Garbage,
+    /// No guestprep, on a system guestprep does not manage: qemu-ga's `guest-get-osinfo` reads
+    /// this os-release (bind-mounted over /etc/os-release in the agent's namespace).
+    Unmanaged(&'static str),
 }
 
 pub struct Bed {
@@ -87,6 +90,15 @@ impl Bed {
                 true
             }
             Guest::NoReport { installed } => *installed,
+            Guest::Unmanaged(_) => false,
+        };
+        let os_release = match &guest {
+            Guest::Unmanaged(text) => {
+                let p = vm.join("os-release");
+                std::fs::write(&p, text).unwrap();
+                p.display().to_string()
+            }
+            _ => String::new(),
         };
         // unshare execs (no fork) and so does sh: the child's pid is qemu-ga's.
         let script = r#"set -e
@@ -94,6 +106,7 @@ mount -t tmpfs -o mode=0755 fleet-test /run
 mkdir -p /run/guestprep /run/gp
 mount --bind "$1" /run/guestprep
 if [ "$2" = 1 ]; then : >/run/gp/guestprep; fi
+if [ -n "$5" ]; then mount --bind "$5" /etc/os-release; fi
 exec qemu-ga -m unix-listen -p "$3" -t "$4" -f "$4/qemu-ga.pid"
 "#;
         let child = Command::new("unshare")
@@ -111,6 +124,7 @@ exec qemu-ga -m unix-listen -p "$3" -t "$4" -f "$4/qemu-ga.pid"
             .arg(if installed { "1" } else { "0" })
             .arg(self.socket(vmid))
             .arg(&state)
+            .arg(&os_release)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(vm.join("qemu-ga.log")).unwrap())

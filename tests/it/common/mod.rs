@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod http;
 pub mod peak;
 pub mod seal;
+pub mod static_bin;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
