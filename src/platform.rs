@@ -263,6 +263,48 @@ pub fn openssh_version(root: &Root) -> Option<String> {
         })
 }
 
+/// The OpenSSH version of openssh-server as dpkg's status records it (`1:9.6p1-3ubuntu13.5` →
+/// `9.6p1`), with the package version as written; `None` when it is not installed.
+pub fn openssh_from_dpkg(root: &Root) -> Option<(String, String)> {
+    let status = root
+        .read_limited("/var/lib/dpkg/status", crate::saferead::DATABASE_LIMIT)
+        .ok()??;
+    let text = String::from_utf8_lossy(&status);
+    text.split("\n\n").find_map(|stanza| {
+        let field = |k: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        if field("Package") != Some("openssh-server")
+            || !field("Status").is_some_and(|s| s.ends_with(" installed"))
+        {
+            return None;
+        }
+        let full = field("Version")?;
+        let upstream = full.split_once(':').map_or(full, |(_, v)| v);
+        let upstream = upstream.rsplit_once('-').map_or(upstream, |(v, _)| v);
+        openssh_release(upstream)?;
+        Some((upstream.to_string(), full.to_string()))
+    })
+}
+
+/// The root's OpenSSH version and where it was read: live, the binary first (what runs), then
+/// dpkg's status; offline, dpkg's status first (what the image's package database says), then
+/// the binary. `None` when neither tells.
+pub fn openssh_installed(root: &Root) -> Option<(String, String)> {
+    let binary = || openssh_version(root).map(|v| (v, "/usr/sbin/sshd".to_string()));
+    let dpkg = || {
+        openssh_from_dpkg(root).map(|(v, full)| (v, format!("dpkg status: openssh-server {full}")))
+    };
+    if root.is_live() {
+        binary().or_else(dpkg)
+    } else {
+        dpkg().or_else(binary)
+    }
+}
+
 /// `(major, minor)` of an OpenSSH version (`9.6p1` → `(9, 6)`).
 pub fn openssh_release(v: &str) -> Option<(u32, u32)> {
     let (maj, rest) = v.split_once('.')?;

@@ -40,7 +40,7 @@ pub fn open_root(dir: &std::path::Path) -> Result<Root> {
 /// Loads the whole policy (validated); an invalid one is an [`policy::InvalidPolicy`] error, no
 /// policy or a missing `--policy` path a [`UsageError`].
 pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
-    match policy::load(sources, root) {
+    match policy::load_for(sources, root, &validation_context(root)) {
         Ok(l) => Ok(l),
         Err(LoadError::Invalid(e)) => Err(e.into()),
         Err(LoadError::NoPolicy(where_)) => Err(UsageError(format!(
@@ -61,6 +61,31 @@ pub fn load_policy(sources: &Sources, root: &Root) -> Result<Loaded> {
                 Err(e)
             }
         }
+    }
+}
+
+/// What the policy is validated against on this root: its OpenSSH release (the binary live,
+/// dpkg's status offline; neither: the newest table, and `policy check` says so).
+pub fn validation_context(root: &Root) -> policy::ValidationContext {
+    use crate::platform::{openssh_installed, openssh_release};
+    let found = openssh_installed(root)
+        .and_then(|(version, from)| Some((openssh_release(&version)?, version, from)));
+    match found {
+        Some((release, version, from)) => policy::ValidationContext {
+            openssh: Some(policy::openssh::Sshd {
+                version,
+                release,
+                from,
+            }),
+            no_openssh: None,
+        },
+        None => policy::ValidationContext {
+            openssh: None,
+            no_openssh: Some(format!(
+                "no sshd on {} (neither /usr/sbin/sshd nor openssh-server in dpkg's status)",
+                root.describe()
+            )),
+        },
     }
 }
 

@@ -39,6 +39,10 @@ pub fn run(cmd: &PolicyCommand) -> Result<ExitCode> {
             for s in &loaded.sources {
                 println!("ok: {}", s.display());
             }
+            // Which OpenSSH release sshd's keywords and algorithms were checked against.
+            if loaded.policy.ssh.is_some() {
+                println!("{}", loaded.context.describe());
+            }
             // What a fragment dropped of another's (a list replaced), or a removal of nothing.
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");

@@ -24,6 +24,7 @@ mod locale;
 pub mod merge;
 mod modules;
 mod needrestart;
+pub mod openssh;
 mod packages;
 pub mod platform;
 pub mod seal_ops;
@@ -58,6 +59,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, InvalidPolicy};
+pub use openssh::Context as ValidationContext;
 pub use tree::{Origin, Table};
 pub use validate::{format_timespan, parse_timespan};
 
@@ -137,6 +139,8 @@ pub struct Loaded {
     /// What a fragment dropped that an earlier one wrote, or a removal that matched nothing
     /// (`policy check` prints them).
     pub warnings: Vec<Diagnostic>,
+    /// What sshd's names were checked against (`policy check` prints it).
+    pub context: ValidationContext,
 }
 
 impl Loaded {
@@ -284,6 +288,15 @@ pub enum LoadError {
 /// before returning. No fragment at all is a usage error naming where they were looked for: an
 /// empty policy would verify as "compliant, 0 items", which a CI job would believe.
 pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
+    load_for(sources, root, &ValidationContext::default())
+}
+
+/// [`load`], validated against a target ([`Context`]: its OpenSSH release).
+pub fn load_for(
+    sources: &Sources,
+    root: &Root,
+    ctx: &ValidationContext,
+) -> Result<Loaded, LoadError> {
     let files = discover(sources, root)?;
     if files.is_empty() {
         let searched = match sources {
@@ -317,7 +330,7 @@ pub fn load(sources: &Sources, root: &Root) -> Result<Loaded, LoadError> {
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
-    let loaded = load_texts(&texts)?;
+    let loaded = load_texts_for(&texts, ctx)?;
     let refused = platform::refusals(&loaded.tree, &crate::platform::Platform::detect(root));
     if !refused.is_empty() {
         return Err(InvalidPolicy(refused).into());
@@ -353,6 +366,14 @@ fn not_utf8(file: &Path, bytes: &[u8], at: usize) -> Diagnostic {
 
 /// Parses and validates in-memory fragments (file name, text), in order.
 pub fn load_texts(texts: &[(PathBuf, String)]) -> Result<Loaded, LoadError> {
+    load_texts_for(texts, &ValidationContext::default())
+}
+
+/// [`load_texts`], validated against a target.
+pub fn load_texts_for(
+    texts: &[(PathBuf, String)],
+    ctx: &ValidationContext,
+) -> Result<Loaded, LoadError> {
     let mut diags = Vec::new();
     let mut tree = Table::default();
     let mut notes = merge::Notes::default();
@@ -368,12 +389,13 @@ pub fn load_texts(texts: &[(PathBuf, String)]) -> Result<Loaded, LoadError> {
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
-    let policy = validate::validate(&tree).map_err(InvalidPolicy)?;
+    let policy = validate::validate_for(&tree, ctx).map_err(InvalidPolicy)?;
     notes.warnings.sort();
     Ok(Loaded {
         policy,
         tree,
         sources: texts.iter().map(|(p, _)| p.clone()).collect(),
         warnings: notes.warnings,
+        context: ctx.clone(),
     })
 }

@@ -10,13 +10,16 @@
 //! `settings` takes any keyword OpenSSH 10's sshd (Debian 13) accepts at the top level, checked
 //! against its keyword table (case-insensitive, written in the canonical spelling), with the
 //! value checked where its type is cheap to know (yes/no, numbers, PermitRootLogin's words).
+//! Keywords and algorithm names are then checked against the target's OpenSSH release
+//! (`openssh.rs`: Ubuntu 24.04's 9.6 knows neither `mlkem768x25519-sha256` nor
+//! `PerSourcePenalties`).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::tree::{Table, Value};
-use super::validate::V;
+use super::validate::{V, element_origin, join};
 use crate::text::closest;
 
 /// `[ssh]`: sshd hardening.
@@ -162,6 +165,7 @@ pub const SSHD_KEYWORDS: &[&str] = &[
     "PermitUserRC",
     "PerSourceMaxStartups",
     "PerSourceNetBlockSize",
+    "PAMServiceName",
     "PerSourcePenalties",
     "PerSourcePenaltyExemptList",
     "PidFile",
@@ -361,7 +365,8 @@ impl V {
                                 continue;
                             }
                         };
-                        match check_setting(key, &value) {
+                        match check_setting(key, &value).and_then(|k| self.ctx.knows(k).map(|()| k))
+                        {
                             Ok(k) => {
                                 if settings.insert(k.to_string(), value).is_some() {
                                     let msg = format!("{k} is set twice (keywords ignore case)");
@@ -381,7 +386,7 @@ impl V {
                 }
             }
         }
-        Ssh {
+        let ssh = Ssh {
             restart: self.bool(t, p, "restart").unwrap_or(true),
             ciphers: self.list(t, p, "ciphers", |s| known(s, SSH_CIPHERS, "cipher")),
             macs: self.list(t, p, "macs", |s| known(s, SSH_MACS, "MAC")),
@@ -389,6 +394,32 @@ impl V {
                 known(s, SSH_KEX, "key exchange algorithm")
             }),
             settings,
+        };
+        for (key, names) in [
+            ("ciphers", &ssh.ciphers),
+            ("macs", &ssh.macs),
+            ("kex_algorithms", &ssh.kex_algorithms),
+        ] {
+            self.known_to_target(t, key, names);
+        }
+        ssh
+    }
+
+    /// An error, where it was written, for each name of a list the target's OpenSSH does not know.
+    fn known_to_target(&mut self, t: &Table, key: &str, names: &[String]) {
+        let Some(e) = t.get(key) else { return };
+        for (i, n) in names.iter().enumerate() {
+            if let Err(m) = self.ctx.knows(n) {
+                let origin = element_origin(e, n);
+                let at = match &e.node.value {
+                    Value::Array(a) => a
+                        .iter()
+                        .position(|x| matches!(&x.value, Value::String(s) if s == n))
+                        .unwrap_or(i),
+                    _ => i,
+                };
+                self.err(&origin, &format!("{}[{at}]", join("ssh", key)), m);
+            }
         }
     }
 }
@@ -430,5 +461,18 @@ mod tests {
             "without-password",
             "prohibit-password"
         ));
+    }
+
+    #[test]
+    fn every_later_name_is_in_the_tables() {
+        for (n, _) in super::super::openssh::SINCE {
+            assert!(
+                SSHD_KEYWORDS.contains(n)
+                    || SSH_KEX.contains(n)
+                    || SSH_CIPHERS.contains(n)
+                    || SSH_MACS.contains(n),
+                "{n}"
+            );
+        }
     }
 }

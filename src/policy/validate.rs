@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::diag::Diagnostic;
+use super::openssh::Context;
 use super::tree::{Entry, Origin, Table, Value};
 use super::{Policy, Swap};
 use crate::text::closest;
@@ -32,8 +33,12 @@ const SECTIONS: &[&str] = &[
     "needrestart",
 ];
 
-pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
-    let mut v = V::default();
+/// The typed policy, validated against a target: sshd names are checked at its OpenSSH release.
+pub fn validate_for(tree: &Table, ctx: &Context) -> Result<Policy, Vec<Diagnostic>> {
+    let mut v = V {
+        ctx: ctx.clone(),
+        ..V::default()
+    };
     v.known_keys(tree, "", SECTIONS);
     let mut policy = Policy::default();
     if let Some(t) = v.section(tree, "chrony") {
@@ -104,6 +109,8 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
 #[derive(Default)]
 pub(super) struct V {
     diags: Vec<Diagnostic>,
+    /// What the policy is validated against (the target's OpenSSH release).
+    pub(super) ctx: Context,
 }
 
 /// Where the string `value` was written in the array `e` (the array itself if not found).

@@ -23,6 +23,7 @@ pub mod services;
 pub mod ssh;
 pub mod sshd_config;
 pub mod sshd_glob;
+pub mod sshsocket;
 pub mod swap;
 pub mod sysctl;
 pub mod time;
@@ -119,23 +120,18 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         }
         None => {}
     }
-    match &policy.ssh {
-        Some(s) => {
-            out.extend(ssh::resources(s));
-            feeds.push(feed(
-                ssh::UNIT,
-                Action::Reload,
-                ssh::FILE,
-                s.restart,
-                "[ssh]",
-            ));
-        }
-        None if root.exists(ssh::FILE) => {
-            absent("ssh", ssh::FILE, &mut out);
-            feeds.push(feed(ssh::UNIT, Action::Reload, ssh::FILE, true, "[ssh]"));
-        }
-        None => {}
+    // sshd's drop-in, and where a socket starts sshd, the socket's addresses: which units then
+    // reload or restart depends on how this root starts sshd (`sshsocket.rs`).
+    let sshd = crate::platform::Platform::detect(root).sshd;
+    if let Some(s) = &policy.ssh {
+        out.extend(ssh::resources(s));
+    } else if root.exists(ssh::FILE) {
+        absent("ssh", ssh::FILE, &mut out);
     }
+    let socket = sshsocket::plan(policy.ssh.as_ref(), &sshd, root);
+    out.extend(socket.items);
+    feeds.extend(socket.feeds);
+    let listen = socket.listen;
     if let Some(s) = &policy.swap {
         out.extend(swap::resources(s));
     }
@@ -216,5 +212,7 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     }
     // Then the services that must re-read what changed above: once each.
     out.extend(services::resources(&feeds));
+    // Where the socket listens, once it was restarted.
+    out.extend(listen);
     out
 }

@@ -123,8 +123,7 @@ impl Resource for NeverRestart {
         }
         let last = overrides(sys)?
             .into_iter()
-            .filter(|(_, re, _)| matches(re, &self.service))
-            .next_back();
+            .rfind(|(_, re, _)| matches(re, &self.service));
         let actual =
             json!({"overrideRc": last.as_ref().map(|l| &l.2), "at": last.as_ref().map(|l| &l.0)});
         Ok(match last {

@@ -7,7 +7,10 @@
 //! own timestamps over D-Bus (`ExecMainStartTimestamp`, `ActiveEnterTimestamp`, and for a reload
 //! `StateChangeTimestamp`, which a reload's end updates) against the file's mtime: no subprocess,
 //! and a second `apply` restarts nothing. One item per unit, after every file item, so a unit is
-//! restarted once per run however many of its files changed.
+//! restarted once per run however many of its files changed. A socket (`ssh.socket`, whose
+//! `ListenStream=` a drop-in sets) counts from when it last started listening, and is restarted;
+//! which units follow sshd's files on a root is `sshsocket.rs`'s to say (a daemon a socket has
+//! not started yet reloads nothing; a per-connection sshd has no daemon to follow).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -144,6 +147,17 @@ impl Follow {
         Ok(out)
     }
 
+    /// For a socket: the service it starts (`NAME.service`, systemd's default) when that service
+    /// runs. A per-connection socket's instances (`NAME@…`) do not stop it from restarting.
+    fn triggered_daemon(&self, sys: &System) -> Result<Option<String>> {
+        let Some(stem) = self.unit.strip_suffix(".socket") else {
+            return Ok(None);
+        };
+        let service = format!("{stem}.service");
+        let rt = sys.units()?.runtime(&service)?;
+        Ok(rt.has_process().then_some(service))
+    }
+
     fn fix(&self) -> String {
         format!("systemctl {} {}", self.verb(), self.unit)
     }
@@ -208,7 +222,14 @@ impl Resource for Follow {
                 ),
             ));
         }
-        if !rt.has_process() {
+        // A socket has no process: it "runs" its configuration from when it started listening.
+        let is_socket = self.unit.ends_with(".socket");
+        let running = if is_socket {
+            rt.active_state == "active"
+        } else {
+            rt.has_process()
+        };
+        if !running {
             return Ok(Observation::new(
                 Status::Compliant,
                 expected,
@@ -230,26 +251,40 @@ impl Resource for Follow {
             .collect::<Vec<_>>()
             .join(", ");
         let since = match self.action {
+            _ if is_socket => "has listened since",
             Action::Reload => "last (re)loaded its configuration at",
             Action::Restart => "has run since",
         };
+        let who = if is_socket {
+            self.unit.clone()
+        } else {
+            format!("{} (PID {})", self.unit, rt.main_pid)
+        };
         let head = format!(
-            "{} (PID {}) {since} {}, before {what}: it still runs the older configuration",
-            self.unit,
-            rt.main_pid,
+            "{who} {since} {}, before {what}: it still runs the older configuration",
             rfc3339(usec_time(read_at)),
         );
+        // systemd refuses to start a socket (`Accept=no`) while the service it starts runs
+        // ("Socket service … already active, refusing"): that daemon is stopped first, and the
+        // next connection starts it again on the new sockets.
+        let daemon = self.triggered_daemon(sys)?;
         if self.allowed {
-            Ok(Observation::new(
-                Status::Drift,
-                expected,
-                actual,
-                format!(
-                    "{head}; `guestprep apply` will {} it (or `{}`)",
+            let then = match &daemon {
+                Some(d) => format!(
+                    "; `guestprep apply` will stop {d}, which runs on the socket (systemd starts no socket while it runs), then restart {} (or `systemctl stop {d} && {}`)",
+                    self.unit,
+                    self.fix()
+                ),
+                None => format!(
+                    "; `guestprep apply` will {} it (or `{}`)",
                     self.action.as_str(),
                     self.fix()
                 ),
-            ))
+            };
+            let mut obs =
+                Observation::new(Status::Drift, expected, actual, format!("{head}{then}"));
+            obs.data = json!({ "stopFirst": daemon });
+            Ok(obs)
         } else {
             Ok(Observation::new(
                 Status::PendingReboot,
@@ -268,13 +303,21 @@ impl Resource for Follow {
         if !sys.is_live() || obs.status != Status::Drift || !self.allowed {
             return Vec::new();
         }
-        vec![Change::Unit {
+        let mut plan = Vec::new();
+        if let Some(d) = obs.data["stopFirst"].as_str() {
+            plan.push(Change::Unit {
+                op: UnitOp::Stop,
+                name: d.to_string(),
+            });
+        }
+        plan.push(Change::Unit {
             op: match self.action {
                 Action::Reload => UnitOp::ReloadOrTryRestart,
                 Action::Restart => UnitOp::TryRestart,
             },
             name: self.unit.clone(),
-        }]
+        });
+        plan
     }
 }
 

@@ -83,11 +83,17 @@ pub enum Problem {
     Limit(String),
 }
 
+/// Keywords whose every global value counts (sshd listens on each `Port` and `ListenAddress`).
+pub const EVERY_VALUE: &[&str] = &["port", "listenaddress"];
+
 /// The configuration sshd reads, or as far as it could be read.
 #[derive(Debug)]
 pub struct Reading {
     /// First global values in the order sshd meets them.
     pub settings: Vec<Setting>,
+    /// Every global value of the [`EVERY_VALUE`] keywords, in order (a file read twice in a
+    /// global part adds its values once: sshd would listen on the same address twice).
+    pub every: Vec<Setting>,
     /// `Some`: sshd will not start, or the reading stopped; `settings` are then incomplete.
     pub problem: Option<Problem>,
     /// Distinct files read (each once).
@@ -100,6 +106,12 @@ impl Reading {
     pub fn get(&self, keyword: &str) -> Option<&Setting> {
         let k = keyword.to_ascii_lowercase();
         self.settings.iter().find(|s| s.keyword == k)
+    }
+
+    /// Every global value of one of the [`EVERY_VALUE`] keywords.
+    pub fn all(&self, keyword: &str) -> Vec<&Setting> {
+        let k = keyword.to_ascii_lowercase();
+        self.every.iter().filter(|s| s.keyword == k).collect()
     }
 }
 
@@ -117,6 +129,7 @@ pub fn read(tree: &dyn Tree, main: &str) -> Result<Option<Reading>> {
         stack: Vec::new(),
         seen: HashSet::new(),
         settings: Vec::new(),
+        every: Vec::new(),
         walks: 0,
         bytes: 0,
         expansions: 0,
@@ -131,6 +144,7 @@ pub fn read(tree: &dyn Tree, main: &str) -> Result<Option<Reading>> {
     };
     Ok(Some(Reading {
         settings: r.settings,
+        every: r.every,
         problem,
         files: r.parsed.len(),
         walks: r.walks,
@@ -168,6 +182,7 @@ struct Reader<'a> {
     stack: Vec<String>,
     seen: HashSet<String>,
     settings: Vec<Setting>,
+    every: Vec<Setting>,
     walks: usize,
     bytes: usize,
     expansions: usize,
@@ -221,6 +236,13 @@ impl Reader<'_> {
         for (n, line) in &parsed.lines {
             match line {
                 Line::Setting { keyword, value } => {
+                    if active && EVERY_VALUE.contains(&keyword.as_str()) {
+                        self.every.push(Setting {
+                            keyword: keyword.clone(),
+                            value: value.clone(),
+                            at: format!("{path}:{n}"),
+                        });
+                    }
                     if active && self.seen.insert(keyword.clone()) {
                         self.settings.push(Setting {
                             keyword: keyword.clone(),

@@ -118,6 +118,17 @@ pub trait Service {
     fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
 }
 
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Socket",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Socket {
+    #[zbus(property)]
+    fn listen(&self) -> zbus::Result<Vec<(String, String)>>;
+    #[zbus(property, name = "BindIPv6Only")]
+    fn bind_ipv6_only(&self) -> zbus::Result<String>;
+}
+
 /// The condition that failed, in unit-file syntax, from systemd's `Conditions` list. After a
 /// `daemon-reload` systemd re-reads the unit and forgets each condition's state while keeping
 /// `ConditionResult`: then every condition of the unit is named as a candidate. `None` when the
@@ -357,9 +368,17 @@ impl UnitManager for DbusUnits {
                 ..UnitRuntime::default()
             };
             if name.ends_with(".service") {
-                let s = ServiceProxy::builder(&self.conn).path(path).build().await?;
+                let s = ServiceProxy::builder(&self.conn)
+                    .path(path.clone())
+                    .build()
+                    .await?;
                 rt.main_pid = s.main_pid().await.unwrap_or(0);
                 rt.exec_main_start_usec = s.exec_main_start_timestamp().await.unwrap_or(0);
+            }
+            if name.ends_with(".socket") && rt.load_state == "loaded" {
+                let s = SocketProxy::builder(&self.conn).path(path).build().await?;
+                rt.listen = s.listen().await?;
+                rt.bind_ipv6_only = s.bind_ipv6_only().await.unwrap_or_default();
             }
             Ok(rt)
         })

@@ -4,6 +4,7 @@
 
 pub mod dbus;
 pub mod offline;
+pub mod socket;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,12 @@ pub struct UnitRuntime {
     pub drop_in_paths: Vec<String>,
     /// `NeedDaemonReload`: its files changed on disk since systemd loaded them.
     pub need_daemon_reload: bool,
+    /// A socket's `Listen`: (type, address), `("Stream", "[::]:22")` (sockets only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<(String, String)>,
+    /// A socket's `BindIPv6Only` (`default`, `both`, `ipv6-only`; sockets only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bind_ipv6_only: String,
 }
 
 impl UnitRuntime {

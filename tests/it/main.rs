@@ -33,6 +33,7 @@ mod seal;
 mod seal_resume;
 mod services;
 mod sshd;
+mod sshsock;
 mod systemd;
 mod ubuntu;
 mod verdicts;
