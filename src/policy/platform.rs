@@ -23,6 +23,10 @@ const NO_PACKAGES: &[(&str, &str)] = &[
         "the kernel comes with the /usr image and its A/B updates (update_engine), not from packages: choose the release with Flatcar's update channel",
     ),
     (
+        "needrestart",
+        "there is no needrestart (no package manager runs it): drop the section for this platform",
+    ),
+    (
         "grub",
         "GRUB's configuration is not edited here (no update-grub): set kernel arguments with Ignition's `kernel_arguments` (or the OEM partition's grub.cfg)",
     ),

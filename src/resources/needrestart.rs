@@ -1,7 +1,8 @@
 //! `[needrestart]`: `/etc/needrestart/conf.d/90-guestprep.conf` (needrestart's own Perl, an
 //! `override_rc` entry of 0 per service: listed, never restarted by needrestart), and
-//! `needrestart:SERVICE`, which reads every conf.d file in needrestart's order (its main file
-//! evaluates `conf.d/*.conf` sorted, a later assignment winning) and says who decides.
+//! `needrestart:SERVICE`, which evaluates `override_rc` as needrestart does (its main file, then
+//! `conf.d/*.conf` sorted; the keys sorted as strings, the first matching regex deciding) and
+//! says which entry decides.
 //!
 //! guestprep's own apt runs keep needrestart out regardless (`NEEDRESTART_SUSPEND`, see
 //! `resources/packages`); this is for everyone else's: unattended-upgrades, an admin's apt.
@@ -63,16 +64,43 @@ pub struct NeverRestart {
     pub service: String,
 }
 
-/// Every `$nrconf{override_rc}{qr(RE)} = N;` of needrestart's conf.d, in the order needrestart
-/// evaluates them: (file:line, regex, value).
-fn overrides(sys: &System) -> Result<Vec<(String, String, String)>> {
-    let mut out = Vec::new();
-    for f in conffiles::dropins(sys, &[CONF_D], ".conf")? {
+/// needrestart's `override_rc` as it ends up after its main file and every conf.d file (sorted)
+/// are evaluated: regex → (value, file:line of the assignment that set it). A whole-hash
+/// assignment (`$nrconf{override_rc} = { qr(RE) => N, … };`, the main file's defaults) replaces
+/// it; `$nrconf{override_rc}{qr(RE)} = N;` sets one key.
+fn override_rc(sys: &System) -> Result<std::collections::BTreeMap<String, (String, String)>> {
+    let mut files = vec![MAIN.to_string()];
+    files.extend(conffiles::dropins(sys, &[CONF_D], ".conf")?);
+    let mut map = std::collections::BTreeMap::new();
+    for f in files {
         let Some(text) = sys.read_string(&f)? else {
             continue;
         };
+        let mut in_hash = false;
         for (n, line) in text.lines().enumerate() {
             let l = line.split('#').next().unwrap_or("").trim();
+            let at = format!("{f}:{}", n + 1);
+            if l.starts_with("$nrconf{override_rc}") && l.contains('=') && l.ends_with('{') {
+                map.clear();
+                in_hash = true;
+                continue;
+            }
+            if in_hash {
+                if l.starts_with('}') {
+                    in_hash = false;
+                } else if let Some(rest) = l.strip_prefix("qr(")
+                    && let Some((re, v)) = rest.split_once(")")
+                {
+                    let v = v
+                        .trim()
+                        .trim_start_matches("=>")
+                        .trim()
+                        .trim_end_matches(',')
+                        .trim();
+                    map.insert(re.to_string(), (v.to_string(), at));
+                }
+                continue;
+            }
             let Some(rest) = l.strip_prefix("$nrconf{override_rc}{qr(") else {
                 continue;
             };
@@ -85,10 +113,25 @@ fn overrides(sys: &System) -> Result<Vec<(String, String, String)>> {
                 .trim()
                 .trim_end_matches(';')
                 .trim();
-            out.push((format!("{f}:{}", n + 1), re.to_string(), value.to_string()));
+            map.insert(re.to_string(), (value.to_string(), at));
         }
     }
-    Ok(out)
+    Ok(map)
+}
+
+/// The entry needrestart uses for a service: it sorts the hash's keys as strings (a `qr()` is
+/// `(?^:RE)` as a string) and takes the first regex that matches.
+fn decides<'a>(
+    map: &'a std::collections::BTreeMap<String, (String, String)>,
+    service: &str,
+) -> Option<(&'a String, &'a (String, String))> {
+    let mut keys: Vec<(String, &String)> =
+        map.keys().map(|re| (format!("(?^:{re})"), re)).collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|(_, re)| re)
+        .find(|re| matches(re, service))
+        .and_then(|re| map.get_key_value(re))
 }
 
 /// Whether needrestart's regex (as guestprep writes them: `^name$` with escapes) matches.
@@ -121,11 +164,14 @@ impl Resource for NeverRestart {
                 ),
             ));
         }
-        let last = overrides(sys)?
-            .into_iter()
-            .rfind(|(_, re, _)| matches(re, &self.service));
-        let actual =
-            json!({"overrideRc": last.as_ref().map(|l| &l.2), "at": last.as_ref().map(|l| &l.0)});
+        let map = override_rc(sys)?;
+        let last =
+            decides(&map, &self.service).map(|(re, (v, at))| (at.clone(), re.clone(), v.clone()));
+        let actual = json!({
+            "overrideRc": last.as_ref().map(|l| &l.2),
+            "regex": last.as_ref().map(|l| &l.1),
+            "at": last.as_ref().map(|l| &l.0),
+        });
         Ok(match last {
             Some((at, _, v)) if v == "0" => Observation::new(
                 Status::Compliant,
@@ -133,12 +179,12 @@ impl Resource for NeverRestart {
                 actual,
                 format!("never restarted by needrestart ({at})"),
             ),
-            Some((at, _, v)) => Observation::new(
+            Some((at, re, v)) => Observation::new(
                 Status::Drift,
                 expected,
                 actual,
                 format!(
-                    "{at} sets override_rc {v} for it: needrestart may restart it after an upgrade"
+                    "needrestart takes `qr({re})` = {v} from {at} first (the first regex in its sorted keys that matches): it may restart it after an upgrade"
                 ),
             ),
             None => Observation::new(

@@ -231,3 +231,109 @@ fn kernel_holds_follow_dpkgs_graph_up_to_the_top_meta_and_apt_keeps_the_kernel()
         "ubuntu arrangement: kernel:holds found {metas} from dpkg's graph; dpkg --get-selections holds all five; apt-get -s dist-upgrade installed {before:?} before and nothing of ABI 50 after"
     );
 }
+
+/// needrestart's own decision for each service, by its own code path: its configuration file
+/// evaluated by Perl (the main file loads conf.d), then the loop of /usr/sbin/needrestart (keys
+/// sorted, first matching regex). Prints `SERVICE=VALUE` (`default` when none matches).
+const NEEDRESTART_DECIDES: &str = r#"
+our %nrconf = (override_rc => {});
+do "/etc/needrestart/needrestart.conf";
+die "needrestart.conf: $@" if $@;
+for my $rc (@ARGV) {
+    my $v = "default";
+    foreach my $re (sort keys %{$nrconf{override_rc}}) {
+        next unless ($rc =~ /$re/);
+        $v = $nrconf{override_rc}->{$re};
+        last;
+    }
+    print "$rc=$v\n";
+}
+"#;
+
+#[test]
+fn needrestart_never_restarts_the_policys_services_as_needrestart_itself_decides() {
+    let dir = unpack(&rootfs_tar("ubuntu"));
+    let r = dir.path().to_path_buf();
+    std::fs::write(r.join("usr/lib/os-release"), OS_RELEASE).unwrap();
+    let _ = std::fs::remove_file(r.join("etc/os-release"));
+    std::os::unix::fs::symlink("../usr/lib/os-release", r.join("etc/os-release")).unwrap();
+    std::fs::write(r.join("root/decides.pl"), NEEDRESTART_DECIDES).unwrap();
+    std::fs::write(
+        r.join("root/nr.toml"),
+        "[needrestart]\nnever_restart = [\"containerd.service\", \"kubelet.service\"]\n",
+    )
+    .unwrap();
+    let c = Container::boot_isolated(dir);
+    let decides = || {
+        let o = c.exec(&[
+            "perl",
+            "/root/decides.pl",
+            "containerd.service",
+            "kubelet.service",
+            "cron.service",
+        ]);
+        assert!(o.status.success(), "perl: {}", stderr(&o));
+        stdout(&o)
+    };
+    let verify = || json(&c.exec(&["guestprep", "verify", "--json", "--policy", "/root/nr.toml"]));
+    // Before: needrestart would restart them (no entry), and guestprep says so.
+    assert!(
+        decides().contains("containerd.service=default"),
+        "{}",
+        decides()
+    );
+    assert_eq!(
+        item(&verify(), "needrestart:containerd.service")["status"],
+        "drift"
+    );
+
+    let o = c.exec(&["guestprep", "apply", "--policy", "/root/nr.toml"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let d = decides();
+    assert!(
+        d.contains("containerd.service=0") && d.contains("kubelet.service=0"),
+        "{d}"
+    );
+    assert!(
+        d.contains("cron.service=default"),
+        "only the named services: {d}"
+    );
+    let rep = verify();
+    for s in ["containerd.service", "kubelet.service"] {
+        assert_eq!(
+            item(&rep, &format!("needrestart:{s}"))["status"],
+            "compliant",
+            "{rep:#}"
+        );
+    }
+    // needrestart itself runs with the file (a Perl error would stop it: "Error parsing").
+    let o = c.exec(&["needrestart", "-b", "-r", "l"]);
+    assert!(
+        o.status.success(),
+        "needrestart -b: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("NEEDRESTART-VER:"), "{}", stdout(&o));
+
+    // A site file whose regex sorts first takes the decision back: needrestart and guestprep
+    // agree it is drift again, and guestprep names the file.
+    std::fs::write(
+        c.root().join("etc/needrestart/conf.d/10-site.conf"),
+        "$nrconf{override_rc}{qr(^container)} = 1;\n",
+    )
+    .unwrap();
+    assert!(decides().contains("containerd.service=1"), "{}", decides());
+    let it = item(&verify(), "needrestart:containerd.service").clone();
+    assert_eq!(it["status"], "drift", "{it:#}");
+    assert!(
+        it["message"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/needrestart/conf.d/10-site.conf:1"),
+        "{it:#}"
+    );
+    println!(
+        "needrestart: containerd and kubelet get override_rc 0 as needrestart's own loop decides it; a site regex sorting first is drift for both"
+    );
+}

@@ -9,6 +9,7 @@
 #                                     # chrony, sshd, dkms and headers, containerd, node-exporter,
 #                                     # cloud-init, and a second (trixie-backports) kernel
 #   tests/testbed/rootfs.sh flatcar   # systemd, sshd, ssh, qemu-ga: Flatcar's arrangement is made from it
+#   tests/testbed/rootfs.sh ubuntu    # needrestart and unattended-upgrades: Ubuntu's arrangement
 #   tests/testbed/rootfs.sh cloudinit # cloud-init, to check the documented user-data (tests/it/docs.rs)
 #   tests/testbed/rootfs.sh cloudkernel # Debian's cloud kernel flavour and its headers, as the
 #                                     # genericcloud image has it (tests/it/kernel_config.rs)
@@ -55,6 +56,11 @@ case "$name" in
     # ssh, and qemu-ga; the test then removes dpkg's database, writes Flatcar's os-release and
     # sshd units, and boots it with /usr read-only.
     include=$common,openssh-server,openssh-client,qemu-guest-agent
+    ;;
+  ubuntu)
+    # What Ubuntu 24.04 runs after apt (tests/it/ubuntu.rs): the real needrestart and
+    # unattended-upgrades; the test writes Noble's os-release.
+    include=$common,apt,needrestart,unattended-upgrades
     ;;
   cloudkernel)
     # The kernel of debian-13-genericcloud-amd64.qcow2 (linux-image-cloud-amd64), installed by
