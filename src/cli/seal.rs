@@ -49,6 +49,7 @@ fn verb(a: Action) -> &'static str {
         Action::RemoveTree => "remove tree",
         Action::Truncate => "truncate",
         Action::Uninitialize => "set uninitialized",
+        Action::RemoveLines => "remove lines from",
     }
 }
 
@@ -217,6 +218,7 @@ fn prepare(args: &SealArgs) -> Result<Result<Prepared, ExitCode>> {
     };
     let settings = Settings {
         user_ssh_keys: conf.user_ssh_keys.clone(),
+        build_ssh_keys: conf.build_ssh_keys.clone(),
         uninitialized_machine_id: conf.uninitialized_machine_id,
         prometheus_textfile: loaded.policy.agent().prometheus_textfile,
     };

@@ -13,6 +13,9 @@ pub struct Seal {
     pub operations: Vec<String>,
     /// Users whose ~/.ssh/authorized_keys the user-ssh-keys operation removes.
     pub user_ssh_keys: Vec<String>,
+    /// The build's temporary keys (their comment, or `SHA256:` fingerprint as `ssh-keygen -l`
+    /// prints it) that the build-ssh-keys operation takes out of every authorized_keys.
+    pub build_ssh_keys: Vec<String>,
     /// Write `uninitialized` to /etc/machine-id (systemd's first-boot marker) instead of emptying it.
     pub uninitialized_machine_id: bool,
 }
@@ -56,9 +59,19 @@ fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok
 impl V {
     pub(super) fn seal(&mut self, t: &Table) -> Seal {
         let p = "seal";
-        self.known_keys(t, p, &["operations", "user_ssh_keys", "machine_id"]);
+        self.known_keys(
+            t,
+            p,
+            &[
+                "operations",
+                "user_ssh_keys",
+                "build_ssh_keys",
+                "machine_id",
+            ],
+        );
         let operations = self.list(t, p, "operations", super::seal_ops::check_spec);
         let user_ssh_keys = self.list(t, p, "user_ssh_keys", check_user_name);
+        let build_ssh_keys = self.list(t, p, "build_ssh_keys", check_key_name);
         let mut uninitialized_machine_id = false;
         if let Some(m) = self.string(t, p, "machine_id") {
             match m.as_str() {
@@ -77,6 +90,7 @@ impl V {
         Seal {
             operations,
             user_ssh_keys,
+            build_ssh_keys,
             uninitialized_machine_id,
         }
     }
@@ -177,6 +191,29 @@ impl V {
                 None
             }
         }
+    }
+}
+
+/// A key's comment (`packer-build@ci`) or fingerprint (`SHA256:` and 43 base64 characters).
+fn check_key_name(s: &str) -> Result<(), String> {
+    if let Some(fp) = s.strip_prefix("SHA256:") {
+        if fp.len() == 43
+            && fp
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        {
+            return Ok(());
+        }
+        return Err(format!(
+            "`{s}` is not a SHA256 fingerprint as `ssh-keygen -l` prints it (SHA256: and 43 base64 characters)"
+        ));
+    }
+    if !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a key comment (one word, as the end of an authorized_keys line) or a SHA256: fingerprint"
+        ))
     }
 }
 

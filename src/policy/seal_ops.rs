@@ -27,7 +27,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "cloud-init",
         default: true,
-        about: "cloud-init's state and seed (/var/lib/cloud/*, as `cloud-init clean --logs --seed`), its logs, and the network configs it wrote (netplan, ifupdown, networkd, NetworkManager)",
+        about: "cloud-init's state and seed (/var/lib/cloud/*), its logs, and what `cloud-init clean --logs --seed --configs all` removes: the network configs it wrote (netplan, ifupdown, networkd, NetworkManager's connections and conf.d), sshd_config.d/50-cloud-init.conf, its /etc/fstab entries (comment=cloudconfig)",
     },
     Operation {
         name: "logfiles",
@@ -83,6 +83,11 @@ pub const OPERATIONS: &[Operation] = &[
         name: "user-ssh-keys",
         default: false,
         about: "~/.ssh/authorized_keys of the users named in [seal] user_ssh_keys (a temporary master key)",
+    },
+    Operation {
+        name: "build-ssh-keys",
+        default: false,
+        about: "the build's temporary keys ([seal] build_ssh_keys: comment or SHA256 fingerprint) taken out of every user's and root's authorized_keys, the other keys kept",
     },
 ];
 

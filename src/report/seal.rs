@@ -45,6 +45,9 @@ pub enum Action {
     Truncate,
     /// /etc/machine-id set to `uninitialized`.
     Uninitialize,
+    /// The step's `lines` taken out of a regular file (owner and mode kept): cloud-init's
+    /// `/etc/fstab` entries, a build user's temporary key in `authorized_keys`.
+    RemoveLines,
 }
 
 /// One path of the plan.
@@ -55,4 +58,7 @@ pub struct Step {
     pub action: Action,
     /// Bytes freed (for a tree, its regular files').
     pub bytes: u64,
+    /// For `remove-lines`: the lines taken out, exactly as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<String>,
 }

@@ -46,6 +46,8 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
             Action::Uninitialize => {
                 crate::fsutil::write_atomic(root, &s.path, b"uninitialized\n", Some(0o444))?;
             }
+            Action::RemoveLines => remove_lines(root, &s.path, &s.lines)
+                .with_context(|| format!("taking lines out of {}", s.path))?,
         }
     }
     // The directories touched, synced: the seal survives the power-off that follows.
@@ -91,5 +93,28 @@ fn truncate(host: &Path) -> Result<()> {
     }
     f.set_len(0)?;
     f.sync_all()?;
+    Ok(())
+}
+
+/// Takes exactly `lines` out of a regular file (re-checked: a link or device is refused), keeping
+/// its mode and owner, atomically.
+fn remove_lines(root: &Root, abs: &str, lines: &[String]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(root.path(abs)?)?;
+    if !meta.is_file() {
+        bail!("{abs} is no longer a regular file");
+    }
+    let Some(text) = root.read_string(abs)? else {
+        return Ok(());
+    };
+    let mut out = String::with_capacity(text.len());
+    for l in text.lines() {
+        if !lines.iter().any(|x| x == l) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    crate::fsutil::write_atomic(root, abs, out.as_bytes(), Some(meta.mode() & 0o7777))?;
+    crate::fsutil::set_attrs(root, abs, None, Some(meta.uid()), Some(meta.gid()))?;
     Ok(())
 }

@@ -240,6 +240,7 @@ mod tests {
             path: path.into(),
             action: Action::Remove,
             bytes: 1,
+            lines: Vec::new(),
         }
     }
 

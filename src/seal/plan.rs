@@ -26,6 +26,7 @@ pub struct Plan {
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub user_ssh_keys: Vec<String>,
+    pub build_ssh_keys: Vec<String>,
     pub uninitialized_machine_id: bool,
     pub prometheus_textfile: Option<String>,
 }
@@ -106,6 +107,7 @@ impl Planner<'_> {
             path: abs.to_string(),
             action,
             bytes,
+            lines: Vec::new(),
         });
     }
 
@@ -118,6 +120,38 @@ impl Planner<'_> {
 
     /// Removes `abs` whatever it is: a file or symlink is unlinked, a directory removed whole
     /// (or, if a package owns it, emptied).
+    /// A step that takes the lines `which` selects out of the regular file `abs` (nothing when
+    /// none does, or it is not a regular file: a link or a device is never edited).
+    fn remove_lines(&mut self, abs: &str, which: impl Fn(&str) -> bool) -> Result<()> {
+        if !self.parents_plain(abs)? {
+            self.skip(abs, "a directory above it is a symlink");
+            return Ok(());
+        }
+        let Some(m) = self.lstat(abs)? else {
+            return Ok(());
+        };
+        if !m.is_file() {
+            return Ok(());
+        }
+        let text = self.root.read_string(abs)?.unwrap_or_default();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| which(l))
+            .map(str::to_string)
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let bytes = lines.iter().map(|l| l.len() as u64 + 1).sum();
+        self.step(abs, Action::RemoveLines, bytes);
+        if let Some(last) = self.plan.steps.last_mut()
+            && last.path == abs
+        {
+            last.lines = lines;
+        }
+        Ok(())
+    }
+
     fn remove(&mut self, abs: &str) -> Result<()> {
         if !self.parents_plain(abs)? {
             self.skip(abs, "a directory above it is a symlink");
@@ -298,6 +332,11 @@ pub(super) fn rotated(name: &str) -> bool {
 
 /// Plans the chosen operations: every path and size, nothing changed.
 pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<Plan> {
+    if ops.contains("build-ssh-keys") && s.build_ssh_keys.is_empty() {
+        return Err(SettingsError(
+            "the build-ssh-keys operation removes named keys only: name them (comment or SHA256: fingerprint) in [seal] build_ssh_keys".into(),
+        ).into());
+    }
     if ops.contains("user-ssh-keys") && s.user_ssh_keys.is_empty() {
         return Err(SettingsError(
             "the user-ssh-keys operation removes the authorized_keys of named users only: name them in [seal] user_ssh_keys".into(),
@@ -327,6 +366,25 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
                 p.remove_matching("/etc/NetworkManager/system-connections", |n| {
                     n.starts_with("cloud-init-")
                 })?;
+                // cloud-init clean --configs (GEN_NET_CONFIG_FILES, GEN_SSH_CONFIG_FILES, fstab):
+                // a template's `ssh_pwauth` in 50-cloud-init.conf would survive into every clone.
+                p.remove("/etc/NetworkManager/conf.d/99-cloud-init.conf")?;
+                p.remove("/etc/NetworkManager/conf.d/30-cloud-init-ip6-addr-gen-mode.conf")?;
+                p.remove("/etc/ssh/sshd_config.d/50-cloud-init.conf")?;
+                p.remove_lines("/etc/fstab", |l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .is_some_and(|o| o.split(',').any(|o| o == "comment=cloudconfig"))
+                })?;
+                // Its clean.d hooks are programs of the image: `cloud-init clean` runs them,
+                // guestprep does not (offline they would run on the host). Said, not skipped
+                // silently.
+                for hook in root.list_dir("/etc/cloud/clean.d").unwrap_or_default() {
+                    p.skip(
+                        &format!("/etc/cloud/clean.d/{hook}"),
+                        "a clean.d hook: run by `cloud-init clean`, not by guestprep",
+                    );
+                }
             }
             "logfiles" => p.logs("/var/log")?,
             "bash-history" => {
@@ -393,10 +451,57 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
                     p.remove(&format!("{home}/.ssh/authorized_keys2"))?;
                 }
             }
+            "build-ssh-keys" => {
+                let mut homes: Vec<String> = p.homes(None)?.into_iter().map(|(_, h)| h).collect();
+                homes.push("/root".to_string());
+                homes.sort();
+                homes.dedup();
+                for home in homes {
+                    for f in ["authorized_keys", "authorized_keys2"] {
+                        p.remove_lines(&format!("{home}/.ssh/{f}"), |l| {
+                            build_key(l, &s.build_ssh_keys)
+                        })?;
+                    }
+                }
+            }
             other => unreachable!("operation {other} has no planner"),
         }
     }
     Ok(p.plan)
+}
+
+/// Whether an authorized_keys line is one of the build's keys: its comment (the field after the
+/// key) or its SHA256 fingerprint (of the decoded key, as `ssh-keygen -l` prints it) is named.
+fn build_key(line: &str, names: &[String]) -> bool {
+    use base64::Engine;
+    use sha2::Digest;
+    let l = line.trim();
+    if l.is_empty() || l.starts_with('#') {
+        return false;
+    }
+    let f: Vec<&str> = l.split_whitespace().collect();
+    // [options] type base64 [comment]: the key is the first field that decodes after a type.
+    let Some(i) = f
+        .iter()
+        .position(|w| w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-"))
+    else {
+        return false;
+    };
+    let comment = f.get(i + 2..).map(|c| c.join(" ")).unwrap_or_default();
+    if names.iter().any(|n| *n == comment) {
+        return true;
+    }
+    let Some(blob) = f
+        .get(i + 1)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    else {
+        return false;
+    };
+    let fp = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob))
+    );
+    names.iter().any(|n| *n == fp)
 }
 
 /// Human size: `2.6 kB`, `14 MB`.

@@ -282,6 +282,7 @@ fn list_names_every_operation_and_the_man_page_documents_them() {
         "guestprep-state",
         "net-hostname",
         "user-ssh-keys",
+        "build-ssh-keys",
     ];
     for n in names {
         assert!(list.lines().any(|l| l.starts_with(n)), "--list lacks {n}");
@@ -330,4 +331,205 @@ fn bash_history_once_per_path_and_every_home() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(!exists(r, "/home/ghost/.bash_history") && !exists(r, "/bin/.bash_history"));
     assert!(exists(r, "/home/plainfile"));
+}
+
+/// Cloud-init's leftovers as a Noble template has them after its first boot.
+fn cloud_init_leftovers(r: &std::path::Path) {
+    put(
+        r,
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+        "PasswordAuthentication yes\n",
+    );
+    put(
+        r,
+        "/etc/NetworkManager/conf.d/99-cloud-init.conf",
+        "[main]\ndns=none\n",
+    );
+    put(
+        r,
+        "/etc/NetworkManager/conf.d/30-cloud-init-ip6-addr-gen-mode.conf",
+        "[connection]\n",
+    );
+    put(
+        r,
+        "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection",
+        "[connection]\n",
+    );
+    put(
+        r,
+        "/etc/netplan/50-cloud-init.yaml",
+        "network: {version: 2}\n",
+    );
+    put(
+        r,
+        "/etc/systemd/network/10-cloud-init-eth0.network",
+        "[Match]\n",
+    );
+    put(
+        r,
+        "/etc/network/interfaces.d/50-cloud-init.cfg",
+        "auto lo\n",
+    );
+    put(
+        r,
+        "/etc/fstab",
+        "UUID=abc / ext4 defaults 0 1\n/dev/vdb /mnt auto defaults,nofail,x-systemd.requires=cloud-init.service,_netdev,comment=cloudconfig 0 2\n",
+    );
+    put(r, "/etc/NetworkManager/conf.d/10-site.conf", "[main]\n");
+}
+
+#[test]
+fn the_cloud_init_operation_removes_what_cloud_init_clean_does() {
+    // The real cloud-init (Debian 13's) cleans one copy of the leftovers, guestprep seal the
+    // other; then the two trees must hold the same files.
+    use common::container::{rootfs_tar, unpack};
+    let tar = rootfs_tar("cloudinit");
+    let (a, b) = (unpack(&tar), unpack(&tar));
+    for r in [a.path(), b.path()] {
+        cloud_init_leftovers(r);
+    }
+    let o = Command::new("chroot")
+        .arg(a.path())
+        .args([
+            "cloud-init",
+            "clean",
+            "--logs",
+            "--seed",
+            "--configs",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cloud-init clean: {}", stderr(&o));
+    let o = seal(
+        b.path(),
+        &["--yes", "--force", "--operations", "cloud-init"],
+    );
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    for p in [
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+        "/etc/NetworkManager/conf.d/99-cloud-init.conf",
+        "/etc/NetworkManager/conf.d/30-cloud-init-ip6-addr-gen-mode.conf",
+        "/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection",
+        "/etc/netplan/50-cloud-init.yaml",
+        "/etc/systemd/network/10-cloud-init-eth0.network",
+        "/etc/network/interfaces.d/50-cloud-init.cfg",
+        "/etc/NetworkManager/conf.d/10-site.conf",
+    ] {
+        assert_eq!(
+            exists(a.path(), p),
+            exists(b.path(), p),
+            "{p}: cloud-init clean and guestprep seal disagree"
+        );
+    }
+    // cloud-init's mounts module marks its entries `comment=cloudconfig`; newer cloud-init's
+    // `clean --configs fstab` takes them out, Debian 13's does not have that choice yet. guestprep
+    // does (a clone's cloud-init writes its own): the one difference, said either way.
+    assert_eq!(
+        content(b.path(), "/etc/fstab"),
+        "UUID=abc / ext4 defaults 0 1\n"
+    );
+    let cloud_init_did = !content(a.path(), "/etc/fstab").contains("comment=cloudconfig");
+    println!(
+        "fstab's comment=cloudconfig entry: guestprep removes it; this cloud-init's clean {}",
+        if cloud_init_did {
+            "does too"
+        } else {
+            "leaves it (no `--configs fstab` in this version)"
+        }
+    );
+    assert!(
+        exists(b.path(), "/etc/NetworkManager/conf.d/10-site.conf"),
+        "a site's file stays"
+    );
+    println!(
+        "seal cloud-init: the same files as `cloud-init clean --logs --seed --configs all` (fstab's comment=cloudconfig entry out, the site's NetworkManager file kept)"
+    );
+}
+
+#[test]
+fn build_ssh_keys_takes_the_builds_key_out_and_keeps_the_others() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = stateful_root(outside.path());
+    let r = root.path();
+    // RFC-009's temporary key, by comment for root and by fingerprint for alice.
+    let k = tempfile::tempdir().unwrap();
+    let key = k.path().join("id");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "packer-build", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ssh-keygen: {}", stderr(&o));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let fp = String::from_utf8(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fp = fp.split_whitespace().nth(1).unwrap().to_string();
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    let other =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey ops@site";
+    put(
+        r,
+        "/root/.ssh/authorized_keys",
+        &format!("{other}\n{public}"),
+    );
+    let renamed = public.replace("packer-build", "ci@runner");
+    put(
+        r,
+        "/home/alice/.ssh/authorized_keys",
+        &format!("# alice\n{renamed}ssh-ed25519 AAAA alice\n"),
+    );
+    let pol = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pol.path().join("95-seal.toml"),
+        format!("[seal]\noperations = [\"build-ssh-keys\"]\nbuild_ssh_keys = [\"packer-build\", \"{fp}\"]\n"),
+    )
+    .unwrap();
+    let dry = guestprep(&[
+        "seal",
+        "--dry-run",
+        "--json",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+        "--policy",
+        pol.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&dry), 0, "{}{}", stdout(&dry), stderr(&dry));
+    assert!(stdout(&dry).contains("remove-lines"), "{}", stdout(&dry));
+    let o = guestprep(&[
+        "seal",
+        "--yes",
+        "--force",
+        "--root",
+        r.to_str().unwrap(),
+        "--policy",
+        policies().to_str().unwrap(),
+        "--policy",
+        pol.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        content(r, "/root/.ssh/authorized_keys"),
+        format!("{other}\n")
+    );
+    assert_eq!(
+        content(r, "/home/alice/.ssh/authorized_keys"),
+        "# alice\nssh-ed25519 AAAA alice\n",
+        "by fingerprint, whatever its comment; alice's own key kept"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&content(r, "/var/lib/guestprep/seal.json")).unwrap();
+    assert!(m["removed"].to_string().contains("packer-build"), "{m:#}");
+    println!(
+        "seal build-ssh-keys: the build key out of root's (by comment) and alice's (by fingerprint {fp}) authorized_keys, the other keys kept"
+    );
 }
