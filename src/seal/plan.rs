@@ -488,7 +488,7 @@ fn build_key(line: &str, names: &[String]) -> bool {
         return false;
     };
     let comment = f.get(i + 2..).map(|c| c.join(" ")).unwrap_or_default();
-    if names.iter().any(|n| *n == comment) {
+    if names.contains(&comment) {
         return true;
     }
     let Some(blob) = f
@@ -501,7 +501,7 @@ fn build_key(line: &str, names: &[String]) -> bool {
         "SHA256:{}",
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob))
     );
-    names.iter().any(|n| *n == fp)
+    names.contains(&fp)
 }
 
 /// Human size: `2.6 kB`, `14 MB`.
