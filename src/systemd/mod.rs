@@ -3,6 +3,8 @@
 //! (never `systemctl`), [`offline`] does to an image's files what `systemctl --root` does.
 
 pub mod dbus;
+mod install;
+mod links;
 pub mod offline;
 pub mod socket;
 

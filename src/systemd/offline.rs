@@ -8,15 +8,16 @@
 //! and are refused.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
+use super::install::{Install, parse_install, template_of};
+use super::links::Links;
 use super::{FileChange, UnitManager, UnitState};
 use crate::root::{Node, Root};
 
-const ETC: &str = "/etc/systemd/system";
+pub(super) const ETC: &str = "/etc/systemd/system";
 
 /// Unit search path, highest precedence first (as systemd's, without the runtime directories).
 const SEARCH: &[&str] = &[
@@ -34,191 +35,6 @@ pub struct OfflineUnits {
     links: RefCell<Option<Links>>,
     /// Stale temps beside the links this backend makes: each directory listed once.
     sweep: RefCell<crate::fsutil::Sweep>,
-}
-
-/// What is in /etc/systemd/system, one level of `.wants/`, `.requires/`, `.upholds/` deep.
-struct Links {
-    /// Every entry of /etc/systemd/system, as `lstat` saw it.
-    etc: HashMap<String, Node>,
-    /// The symlinks directly in /etc/systemd/system, by target.
-    by_target: HashMap<PathBuf, BTreeSet<String>>,
-    /// Those directories (their names in /etc/systemd/system), with the symlinks in each.
-    dirs: Vec<(String, HashMap<String, PathBuf>)>,
-}
-
-impl Links {
-    fn read(root: &Root) -> Result<Self> {
-        let mut links = Links {
-            etc: HashMap::new(),
-            by_target: HashMap::new(),
-            dirs: Vec::new(),
-        };
-        for entry in root.list_dir(ETC)? {
-            let abs = format!("{ETC}/{entry}");
-            let node = root.lstat(&abs)?;
-            match &node {
-                Node::Dir { .. } if is_link_dir(&entry) => {
-                    let mut names = HashMap::new();
-                    for sub in root.list_dir(&abs)? {
-                        if let Node::Symlink(t) = root.lstat(&format!("{abs}/{sub}"))? {
-                            names.insert(sub, t);
-                        }
-                    }
-                    links.dirs.push((entry.clone(), names));
-                }
-                Node::Symlink(t) => {
-                    let names = links.by_target.entry(t.clone()).or_default();
-                    names.insert(entry.clone());
-                }
-                _ => {}
-            }
-            links.etc.insert(entry, node);
-        }
-        Ok(links)
-    }
-
-    /// What is at `abs` when it is an entry of /etc/systemd/system (`Missing` included); `None`
-    /// for any other path.
-    fn node(&self, abs: &str) -> Option<Node> {
-        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
-        (!rest.contains('/')).then(|| self.etc.get(rest).cloned().unwrap_or(Node::Missing))
-    }
-
-    /// The target of the symlink at `abs` (inner `None` when it is not one) when the index holds
-    /// the directory `abs` is in; `None` when it does not.
-    fn link(&self, abs: &str) -> Option<Option<PathBuf>> {
-        if let Some(node) = self.node(abs) {
-            return Some(match node {
-                Node::Symlink(t) => Some(t),
-                _ => None,
-            });
-        }
-        let rest = abs.strip_prefix(ETC)?.strip_prefix('/')?;
-        let (dir, name) = rest.split_once('/')?;
-        if name.contains('/') {
-            return None;
-        }
-        let (_, names) = self.dirs.iter().find(|(d, _)| d == dir)?;
-        Some(names.get(name).cloned())
-    }
-
-    /// Keeps up with a link this backend made (`target` Some) or removed at `abs`. False when
-    /// the change is not one the index can follow (a directory it does not hold): read it again.
-    fn follow(&mut self, abs: &str, target: Option<&str>) -> bool {
-        let Some(rest) = abs.strip_prefix(ETC).and_then(|r| r.strip_prefix('/')) else {
-            return true; // outside /etc/systemd/system: not in the index
-        };
-        match rest.split_once('/') {
-            None => {
-                if let Some(Node::Symlink(old)) = self.etc.remove(rest)
-                    && let Some(names) = self.by_target.get_mut(&old)
-                {
-                    names.remove(rest);
-                }
-                if let Some(t) = target {
-                    let names = self.by_target.entry(PathBuf::from(t)).or_default();
-                    names.insert(rest.to_string());
-                    self.etc
-                        .insert(rest.to_string(), Node::Symlink(PathBuf::from(t)));
-                }
-                true
-            }
-            Some((dir, name)) if !name.contains('/') => {
-                match self.dirs.iter_mut().find(|(d, _)| d == dir) {
-                    Some((_, names)) => {
-                        match target {
-                            Some(t) => names.insert(name.to_string(), PathBuf::from(t)),
-                            None => names.remove(name),
-                        };
-                        true
-                    }
-                    // Not a directory the index holds: one made just now (read it again), one
-                    // that is a link itself, or one whose links do not count.
-                    None => target.is_none() || !is_link_dir(dir),
-                }
-            }
-            Some(_) => true,
-        }
-    }
-}
-
-fn is_link_dir(entry: &str) -> bool {
-    entry.ends_with(".wants") || entry.ends_with(".requires") || entry.ends_with(".upholds")
-}
-
-/// The `[Install]` section of a unit file.
-#[derive(Debug, Default)]
-struct Install {
-    wanted_by: Vec<String>,
-    required_by: Vec<String>,
-    upheld_by: Vec<String>,
-    alias: Vec<String>,
-    also: Vec<String>,
-    default_instance: Option<String>,
-}
-
-impl Install {
-    fn is_empty(&self) -> bool {
-        self.wanted_by.is_empty()
-            && self.required_by.is_empty()
-            && self.upheld_by.is_empty()
-            && self.alias.is_empty()
-            && self.also.is_empty()
-    }
-
-    /// The symlinks enabling creates: (path, which unit name it is).
-    fn links(&self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for (targets, dir) in [
-            (&self.wanted_by, "wants"),
-            (&self.required_by, "requires"),
-            (&self.upheld_by, "upholds"),
-        ] {
-            for t in targets {
-                out.push(format!("{ETC}/{t}.{dir}/{name}"));
-            }
-        }
-        for a in &self.alias {
-            out.push(format!("{ETC}/{a}"));
-        }
-        out
-    }
-}
-
-fn parse_install(text: &str) -> Install {
-    let mut inst = Install::default();
-    let mut in_install = false;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_install = l == "[Install]";
-            continue;
-        }
-        if !in_install || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let words = || v.split_whitespace().map(str::to_string);
-        match k.trim() {
-            "WantedBy" => inst.wanted_by.extend(words()),
-            "RequiredBy" => inst.required_by.extend(words()),
-            "UpheldBy" => inst.upheld_by.extend(words()),
-            "Alias" => inst.alias.extend(words()),
-            "Also" => inst.also.extend(words()),
-            "DefaultInstance" => inst.default_instance = Some(v.trim().to_string()),
-            _ => {}
-        }
-    }
-    inst
-}
-
-/// For `foo@bar.service`, the template `foo@.service`.
-fn template_of(name: &str) -> Option<String> {
-    let (stem, suffix) = name.rsplit_once('.')?;
-    let (prefix, instance) = stem.split_once('@')?;
-    (!instance.is_empty()).then(|| format!("{prefix}@.{suffix}"))
 }
 
 impl OfflineUnits {
@@ -549,21 +365,6 @@ impl UnitManager for OfflineUnits {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_install() {
-        let i = parse_install(
-            "[Unit]\nWantedBy=nope\n[Install]\nWantedBy=multi-user.target\nAlias=chronyd.service\nAlso=a.socket b.socket\n",
-        );
-        assert_eq!(i.wanted_by, ["multi-user.target"]);
-        assert_eq!(i.alias, ["chronyd.service"]);
-        assert_eq!(i.also, ["a.socket", "b.socket"]);
-        assert_eq!(
-            template_of("getty@tty1.service").as_deref(),
-            Some("getty@.service")
-        );
-        assert_eq!(template_of("getty@.service"), None);
-    }
 
     /// The links an older version found by listing /etc/systemd/system for each question: the
     /// reference the kept index must agree with.
