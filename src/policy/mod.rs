@@ -20,6 +20,7 @@ pub mod diag;
 mod files;
 mod grub;
 mod kernel;
+mod kubernetes;
 mod locale;
 pub mod merge;
 mod modules;
@@ -37,6 +38,7 @@ pub use chrony::Chrony;
 pub use files::{FileKind, FileState, ManagedFile};
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
+pub use kubernetes::Kubernetes;
 pub use locale::Locale;
 pub use modules::Modules;
 pub use packages::{DebSpec, DkmsSpec, Packages, check_config_option};
@@ -103,6 +105,8 @@ pub struct Policy {
     pub locale: Option<Locale>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apt: Option<Apt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
 }
 
 impl Policy {

@@ -13,8 +13,23 @@ use super::{Policy, Swap};
 use crate::text::closest;
 
 const SECTIONS: &[&str] = &[
-    "chrony", "sysctl", "modules", "grub", "ssh", "swap", "files", "units", "packages", "agent",
-    "seal", "kernel", "waivers", "time", "locale", "apt",
+    "chrony",
+    "sysctl",
+    "modules",
+    "grub",
+    "ssh",
+    "swap",
+    "files",
+    "units",
+    "packages",
+    "agent",
+    "seal",
+    "kernel",
+    "waivers",
+    "time",
+    "locale",
+    "apt",
+    "kubernetes",
 ];
 
 pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
@@ -69,6 +84,7 @@ pub fn validate(tree: &Table) -> Result<Policy, Vec<Diagnostic>> {
     if let Some(t) = v.section(tree, "agent") {
         policy.agent = Some(v.agent(t));
     }
+    policy.kubernetes = v.section(tree, "kubernetes").map(|t| v.kubernetes(t));
     if let Some(t) = v.section(tree, "seal") {
         policy.seal = Some(v.seal(t));
     }

@@ -217,13 +217,8 @@ impl Resource for DebPackage {
                 // Judge the package before installing it.
                 let info = deb::read(&sys.host_path(&self.cache_path())?)?;
                 let config_of = |k: &str| crate::resources::kernel_config::read(sys, k);
-                preflight(
-                    &info,
-                    &self.spec,
-                    &sys.kernels_with_headers(),
-                    &config_of,
-                )
-                .context("preflight of the downloaded package")?;
+                preflight(&info, &self.spec, &sys.kernels_with_headers(), &config_of)
+                    .context("preflight of the downloaded package")?;
                 details.push(format!(
                     "{} {} passed preflight",
                     self.spec.name, self.spec.version
