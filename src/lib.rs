@@ -9,6 +9,7 @@ pub mod agent;
 pub mod boot;
 pub mod cli;
 pub mod clock;
+pub mod cri;
 pub mod engine;
 pub mod exec;
 pub mod exit;

@@ -57,3 +57,36 @@ pub const SECTION_FILES: &[(&str, &str)] = &[
     (SSHD_FILE, "[ssh]"),
     (GRUB_FILE, "[grub]"),
 ];
+
+/// What makes a Kubernetes node itself, which a template must not carry (clones would share it),
+/// and which seal's `kubernetes` operation removes: kubeadm's kubeconfigs and certificates (what
+/// `kubeadm reset` removes of /etc/kubernetes), the kubelet's client and serving certificates,
+/// etcd's member data, K3s's node password, agent certificates and server TLS.
+pub const KUBE_IDENTITY: &[&str] = &[
+    "/etc/kubernetes/kubelet.conf",
+    "/etc/kubernetes/bootstrap-kubelet.conf",
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/super-admin.conf",
+    "/etc/kubernetes/controller-manager.conf",
+    "/etc/kubernetes/scheduler.conf",
+    "/etc/kubernetes/pki",
+    "/var/lib/kubelet/pki",
+    "/var/lib/etcd/member",
+    "/etc/rancher/node/password",
+    "/var/lib/rancher/k3s/server/tls",
+    "/var/lib/rancher/k3s/agent/client-kubelet.crt",
+    "/var/lib/rancher/k3s/agent/client-kubelet.key",
+    "/var/lib/rancher/k3s/agent/serving-kubelet.crt",
+    "/var/lib/rancher/k3s/agent/serving-kubelet.key",
+];
+
+/// Static pod manifest directories: their `*.yaml` and `*.yml` are a control plane's identity.
+pub const KUBE_MANIFEST_DIRS: &[&str] = &[
+    "/etc/kubernetes/manifests",
+    "/var/lib/rancher/k3s/agent/pod-manifests",
+];
+
+/// A static pod manifest's name.
+pub fn is_manifest(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}

@@ -4,10 +4,12 @@
 //! Owns the daemon's life: the first verification and readiness (`Type=notify`), re-verifying on
 //! change events (inotify on what the checks read, systemd's D-Bus signals for units), debounced,
 //! and on the `[agent] interval` timer for what has no event (values in /proc); enforce mode;
-//! publishing the report (and the Prometheus textfile) atomically; SIGHUP reload, SIGTERM stop.
+//! publishing the report (and the Prometheus textfile, NFD's feature file: `nfd.rs`) atomically;
+//! SIGHUP reload, SIGTERM stop.
 //! Each verification runs off the async runtime, on a blocking thread, through the same engine
 //! as `guestprep verify`: the report is the same document.
 
+pub mod nfd;
 pub mod notify;
 pub mod units;
 pub mod watch;
@@ -192,7 +194,7 @@ pub fn publish(root: &Root, report: &ComplianceReport, agent: &Agent) -> Result<
         fsutil::write_atomic(root, p, text.as_bytes(), Some(0o644))
             .with_context(|| format!("writing the Prometheus textfile {p}"))?;
     }
-    Ok(())
+    nfd::publish(root, report, agent)
 }
 
 /// The one-line status systemd shows (`systemctl status guestprep`): "compliant 35/35", or

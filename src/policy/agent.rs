@@ -38,7 +38,17 @@ pub struct Agent {
     /// the one it is stuck on and those it never reached as `error`; never the last report.
     #[serde(serialize_with = "ser_secs")]
     pub verify_timeout: std::time::Duration,
+    /// Publish the report as Node Feature Discovery labels (`agent/nfd.rs`). Both keys are left
+    /// out of the policy's JSON at their defaults, so a policy without them keeps its digest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nfd: bool,
+    /// NFD's local-source feature file the labels are written to.
+    #[serde(skip_serializing_if = "is_default_nfd_path")]
+    pub nfd_path: String,
 }
+
+/// Where NFD's local source reads feature files (nfd-worker's default `features.d`).
+pub const NFD_PATH: &str = "/etc/kubernetes/node-feature-discovery/features.d/guestprep";
 
 impl Default for Agent {
     fn default() -> Self {
@@ -48,8 +58,14 @@ impl Default for Agent {
             enforce: false,
             prometheus_textfile: None,
             verify_timeout: std::time::Duration::from_secs(30),
+            nfd: false,
+            nfd_path: NFD_PATH.to_string(),
         }
     }
+}
+
+fn is_default_nfd_path(p: &str) -> bool {
+    p == NFD_PATH
 }
 
 fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -106,6 +122,8 @@ impl V {
                 "enforce",
                 "prometheus_textfile",
                 "verify_timeout",
+                "nfd",
+                "nfd_path",
             ],
         );
         let mut a = Agent::default();
@@ -129,6 +147,16 @@ impl V {
             a.verify_timeout = d;
         }
         a.enforce = self.bool(t, p, "enforce").unwrap_or(false);
+        a.nfd = self.bool(t, p, "nfd").unwrap_or(false);
+        if let Some(path) = self.string(t, p, "nfd_path") {
+            match check_abs_path(&path) {
+                Ok(()) => a.nfd_path = path,
+                Err(m) => {
+                    let origin = t.get("nfd_path").expect("present").node.origin.clone();
+                    self.err(&origin, "agent.nfd_path", m);
+                }
+            }
+        }
         if let Some(path) = self.string(t, p, "prometheus_textfile") {
             let check = check_abs_path(&path).and_then(|()| {
                 if path.ends_with(".prom") {

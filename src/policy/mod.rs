@@ -20,6 +20,7 @@ pub mod diag;
 mod files;
 mod grub;
 mod kernel;
+mod kubernetes;
 mod locale;
 pub mod merge;
 mod modules;
@@ -30,6 +31,7 @@ pub mod platform;
 pub mod seal_ops;
 pub mod ssh;
 mod time;
+mod timespan;
 pub mod tree;
 mod units;
 mod waivers;
@@ -39,6 +41,7 @@ pub use chrony::Chrony;
 pub use files::{FileKind, FileState, ManagedFile};
 pub use grub::{Entries, Grub};
 pub use kernel::Kernel;
+pub use kubernetes::Kubernetes;
 pub use locale::Locale;
 pub use modules::Modules;
 pub use needrestart::Needrestart;
@@ -109,6 +112,7 @@ pub struct Policy {
     pub apt: Option<Apt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needrestart: Option<Needrestart>,
+    pub kubernetes: Option<Kubernetes>,
 }
 
 impl Policy {

@@ -80,6 +80,11 @@ pub const OPERATIONS: &[Operation] = &[
         about: "/etc/hostname emptied: the clone takes its name from DHCP or cloud-init",
     },
     Operation {
+        name: "kubernetes",
+        default: false,
+        about: "Kubernetes node identity: kubeadm's kubeconfigs (/etc/kubernetes/kubelet.conf, admin.conf, …), /etc/kubernetes/pki, /var/lib/kubelet/pki, etcd's member data, static pod manifests, K3s's node password and certificates; the item kubernetes:identity lists them",
+    },
+    Operation {
         name: "user-ssh-keys",
         default: false,
         about: "~/.ssh/authorized_keys of the users named in [seal] user_ssh_keys (a temporary master key)",
@@ -90,6 +95,10 @@ pub const OPERATIONS: &[Operation] = &[
         about: "the build's temporary keys ([seal] build_ssh_keys: comment or SHA256 fingerprint) taken out of every user's and root's authorized_keys, the other keys kept",
     },
 ];
+
+/// The items an operation settles: seal's gate does not refuse for their drift when the
+/// operation is selected (the seal removes what they report).
+pub const SETTLES: &[(&str, &str)] = &[("kubernetes", "kubernetes:identity")];
 
 /// The `after_help` of `guestprep seal`: every operation, with its default (the man page's
 /// OPERATIONS section).

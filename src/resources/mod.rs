@@ -14,6 +14,7 @@ pub mod initramfs;
 pub mod initramfs_memo;
 pub mod kernel;
 pub mod kernel_config;
+pub mod kubernetes;
 pub mod locale;
 pub mod modules;
 pub mod needrestart;
@@ -214,5 +215,9 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
     out.extend(services::resources(&feeds));
     // Where the socket listens, once it was restarted.
     out.extend(listen);
+    // Kubernetes readiness last: it reads what everything above configures and starts.
+    if let Some(k) = &policy.kubernetes {
+        out.extend(kubernetes::resources(k, policy, root));
+    }
     out
 }

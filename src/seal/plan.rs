@@ -437,6 +437,14 @@ pub fn plan(root: &Root, ops: &BTreeSet<&'static str>, s: &Settings) -> Result<P
                 }
             }
             "net-hostname" => p.truncate("/etc/hostname")?,
+            "kubernetes" => {
+                for abs in crate::paths::KUBE_IDENTITY {
+                    p.remove(abs)?;
+                }
+                for dir in crate::paths::KUBE_MANIFEST_DIRS {
+                    p.remove_matching(dir, crate::paths::is_manifest)?;
+                }
+            }
             "user-ssh-keys" => {
                 for u in &s.user_ssh_keys {
                     if p.homes(Some(std::slice::from_ref(u)))?.is_empty() {

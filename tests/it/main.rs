@@ -24,6 +24,7 @@ mod i915;
 mod initramfs_memo;
 mod kernel;
 mod kernel_config;
+mod kubernetes;
 mod nosubprocess;
 mod output_paths;
 mod packages;

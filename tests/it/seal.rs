@@ -283,6 +283,7 @@ fn list_names_every_operation_and_the_man_page_documents_them() {
         "net-hostname",
         "user-ssh-keys",
         "build-ssh-keys",
+        "kubernetes",
     ];
     for n in names {
         assert!(list.lines().any(|l| l.starts_with(n)), "--list lacks {n}");
