@@ -78,6 +78,7 @@ pub fn validation_context(root: &Root) -> policy::ValidationContext {
                 from,
             }),
             no_openssh: None,
+            os: None,
         },
         None => policy::ValidationContext {
             openssh: None,
@@ -85,6 +86,7 @@ pub fn validation_context(root: &Root) -> policy::ValidationContext {
                 "no sshd on {} (neither /usr/sbin/sshd nor openssh-server in dpkg's status)",
                 root.describe()
             )),
+            os: None,
         },
     }
 }

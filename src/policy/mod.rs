@@ -334,8 +334,11 @@ pub fn load_for(
         diags.sort();
         return Err(InvalidPolicy(diags).into());
     }
-    let loaded = load_texts_for(&texts, ctx)?;
-    let refused = platform::refusals(&loaded.tree, &crate::platform::Platform::detect(root));
+    let target = crate::platform::Platform::detect(root);
+    let mut ctx = ctx.clone();
+    ctx.os = Some(target.os_id.clone().unwrap_or_default());
+    let loaded = load_texts_for(&texts, &ctx)?;
+    let refused = platform::refusals(&loaded.tree, &target);
     if !refused.is_empty() {
         return Err(InvalidPolicy(refused).into());
     }
@@ -381,9 +384,17 @@ pub fn load_texts_for(
     let mut diags = Vec::new();
     let mut tree = Table::default();
     let mut notes = merge::Notes::default();
+    let mut applied = Vec::new();
     for (file, text) in texts {
         match tree::parse_fragment(file, text) {
-            Ok(t) => tree.merge_noted(t, &mut notes),
+            Ok(mut t) => match platform::fragment_applies(&mut t, ctx.os.as_deref()) {
+                Ok(true) => {
+                    tree.merge_noted(t, &mut notes);
+                    applied.push(file.clone());
+                }
+                Ok(false) => {}
+                Err(mut d) => diags.append(&mut d),
+            },
             Err(mut d) => diags.append(&mut d),
         }
     }
@@ -398,7 +409,7 @@ pub fn load_texts_for(
     Ok(Loaded {
         policy,
         tree,
-        sources: texts.iter().map(|(p, _)| p.clone()).collect(),
+        sources: applied,
         warnings: notes.warnings,
         context: ctx.clone(),
     })

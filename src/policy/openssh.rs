@@ -45,6 +45,9 @@ pub struct Sshd {
 /// What a policy is validated against: the target's OpenSSH, when it is known.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
+    /// The target's os-release `ID` (`debian`, `ubuntu`, `flatcar`): a fragment whose `[platform]
+    /// os` does not name it is left out. `None`: no target (every fragment applies).
+    pub os: Option<String>,
     pub openssh: Option<Sshd>,
     /// Why there is no target (`no sshd in /`), for [`Context::describe`].
     pub no_openssh: Option<String>,

@@ -84,3 +84,66 @@ pub fn refusals(tree: &Table, platform: &Platform) -> Vec<Diagnostic> {
     out.sort();
     out
 }
+
+/// A fragment's own `[platform]` table (`os = ["ubuntu"]`: os-release `ID`s), taken out of it:
+/// whether the fragment applies on a target whose ID is `os` (every fragment applies without a
+/// target). A fragment without the table applies everywhere. A malformed table is an error with
+/// its file and line.
+pub fn fragment_applies(t: &mut Table, os: Option<&str>) -> Result<bool, Vec<Diagnostic>> {
+    let Some(e) = t.entries.remove("platform") else {
+        return Ok(true);
+    };
+    let bad = |origin: &super::tree::Origin, key: &str, m: String| {
+        vec![Diagnostic::new(origin.clone(), key.to_string(), m)]
+    };
+    let Value::Table(p) = &e.node.value else {
+        return Err(bad(
+            &e.node.origin,
+            "platform",
+            "`[platform]` must be a table: `os = [\"ubuntu\"]`".into(),
+        ));
+    };
+    if let Some(k) = p.entries.keys().find(|k| *k != "os") {
+        let o = &p.entries[k].key_origin;
+        return Err(bad(
+            o,
+            &format!("platform.{k}"),
+            format!("unknown key `{k}` (only `os`)"),
+        ));
+    }
+    let Some(list) = p.get("os") else {
+        return Err(bad(
+            &e.node.origin,
+            "platform.os",
+            "missing required key `os`".into(),
+        ));
+    };
+    let Value::Array(items) = &list.node.value else {
+        return Err(bad(
+            &list.node.origin,
+            "platform.os",
+            "a list of os-release IDs: `os = [\"debian\"]`".into(),
+        ));
+    };
+    let mut ids = Vec::new();
+    for (i, n) in items.iter().enumerate() {
+        match &n.value {
+            Value::String(id)
+                if !id.is_empty()
+                    && id.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+                    }) =>
+            {
+                ids.push(id.clone());
+            }
+            _ => {
+                return Err(bad(
+                    &n.origin,
+                    &format!("platform.os[{i}]"),
+                    "an os-release ID like \"debian\", \"ubuntu\" or \"flatcar\"".into(),
+                ));
+            }
+        }
+    }
+    Ok(os.is_none_or(|os| ids.iter().any(|i| i == os)))
+}

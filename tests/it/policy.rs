@@ -550,3 +550,59 @@ fn a_later_fragment_changes_or_removes_one_entry_by_key() {
     let o = guestprep(&["policy", "show", "--json", "--policy", p]);
     assert_eq!(field(&json(&o)["policy"]["files"], "path"), ["/etc/z"]);
 }
+
+#[test]
+fn a_fragment_applies_only_where_its_platform_says() {
+    let ubuntu = example_root();
+    std::fs::write(
+        ubuntu.path().join("etc/os-release"),
+        "ID=ubuntu\nVERSION_ID=\"24.04\"\nPRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\n",
+    )
+    .unwrap();
+    let r = ubuntu.path().to_str().unwrap();
+    let p = policies();
+    let o = guestprep(&[
+        "policy",
+        "show",
+        "--root",
+        r,
+        "--policy",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let shown = stdout(&o);
+    assert!(shown.contains("linux-headers-virtual"), "{shown}");
+    assert!(
+        !shown.contains("linux-headers-amd64"),
+        "Debian's fragment applied on Ubuntu: {shown}"
+    );
+    assert!(shown.contains("never_restart"), "{shown}");
+    // On Debian (the example root's own os-release), the other way round.
+    let debian = example_root();
+    let o = guestprep(&[
+        "policy",
+        "show",
+        "--root",
+        debian.path().to_str().unwrap(),
+        "--policy",
+        p.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("linux-headers-amd64") && !stdout(&o).contains("linux-headers-virtual")
+    );
+    // A malformed [platform] is an error naming file and line.
+    let bad = tempfile::tempdir().unwrap();
+    let f = bad.path().join("x.toml");
+    std::fs::write(
+        &f,
+        "[platform]\nos = [\"Ubuntu 24.04\"]\n\n[sysctl]\n\"vm.swappiness\" = 10\n",
+    )
+    .unwrap();
+    let o = guestprep(&["policy", "check", "--policy", f.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("x.toml:2:7: `platform.os[0]`"),
+        "{}",
+        stderr(&o)
+    );
+}
