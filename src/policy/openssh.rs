@@ -128,6 +128,7 @@ mod tests {
                 from: "/usr/sbin/sshd".into(),
             }),
             no_openssh: None,
+            os: None,
         }
     }
 
