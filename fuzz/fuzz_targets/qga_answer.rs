@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = guestprep::qga::exec_status(data) {
         assert!(e.to_string().len() < 4096, "a long message");
     }
-    let _ = guestprep::qga::parse_uptime(data);
+    let _ = guestprep::clock::parse_uptime(data);
     let _ = guestprep::qga::decode(&String::from_utf8_lossy(data));
     if let Ok(r) = serde_json::from_slice::<guestprep::report::ComplianceReport>(data) {
         let mut out = Vec::new();
