@@ -82,6 +82,8 @@ pub struct Platform {
     pub package_manager: PackageManager,
     pub usr_writable: bool,
     pub sshd: Sshd,
+    /// Why what the root is could not be told (os-release unreadable), for an error item.
+    pub problem: Option<String>,
 }
 
 const UNIT_DIRS: &[&str] = &[
@@ -90,14 +92,24 @@ const UNIT_DIRS: &[&str] = &[
     "/lib/systemd/system",
 ];
 
-/// os-release's fields (`/etc/os-release`, else `/usr/lib/os-release`), unquoted.
-fn os_release(root: &Root) -> Vec<(String, String)> {
-    let text = root
-        .read_string("/etc/os-release")
-        .ok()
-        .flatten()
-        .or_else(|| root.read_string("/usr/lib/os-release").ok().flatten())
-        .unwrap_or_default();
+/// os-release's fields (`/etc/os-release`, else `/usr/lib/os-release`, as os-release(5) says),
+/// unquoted; an os-release that cannot be read (a FIFO, a device, a giant) is said, not taken for
+/// a missing one.
+fn os_release(root: &Root) -> (Vec<(String, String)>, Option<String>) {
+    let text = match root.read_string("/etc/os-release") {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => root
+            .read_string("/usr/lib/os-release")
+            .map(Option::unwrap_or_default),
+        Err(e) => Err(e),
+    };
+    match text {
+        Ok(t) => (fields(&t), None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    }
+}
+
+fn fields(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let (k, v) = l.trim().split_once('=')?;
@@ -116,7 +128,7 @@ impl Platform {
     /// Tells what the root is from its own files (os-release, dpkg's database, unit files) and,
     /// live, whether `/usr` is mounted read-only.
     pub fn detect(root: &Root) -> Platform {
-        let os = os_release(root);
+        let (os, problem) = os_release(root);
         let field = |k: &str| os.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let os_id = field("ID");
         let family = match os_id.as_deref() {
@@ -138,6 +150,7 @@ impl Platform {
             package_manager,
             usr_writable: usr_writable(root, family),
             sshd: sshd(root),
+            problem,
         }
     }
 

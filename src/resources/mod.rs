@@ -19,6 +19,7 @@ pub mod locale;
 pub mod modules;
 pub mod needrestart;
 pub mod packages;
+pub mod platform;
 pub mod secureboot;
 pub mod services;
 pub mod ssh;
@@ -48,6 +49,11 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
             out.push(Box::new(FileResource::absent(kind, path)));
         }
     };
+    // What the root is, when it cannot be told: said first (fragments for a platform were left
+    // out of the policy).
+    if crate::platform::Platform::detect(root).problem.is_some() {
+        out.push(Box::new(platform::Unknown));
+    }
     // The kernel first: DKMS builds for it, and its headers must be there before a .deb's
     // preflight judges which kernels it builds for.
     match &policy.kernel {
