@@ -27,6 +27,9 @@ pub mod sshd_glob;
 pub mod sshsocket;
 pub mod swap;
 pub mod sysctl;
+#[cfg(test)]
+#[path = "temproot_tests.rs"]
+pub(crate) mod temproot;
 pub mod time;
 pub mod units;
 

@@ -373,3 +373,66 @@ impl Resource for Options {
         vec![format!("file:{MODPROBE_FILE}")]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    #[test]
+    fn load_is_a_modules_load_d_line_by_either_spelling() {
+        let t = TempRoot::new();
+        let r = Load {
+            name: "br_netfilter".into(),
+        };
+        let (status, message) = t.check(&r);
+        assert_eq!(
+            (status, message.as_str()),
+            (Status::Drift, "not listed in any modules-load.d file")
+        );
+        t.file(
+            "/usr/lib/modules-load.d/k8s.conf",
+            "# comment\nbr-netfilter\n",
+        );
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file("/usr/lib/modules-load.d/k8s.conf", "overlay\n");
+        assert_eq!(t.check(&r).0, Status::Drift);
+        t.file("/etc/modules", "br_netfilter\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+    }
+
+    #[test]
+    fn blacklist_is_a_modprobe_d_line() {
+        let t = TempRoot::new();
+        let r = Blacklist {
+            name: "snd-pcsp".into(),
+        };
+        assert_eq!(t.check(&r).0, Status::Drift);
+        t.file("/etc/modprobe.d/site.conf", "blacklist snd_pcsp\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file("/etc/modprobe.d/site.conf", "install snd_pcsp /bin/false\n");
+        assert_eq!(t.check(&r).0, Status::Drift);
+    }
+
+    #[test]
+    fn options_are_the_effective_ones_later_lines_winning() {
+        let t = TempRoot::new();
+        let r = Options {
+            name: "i915".into(),
+            options: "enable_guc=3 max-vfs=7".into(),
+        };
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("enable_guc not configured"), "{message}");
+        t.file(
+            "/etc/modprobe.d/a.conf",
+            "options i915 enable-guc=3 max_vfs=7\n",
+        );
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        // A later file overrides one parameter.
+        t.file("/etc/modprobe.d/b.conf", "options i915 enable_guc=0\n");
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("enable_guc=0 configured"), "{message}");
+    }
+}
