@@ -306,7 +306,9 @@ mod tests {
     use super::*;
     use crate::resources::temproot::TempRoot;
 
-    const PACKAGE: &str = "pool 2.debian.pool.ntp.org iburst\nsourcedir /run/chrony-dhcp\ndriftfile /var/lib/chrony/chrony.drift\nconfdir /etc/chrony/conf.d\n";
+    /// Debian's chrony.conf, shortened.
+    const PACKAGE: &str = "pool 2.debian.pool.ntp.org iburst\nsourcedir /run/chrony-dhcp\n\
+                           driftfile /var/lib/chrony/chrony.drift\nconfdir /etc/chrony/conf.d\n";
 
     #[test]
     fn confdir_is_read_or_the_drop_in_is_ignored() {
