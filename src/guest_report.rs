@@ -1,7 +1,8 @@
 //! A guest's compliance report read from the host through its guest agent: the daemon's
 //! `/run/guestprep/report.json` by file-read, parsed, and dated by the guest's own clock (its age,
-//! and whether it was made before the guest's last boot). `guestprep qga report` and
-//! `guestprep fleet` both read reports this way and differ only in what they make of the answer.
+//! and whether it was made before the guest's last boot), and judged fresh or stale
+//! ([`Fetched::freshness`]). `guestprep qga report` and `guestprep fleet` both read reports this
+//! way and differ only in how they tell the answer (an exit code, a state).
 
 use std::time::Duration;
 
@@ -32,16 +33,46 @@ impl Fetched {
         self.guest_now.map(|now| (now - self.made as f64).max(0.0))
     }
 
-    /// The guest's boot time when the report was made before it (whole seconds in generatedAt:
-    /// one second of slack), i.e. no daemon has run since the guest booted.
-    pub fn made_before_boot(&self) -> Option<String> {
-        let boot = self.guest_boot?;
-        ((self.made as f64) < boot - 1.0).then(|| {
-            rfc3339(
-                std::time::UNIX_EPOCH
-                    + Duration::try_from_secs_f64(boot.max(0.0)).unwrap_or_default(),
-            )
-        })
+    /// Whether the report still says how the guest is: not made before the guest's last boot,
+    /// and with `max_age`, no older than it by the guest's clock.
+    pub fn freshness(&self, max_age: Option<Duration>) -> Freshness {
+        judge(self.made, self.guest_now, self.guest_boot, max_age)
+    }
+}
+
+/// A report's freshness, judged by the guest's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Freshness {
+    Fresh,
+    /// Made before the guest's last boot (that boot's time, RFC 3339): no daemon has run since.
+    MadeBeforeBoot(String),
+    /// Older than the limit asked for: its age in seconds.
+    TooOld {
+        age: f64,
+        limit: Duration,
+    },
+    /// A limit was asked for, but the guest's clock is unknown (guest-get-time failed).
+    NoClock,
+}
+
+/// [`Fetched::freshness`] of a report made at `made` (seconds since the epoch), the guest's clock
+/// reading `now` and its last boot at `boot`. generatedAt holds whole seconds: one second of slack
+/// before the boot.
+fn judge(made: i64, now: Option<f64>, boot: Option<f64>, max_age: Option<Duration>) -> Freshness {
+    if let Some(boot) = boot
+        && (made as f64) < boot - 1.0
+    {
+        let at =
+            std::time::UNIX_EPOCH + Duration::try_from_secs_f64(boot.max(0.0)).unwrap_or_default();
+        return Freshness::MadeBeforeBoot(rfc3339(at));
+    }
+    let Some(limit) = max_age else {
+        return Freshness::Fresh;
+    };
+    match now.map(|now| (now - made as f64).max(0.0)) {
+        None => Freshness::NoClock,
+        Some(age) if age > limit.as_secs_f64() => Freshness::TooOld { age, limit },
+        Some(_) => Freshness::Fresh,
     }
 }
 
@@ -159,5 +190,42 @@ pub fn exists(agent: &mut Agent, path: &str) -> bool {
             true
         }
         Err(e) => !e.is_not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_is_judged_by_the_guest_clock() {
+        let min = Some(Duration::from_secs(60));
+        let t = 1_800_000_000;
+        let now = Some(t as f64 + 30.0);
+        assert_eq!(judge(t, now, None, None), Freshness::Fresh);
+        assert_eq!(judge(t, now, None, min), Freshness::Fresh);
+        assert_eq!(judge(t, now, Some(t as f64 + 0.5), min), Freshness::Fresh);
+        let booted = judge(t, now, Some(t as f64 + 10.0), None);
+        assert_eq!(
+            booted,
+            Freshness::MadeBeforeBoot(rfc3339(
+                std::time::UNIX_EPOCH + Duration::from_secs(t as u64 + 10)
+            ))
+        );
+        let old = Some(t as f64 + 90.0);
+        assert_eq!(
+            judge(t, old, Some(t as f64), min),
+            Freshness::TooOld {
+                age: 90.0,
+                limit: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(judge(t, None, None, min), Freshness::NoClock);
+        assert_eq!(judge(t, None, None, None), Freshness::Fresh);
+        // A guest clock behind the report's time is age 0, not negative.
+        assert_eq!(
+            judge(t, Some(t as f64 - 100.0), None, min),
+            Freshness::Fresh
+        );
     }
 }

@@ -60,12 +60,14 @@ pub struct SymlinkAtOwnedPath {
     pub target: PathBuf,
 }
 
-/// What `openat2` in the root gave.
-enum Opened {
+/// Where a path of the managed system is, found once for every read.
+enum At {
+    /// Opened by the kernel, the resolution confined to the root (`openat2`).
     Fd(OwnedFd),
+    /// The host path found by the userspace chase: on the live system, or where the kernel has no
+    /// `openat2` (or a filter refuses it).
+    Path(PathBuf),
     Missing,
-    /// The kernel has no `openat2` (or a filter refuses it): use the userspace chase.
-    Unsupported,
 }
 
 const MAX_SYMLINKS: usize = 40;
@@ -93,8 +95,41 @@ impl Root {
         })
     }
 
-    /// Opens `abs` inside the root with the kernel doing the confined resolution.
-    fn open_in(&self, abs: &str, flags: OFlag) -> Result<Opened> {
+    /// Where `abs` is: offline, opened with `flags` by the kernel inside the root; live, its host
+    /// path (the one place a read chooses between the two).
+    fn locate(&self, abs: &str, flags: OFlag) -> Result<At> {
+        if self.live {
+            Ok(At::Path(self.resolve(abs)?))
+        } else {
+            self.open_in(abs, flags)
+        }
+    }
+
+    /// `abs` opened with `flags`, every symlink followed inside the root; `None` if it does not
+    /// exist.
+    fn open_fd(&self, abs: &str, flags: OFlag) -> Result<Option<OwnedFd>> {
+        self.fd_at(self.locate(abs, flags)?, flags)
+    }
+
+    /// The descriptor of what [`Root::locate`] found: a host path is opened with `flags`.
+    fn fd_at(&self, at: At, flags: OFlag) -> Result<Option<OwnedFd>> {
+        let p = match at {
+            At::Fd(fd) => return Ok(Some(fd)),
+            At::Missing => return Ok(None),
+            At::Path(p) => p,
+        };
+        match nix::fcntl::open(&p, flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(e) => {
+                Err(std::io::Error::from(e)).with_context(|| format!("opening {}", p.display()))
+            }
+        }
+    }
+
+    /// Opens `abs` inside the root with the kernel doing the confined resolution; the userspace
+    /// chase's host path where the kernel cannot.
+    fn open_in(&self, abs: &str, flags: OFlag) -> Result<At> {
         let rel = relative(abs)?;
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
@@ -105,9 +140,9 @@ impl Root {
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         match openat2(self.fd.as_ref(), rel, how) {
-            Ok(fd) => Ok(Opened::Fd(fd)),
-            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(Opened::Missing),
-            Err(Errno::ENOSYS | Errno::EPERM) => Ok(Opened::Unsupported),
+            Ok(fd) => Ok(At::Fd(fd)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(At::Missing),
+            Err(Errno::ENOSYS | Errno::EPERM) => Ok(At::Path(self.resolve(abs)?)),
             Err(e) => Err(std::io::Error::from(e))
                 .with_context(|| format!("opening {abs} in {}", self.dir.display())),
         }
@@ -200,24 +235,10 @@ impl Root {
     /// ([`NotRegular`](crate::saferead::NotRegular), naming the path and its type).
     pub fn open(&self, abs: &str) -> Result<Option<std::fs::File>> {
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let file = 'opened: {
-            if !self.live {
-                match self.open_in(abs, flags)? {
-                    Opened::Fd(fd) => break 'opened std::fs::File::from(fd),
-                    Opened::Missing => return Ok(None),
-                    Opened::Unsupported => {}
-                }
-            }
-            let p = self.resolve(abs)?;
-            match nix::fcntl::open(&p, flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
-                Ok(fd) => std::fs::File::from(fd),
-                Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
-                Err(e) => {
-                    return Err(std::io::Error::from(e))
-                        .with_context(|| format!("opening {}", p.display()));
-                }
-            }
+        let Some(fd) = self.open_fd(abs, flags)? else {
+            return Ok(None);
         };
+        let file = std::fs::File::from(fd);
         crate::saferead::regular(&file, &self.what(abs))?;
         Ok(Some(file))
     }
@@ -254,37 +275,16 @@ impl Root {
 
     /// Names in a directory of the managed system, sorted; empty if it does not exist.
     pub fn list_dir(&self, abs: &str) -> Result<Vec<String>> {
-        if !self.live {
-            match self.open_in(abs, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
-                Opened::Fd(fd) => {
-                    let mut dir =
-                        nix::dir::Dir::from_fd(fd).with_context(|| format!("listing {abs}"))?;
-                    let mut names: Vec<String> = dir
-                        .iter()
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n != "." && n != "..")
-                        .collect();
-                    names.sort();
-                    return Ok(names);
-                }
-                Opened::Missing => return Ok(Vec::new()),
-                Opened::Unsupported => {}
-            }
-        }
-        let p = self.resolve(abs)?;
-        let rd = match std::fs::read_dir(&p) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e).with_context(|| format!("listing {}", p.display())),
+        let Some(fd) = self.open_fd(abs, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? else {
+            return Ok(Vec::new());
         };
-        let mut names = Vec::new();
-        for ent in rd {
-            let ent = ent.with_context(|| format!("listing {}", p.display()))?;
-            names.push(ent.file_name().to_string_lossy().into_owned());
-        }
+        let mut dir = nix::dir::Dir::from_fd(fd).with_context(|| format!("listing {abs}"))?;
+        let mut names: Vec<String> = dir
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -292,46 +292,23 @@ impl Root {
     /// When `abs` was last modified (following symlinks inside the root); `None` if it does not
     /// exist.
     pub fn modified(&self, abs: &str) -> Result<Option<std::time::SystemTime>> {
-        if !self.live {
-            match self.open_in(abs, OFlag::O_PATH)? {
-                Opened::Fd(fd) => {
-                    let st = nix::sys::stat::fstat(&fd)
-                        .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
-                    return Ok(Some(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::new(
-                                u64::try_from(st.st_mtime).unwrap_or(0),
-                                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-                            ),
-                    ));
-                }
-                Opened::Missing => return Ok(None),
-                Opened::Unsupported => {}
-            }
-        }
-        let p = self.resolve(abs)?;
-        match std::fs::metadata(&p) {
-            Ok(m) => Ok(Some(
-                m.modified()
-                    .with_context(|| format!("inspecting {}", p.display()))?,
-            )),
-            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
-                Ok(None)
-            }
-            Err(e) => Err(e).with_context(|| format!("inspecting {}", p.display())),
-        }
+        let Some(fd) = self.open_fd(abs, OFlag::O_PATH)? else {
+            return Ok(None);
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
+        Ok(Some(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(st.st_mtime).unwrap_or(0),
+                    u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+                ),
+        ))
     }
 
     /// Whether `abs` exists in the managed system (following symlinks inside the root).
     pub fn exists(&self, abs: &str) -> bool {
-        if !self.live {
-            match self.open_in(abs, OFlag::O_PATH) {
-                Ok(Opened::Fd(_)) => return true,
-                Ok(Opened::Missing) => return false,
-                _ => {}
-            }
-        }
-        self.resolve(abs).map(|p| p.exists()).unwrap_or(false)
+        matches!(self.open_fd(abs, OFlag::O_PATH), Ok(Some(_)))
     }
 
     /// Opens the directory `abs` inside the root (the kernel confines the resolution: a symlink
@@ -341,13 +318,12 @@ impl Root {
     pub fn open_dir(&self, abs: &str, create: bool) -> Result<Option<OwnedFd>> {
         let rel = relative(abs)?;
         match self.open_in(abs, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
-            Opened::Fd(fd) => return Ok(Some(fd)),
-            Opened::Missing if !create => return Ok(None),
-            Opened::Missing => {}
-            Opened::Unsupported => {
+            At::Fd(fd) => return Ok(Some(fd)),
+            At::Missing if !create => return Ok(None),
+            At::Missing => {}
+            At::Path(p) => {
                 // No openat2: the userspace chase, then an open that does not follow the last
                 // component (the chase resolved every link).
-                let p = self.resolve(abs)?;
                 if create {
                     std::fs::create_dir_all(&p)
                         .with_context(|| format!("creating directory {}", p.display()))?;
@@ -367,7 +343,7 @@ impl Root {
         // Create what is missing, from the top.
         let mut done = PathBuf::from("/");
         let mut parent: OwnedFd = match self.open_in("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
-            Opened::Fd(fd) => fd,
+            At::Fd(fd) => fd,
             _ => bail!("cannot open the root directory {}", self.dir.display()),
         };
         for c in rel.components() {
@@ -375,7 +351,7 @@ impl Root {
             done.push(name);
             let here = done.to_string_lossy().into_owned();
             parent = match self.open_in(&here, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
-                Opened::Fd(fd) => fd,
+                At::Fd(fd) => fd,
                 // A dangling symlink: create where it leads, inside the root (as systemd's chase
                 // does with CHASE_MKDIR_0755).
                 _ if matches!(node_at(&parent, &name.to_string_lossy())?, Node::Symlink(_)) => {
@@ -408,7 +384,7 @@ impl Root {
                     }
                     let _ = nix::unistd::fsync(&parent);
                     match self.open_in(&here, OFlag::O_RDONLY | OFlag::O_DIRECTORY)? {
-                        Opened::Fd(fd) => fd,
+                        At::Fd(fd) => fd,
                         _ => bail!(
                             "{here} in {} is not a directory guestprep can use",
                             self.dir.display()
@@ -452,38 +428,12 @@ impl Root {
 
     /// What `abs` is once every symlink (its last component too) is followed inside the root.
     pub fn stat(&self, abs: &str) -> Result<Node> {
-        match self.open_in(abs, OFlag::O_PATH)? {
-            Opened::Fd(fd) => {
-                let st = nix::sys::stat::fstat(&fd)
-                    .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
-                Ok(node_of(&st, None))
-            }
-            Opened::Missing => Ok(Node::Missing),
-            Opened::Unsupported => {
-                let p = self.resolve(abs)?;
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.is_dir() => {
-                        use std::os::unix::fs::MetadataExt;
-                        Ok(Node::Dir {
-                            mode: m.mode() & 0o7777,
-                            uid: m.uid(),
-                            gid: m.gid(),
-                        })
-                    }
-                    Ok(m) if m.is_file() => {
-                        use std::os::unix::fs::MetadataExt;
-                        Ok(Node::File {
-                            mode: m.mode() & 0o7777,
-                            uid: m.uid(),
-                            gid: m.gid(),
-                        })
-                    }
-                    Ok(m) => Ok(Node::Other(crate::saferead::kind_of(m.file_type()))),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(Node::Missing),
-                    Err(e) => Err(e).with_context(|| format!("inspecting {}", p.display())),
-                }
-            }
-        }
+        let Some(fd) = self.fd_at(self.open_in(abs, OFlag::O_PATH)?, OFlag::O_PATH)? else {
+            return Ok(Node::Missing);
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("inspecting {abs} in {}", self.dir.display()))?;
+        Ok(node_of(&st, None))
     }
 
     /// Reads the regular file at `abs` without following a symlink at its last component (a
@@ -610,6 +560,24 @@ mod tests {
         assert_eq!(root.resolve("/etc/rel/f").unwrap(), want);
         assert_eq!(root.resolve("/etc/top/etc/real/f").unwrap(), want);
         assert!(!root.is_live());
+    }
+
+    #[test]
+    fn reads_follow_links_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        std::fs::create_dir_all(t.path().join("etc/real")).unwrap();
+        std::fs::write(t.path().join("etc/real/b"), "x").unwrap();
+        std::fs::write(t.path().join("etc/real/a"), "y").unwrap();
+        symlink("/etc/real", t.path().join("etc/link")).unwrap();
+        assert_eq!(root.list_dir("/etc/link").unwrap(), ["a", "b"]);
+        assert_eq!(root.list_dir("/etc/none").unwrap(), Vec::<String>::new());
+        assert!(root.exists("/etc/link/a") && !root.exists("/etc/link/c"));
+        assert!(root.modified("/etc/link/a").unwrap().is_some());
+        assert!(matches!(root.stat("/etc/link").unwrap(), Node::Dir { .. }));
+        assert_eq!(root.stat("/etc/real/a/x").unwrap(), Node::Missing);
+        let b = root.read_string("/etc/link/b").unwrap();
+        assert_eq!(b.as_deref(), Some("x"));
     }
 
     #[test]

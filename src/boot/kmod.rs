@@ -10,14 +10,68 @@ use anyhow::{Result, anyhow, bail};
 use super::decode::{Bounds, Decoder, Format, peek};
 use super::limits::{Budget, Exceeded, Limits, lift};
 
-/// A module file's name without its `.ko[.xz|.zst|.gz]` suffix, with `-` as `_` (how modprobe
-/// names modules), or None for a file that is not a module.
+/// A kernel module's name as modprobe and the kernel compare it: `-` and `_` are one character
+/// (`snd-hda-intel` is `snd_hda_intel`). Kept as written (for messages and ids), equal, hashed
+/// and shown [`canonical`](ModuleName::canonical)ly where it is compared. The kernel compares a
+/// module's parameter names by the same rule, so they are `ModuleName`s too.
+#[derive(Clone, Debug)]
+pub struct ModuleName(String);
+
+impl ModuleName {
+    pub fn new(name: &str) -> Self {
+        ModuleName(name.to_string())
+    }
+
+    /// A module file's name without its `.ko[.xz|.zst|.gz]` suffix, or None for a file that is
+    /// not a module.
+    pub fn of_file(file: &str) -> Option<Self> {
+        let base = file.rsplit('/').next().unwrap_or(file);
+        let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .find_map(|s| base.strip_suffix(s))?;
+        (!stem.is_empty()).then(|| ModuleName::new(stem))
+    }
+
+    /// As it was written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// With `_` for every `-`: how `/proc/modules`, `/sys/module` and `modules.dep` spell it.
+    pub fn canonical(&self) -> String {
+        self.0.replace('-', "_")
+    }
+
+    fn units(&self) -> impl Iterator<Item = u8> + '_ {
+        self.0.bytes().map(|b| if b == b'-' { b'_' } else { b })
+    }
+}
+
+impl PartialEq for ModuleName {
+    fn eq(&self, other: &Self) -> bool {
+        self.units().eq(other.units())
+    }
+}
+
+impl Eq for ModuleName {}
+
+impl std::hash::Hash for ModuleName {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.units().for_each(|b| h.write_u8(b));
+        h.write_u8(0xff);
+    }
+}
+
+impl std::fmt::Display for ModuleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A module file's [canonical](ModuleName::canonical) name, or None for a file that is not a
+/// module.
 pub fn module_name(file: &str) -> Option<String> {
-    let base = file.rsplit('/').next().unwrap_or(file);
-    let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .find_map(|s| base.strip_suffix(s))?;
-    (!stem.is_empty()).then(|| stem.replace('-', "_"))
+    ModuleName::of_file(file).map(|n| n.canonical())
 }
 
 /// A module's identity: the sha256 of its decompressed ELF (an initramfs holds the very file
@@ -290,5 +344,24 @@ mod tests {
         );
         assert_eq!(module_name("modules.dep"), None);
         assert_eq!(module_name(".ko"), None);
+    }
+
+    #[test]
+    fn dash_and_underscore_are_one_name() {
+        use std::collections::HashSet;
+        let a = ModuleName::new("snd-hda_intel");
+        assert_eq!(a, ModuleName::new("snd_hda-intel"));
+        assert_eq!(a.canonical(), "snd_hda_intel");
+        assert_eq!(a.as_str(), "snd-hda_intel");
+        assert_eq!(a.to_string(), "snd-hda_intel");
+        assert_ne!(a, ModuleName::new("snd_hda"));
+        assert_ne!(ModuleName::new("ab"), ModuleName::new("a_b"));
+        let set: HashSet<_> = ["br-netfilter", "br_netfilter", "overlay"]
+            .into_iter()
+            .map(ModuleName::new)
+            .collect();
+        assert_eq!(set.len(), 2);
+        let f = ModuleName::of_file("updates/dkms/snd_hda-intel.ko.zst").unwrap();
+        assert_eq!((f == a, f.as_str()), (true, "snd_hda-intel"));
     }
 }

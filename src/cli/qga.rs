@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::exit::ExitCode;
-use crate::guest_report::{self, FetchError};
+use crate::guest_report::{self, FetchError, Freshness};
 use crate::output::{self, Style};
 use crate::paths::REPORT as REPORT_PATH;
 use crate::qga::{Agent, QgaError};
@@ -390,24 +390,19 @@ fn report(
         Err(FetchError::Invalid(m)) => return fail(ExitCode::CheckFailed, m),
         Err(FetchError::Agent(e)) => return agent_failure(e),
     };
-    if let Some(boot) = f.made_before_boot() {
-        return fail(
-            ExitCode::StaleReport,
-            format!(
-                "stale report: {path} was made at {}, before the guest's last boot at {boot}; the daemon has not \
-                 run since (in the guest: systemctl status guestprep.service)",
-                f.report.generated_at,
-            ),
-        );
-    }
-    if let Some(limit) = max_age {
-        let Some(age) = f.age() else {
+    match f.freshness(max_age) {
+        Freshness::Fresh => {}
+        Freshness::MadeBeforeBoot(boot) => {
             return fail(
-                ExitCode::AgentUnavailable,
-                "--max-age needs the guest's clock, and guest-get-time failed",
+                ExitCode::StaleReport,
+                format!(
+                    "stale report: {path} was made at {}, before the guest's last boot at {boot}; the daemon has not \
+                     run since (in the guest: systemctl status guestprep.service)",
+                    f.report.generated_at,
+                ),
             );
-        };
-        if age > limit.as_secs_f64() {
+        }
+        Freshness::TooOld { age, limit } => {
             return fail(
                 ExitCode::StaleReport,
                 format!(
@@ -416,6 +411,12 @@ fn report(
                     f.report.generated_at,
                     crate::policy::format_timespan(limit)
                 ),
+            );
+        }
+        Freshness::NoClock => {
+            return fail(
+                ExitCode::AgentUnavailable,
+                "--max-age needs the guest's clock, and guest-get-time failed",
             );
         }
     }

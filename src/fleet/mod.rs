@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::exit::ExitCode;
-use crate::guest_report::{self, FetchError};
+use crate::guest_report::{self, FetchError, Freshness};
 use crate::qga::{Agent, QgaError};
 use crate::report::Summary;
 
@@ -329,22 +329,19 @@ fn ask_inner(vm: &Vm, opts: &Options, start: Instant) -> VmResult {
         }
     };
     let age = f.age();
-    let stale = if let Some(boot) = f.made_before_boot() {
-        Some(format!(
+    let stale = match f.freshness(opts.max_age) {
+        Freshness::Fresh => None,
+        Freshness::MadeBeforeBoot(boot) => Some(format!(
             "stale report: made at {}, before the guest's last boot at {boot}; the daemon has not run since",
             f.report.generated_at
-        ))
-    } else {
-        match (opts.max_age, age) {
-            (Some(limit), Some(a)) if a > limit.as_secs_f64() => Some(format!(
-                "stale report: made {}s ago, more than --max-age {}",
-                a.round(),
-                crate::policy::format_timespan(limit)
-            )),
-            (Some(_), None) => {
-                Some("--max-age needs the guest's clock, and guest-get-time failed".into())
-            }
-            _ => None,
+        )),
+        Freshness::TooOld { age, limit } => Some(format!(
+            "stale report: made {}s ago, more than --max-age {}",
+            age.round(),
+            crate::policy::format_timespan(limit)
+        )),
+        Freshness::NoClock => {
+            Some("--max-age needs the guest's clock, and guest-get-time failed".into())
         }
     };
     let state = match (&stale, ExitCode::from_code(f.report.exit_code)) {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::tree::{Table, Value};
 use super::validate::{V, check_module, join};
+use crate::boot::kmod::ModuleName;
 
 /// `[modules]`: kernel modules loaded at boot, blacklisted, and their options.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -23,7 +24,10 @@ impl V {
         let load = self.list(t, p, "load", check_module);
         let blacklist = self.list(t, p, "blacklist", check_module);
         for (i, m) in blacklist.iter().enumerate() {
-            if load.iter().any(|l| same_module(l, m)) {
+            if load
+                .iter()
+                .any(|l| ModuleName::new(l) == ModuleName::new(m))
+            {
                 let e = t.get("blacklist").expect("present");
                 let origin = match &e.node.value {
                     Value::Array(a) => a.get(i).map_or(e.node.origin.clone(), |n| n.origin.clone()),
@@ -81,10 +85,6 @@ impl V {
             options,
         }
     }
-}
-
-fn same_module(a: &str, b: &str) -> bool {
-    a.replace('-', "_") == b.replace('-', "_")
 }
 
 fn check_module_options(s: &str) -> Result<(), String> {

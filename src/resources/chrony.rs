@@ -300,3 +300,56 @@ impl Resource for ConfDir {
         vec!["chrony:exclusive".to_string()]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    /// Debian's chrony.conf, shortened.
+    const PACKAGE: &str = "pool 2.debian.pool.ntp.org iburst\nsourcedir /run/chrony-dhcp\n\
+                           driftfile /var/lib/chrony/chrony.drift\nconfdir /etc/chrony/conf.d\n";
+
+    #[test]
+    fn confdir_is_read_or_the_drop_in_is_ignored() {
+        let t = TempRoot::new();
+        let r = ConfDir { exclusive: false };
+        assert_eq!(t.check(&r).0, Status::Skipped);
+        t.file(CONF, PACKAGE);
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file(
+            CONF,
+            "pool 2.debian.pool.ntp.org iburst\nconfdir /etc/chrony/other/\n",
+        );
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert!(
+            message.contains("does not read /etc/chrony/conf.d"),
+            "{message}"
+        );
+        t.file(CONF, "confdir /etc/chrony/conf.d/\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+    }
+
+    #[test]
+    fn exclusive_means_diverted_and_without_the_package_sources() {
+        let t = TempRoot::new();
+        assert_eq!(t.check(&Exclusive).0, Status::Skipped);
+        t.file(CONF, PACKAGE);
+        let (status, message) = t.check(&Exclusive);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("is not diverted"), "{message}");
+        assert!(message.contains("chronyd also uses"), "{message}");
+        t.file(DIVERSIONS, &format!("{CONF}\n{DISTRIB}\n:\n"))
+            .file(DISTRIB, PACKAGE)
+            .file(CONF, &exclusive_conf(PACKAGE));
+        assert_eq!(t.check(&Exclusive).0, Status::Compliant);
+        t.file(
+            CONF,
+            &format!("{}server 192.0.2.1\n", exclusive_conf(PACKAGE)),
+        );
+        let (status, message) = t.check(&Exclusive);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("server 192.0.2.1"), "{message}");
+    }
+}

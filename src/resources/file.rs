@@ -475,3 +475,76 @@ impl Resource for DirResource {
         plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    const P: &str = "/etc/site/x.conf";
+
+    #[test]
+    fn a_file_is_compliant_only_as_written() {
+        let t = TempRoot::new();
+        let mut r = FileResource::new("file", P, "a\n".into());
+        assert_eq!(t.check(&r), (Status::Drift, "missing".into()));
+        t.file(P, "a\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file(P, "b\n");
+        assert_eq!(
+            t.check(&r),
+            (Status::Drift, "content differs (1 hunks)".into())
+        );
+        t.file(P, "a\n");
+        std::fs::set_permissions(
+            t.host(P),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        r.mode = Some(0o644);
+        assert_eq!(t.check(&r), (Status::Drift, "mode 0600, want 0644".into()));
+        r.mode = Some(0o600);
+        r.owner = Some(nix::unistd::getuid().to_string());
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        r.owner = Some("54321".into());
+        assert_eq!(t.check(&r).0, Status::Drift);
+        // A link at an owned path is an error, never written through.
+        t.link(P, "/etc/other");
+        assert_eq!(t.check(&r).0, Status::Error);
+    }
+
+    #[test]
+    fn an_absent_file_is_compliant_once_gone() {
+        let t = TempRoot::new();
+        let r = FileResource::absent("file", P);
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file(P, "left\n");
+        let (status, message) = t.check(&r);
+        assert_eq!(
+            (status, message.as_str()),
+            (Status::Drift, "left from an earlier policy; to be removed")
+        );
+        t.link(P, "/etc/other");
+        assert_eq!(t.check(&r).0, Status::Drift);
+    }
+
+    #[test]
+    fn a_directory_is_compliant_with_its_mode() {
+        let t = TempRoot::new();
+        let mut r = DirResource {
+            path: "/var/lib/site".into(),
+            mode: Some(0o750),
+            owner: None,
+            group: None,
+        };
+        assert_eq!(t.check(&r), (Status::Drift, "missing".into()));
+        t.dir("/var/lib/site", 0o755);
+        assert_eq!(t.check(&r), (Status::Drift, "mode 0755, want 0750".into()));
+        t.dir("/var/lib/site", 0o750);
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        r.group = Some(nix::unistd::getgid().to_string());
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        r.group = Some("54321".into());
+        assert_eq!(t.check(&r).0, Status::Drift);
+    }
+}

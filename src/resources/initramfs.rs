@@ -133,7 +133,7 @@ impl Initramfs {
                         }
                     };
                     let path = p.clone();
-                    out.insert(n.replace('-', "_"), Build { path, id });
+                    out.insert(kmod::ModuleName::new(&n).canonical(), Build { path, id });
                 }
             }
         }

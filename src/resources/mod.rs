@@ -28,6 +28,9 @@ pub mod sshd_glob;
 pub mod sshsocket;
 pub mod swap;
 pub mod sysctl;
+#[cfg(test)]
+#[path = "temproot_tests.rs"]
+pub(crate) mod temproot;
 pub mod time;
 pub mod units;
 
@@ -38,151 +41,253 @@ use services::{Action, Feed};
 
 pub use file::FileResource;
 
+/// What the sections have built so far.
+#[derive(Default)]
+struct Build {
+    out: Vec<Box<dyn Resource>>,
+    /// Which running unit reads which managed file: one `service:` item per unit, late.
+    feeds: Vec<Feed>,
+    /// `ssh:listen`, held until the socket was restarted.
+    listen: Option<Box<dyn Resource>>,
+}
+
+impl Build {
+    fn extend(&mut self, items: impl IntoIterator<Item = Box<dyn Resource>>) {
+        self.out.extend(items);
+    }
+
+    /// Removes a guestprep-owned file whose section is no longer in the policy.
+    fn absent(&mut self, root: &Root, kind: &'static str, path: &str) {
+        if root.exists(path) {
+            self.out.push(Box::new(FileResource::absent(kind, path)));
+        }
+    }
+
+    fn feed(&mut self, unit: &str, action: Action, path: &str, allowed: bool, section: &str) {
+        self.feeds.push(Feed {
+            unit: unit.to_string(),
+            action,
+            path: path.to_string(),
+            allowed,
+            section: section.to_string(),
+        });
+    }
+}
+
+/// One section's resources.
+type Section = fn(&Policy, &Root, &mut Build);
+
+/// The sections in apply order, each with what it waits for.
+const SECTIONS: &[(&str, Section)] = &[
+    // What the root is, when it cannot be told: said first (fragments for a platform were left
+    // out of the policy).
+    ("platform", |_, r, b| {
+        if crate::platform::Platform::detect(r).problem.is_some() {
+            b.extend([Box::new(platform::Unknown) as Box<dyn Resource>]);
+        }
+    }),
+    // The kernel first: DKMS builds for it, and its headers must be there before a .deb's
+    // preflight judges which kernels it builds for.
+    ("kernel", kernel_section),
+    // Whether each kernel can carry the DKMS modules at all (after [kernel] installs its own).
+    ("kernel_config", |p, r, b| {
+        b.extend(kernel_config::resources(p, r))
+    }),
+    // apt's options and sources before the packages apt installs.
+    ("apt", apt_section),
+    // Packages next: the configuration and units below may belong to them.
+    ("packages", packages_section),
+    ("modules", modules_section),
+    ("sysctl", sysctl_section),
+    ("chrony", chrony_section),
+    ("ssh", ssh_section),
+    ("swap", |p, _, b| {
+        b.extend(p.swap.iter().flat_map(swap::resources))
+    }),
+    ("time", |p, _, b| {
+        b.extend(p.time.iter().flat_map(time::resources))
+    }),
+    ("needrestart", needrestart_section),
+    ("locale", |p, _, b| {
+        b.extend(p.locale.iter().flat_map(locale::resources))
+    }),
+    ("grub", grub_section),
+    ("files", files_section),
+    // The initramfs after the DKMS builds and modprobe.d files it must carry.
+    ("initramfs", initramfs_section),
+    // Units last: a service starts with its configuration already written.
+    ("units", units_section),
+    // Then the services that must re-read what changed above: once each.
+    ("services", |_, _, b| {
+        let items = services::resources(&b.feeds);
+        b.extend(items);
+    }),
+    // Where the socket listens, once it was restarted.
+    ("listen", |_, _, b| {
+        let listen = b.listen.take();
+        b.extend(listen);
+    }),
+    // Kubernetes readiness last: it reads what everything above configures and starts.
+    ("kubernetes", |p, r, b| {
+        b.extend(
+            p.kubernetes
+                .iter()
+                .flat_map(|k| kubernetes::resources(k, p, r)),
+        )
+    }),
+];
+
 /// The resources of a policy, in apply order.
 ///
 /// A guestprep-owned file whose section is no longer in the policy is planned for removal, so
 /// dropping a section undoes it.
 pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
-    let mut out: Vec<Box<dyn Resource>> = Vec::new();
-    let absent = |kind: &'static str, path: &str, out: &mut Vec<Box<dyn Resource>>| {
-        if root.exists(path) {
-            out.push(Box::new(FileResource::absent(kind, path)));
-        }
-    };
-    // What the root is, when it cannot be told: said first (fragments for a platform were left
-    // out of the policy).
-    if crate::platform::Platform::detect(root).problem.is_some() {
-        out.push(Box::new(platform::Unknown));
+    let mut b = Build::default();
+    for (name, section) in SECTIONS {
+        let before = b.out.len();
+        section(policy, root, &mut b);
+        tracing::trace!(
+            section = name,
+            items = b.out.len() - before,
+            "resources built"
+        );
     }
-    // The kernel first: DKMS builds for it, and its headers must be there before a .deb's
-    // preflight judges which kernels it builds for.
+    b.out
+}
+
+fn kernel_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.kernel {
-        Some(k) => out.extend(kernel::resources(k, root)),
-        None => absent("kernel", kernel::GRUB_FILE, &mut out),
+        Some(k) => b.extend(kernel::resources(k, root)),
+        None => b.absent(root, "kernel", kernel::GRUB_FILE),
     }
-    // Whether each kernel can carry the DKMS modules at all (after [kernel] installs its own).
-    out.extend(kernel_config::resources(policy, root));
-    // apt's options and sources before the packages apt installs.
+}
+
+fn apt_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.apt {
-        Some(a) => out.extend(apt::resources(a, root)),
-        None => absent("apt", apt::OPTIONS_FILE, &mut out),
+        Some(a) => b.extend(apt::resources(a, root)),
+        None => b.absent(root, "apt", apt::OPTIONS_FILE),
     }
-    // Packages next: the configuration and units below may belong to them.
+}
+
+fn packages_section(policy: &Policy, root: &Root, b: &mut Build) {
     if let Some(p) = &policy.packages {
         let pinned = policy.kernel.as_ref().map(|k| k.version.as_str());
-        out.extend(packages::resources(p, root, pinned));
+        b.extend(packages::resources(p, root, pinned));
     }
+}
+
+fn modules_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.modules {
-        Some(m) => out.extend(modules::resources(m)),
+        Some(m) => b.extend(modules::resources(m)),
         None => {
-            absent("modules", modules::LOAD_FILE, &mut out);
-            absent("modules", modules::MODPROBE_FILE, &mut out);
+            b.absent(root, "modules", modules::LOAD_FILE);
+            b.absent(root, "modules", modules::MODPROBE_FILE);
         }
     }
+}
+
+fn sysctl_section(policy: &Policy, root: &Root, b: &mut Build) {
     if policy.sysctl.is_empty() {
-        absent("sysctl", sysctl::FILE, &mut out);
+        b.absent(root, "sysctl", sysctl::FILE);
     } else {
-        out.extend(sysctl::resources(&policy.sysctl));
+        b.extend(sysctl::resources(&policy.sysctl));
     }
-    // Which running unit reads which managed file: one `service:` item per unit, last.
-    let mut feeds: Vec<Feed> = Vec::new();
-    let feed = |unit: &str, action, path: &str, allowed: bool, section: &str| Feed {
-        unit: unit.to_string(),
-        action,
-        path: path.to_string(),
-        allowed,
-        section: section.to_string(),
-    };
+}
+
+fn chrony_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.chrony {
         Some(c) => {
-            out.extend(chrony::resources(c));
-            let f = feed(
+            b.extend(chrony::resources(c));
+            b.feed(
                 chrony::UNIT,
                 Action::Restart,
                 chrony::FILE,
                 c.restart,
                 "[chrony]",
             );
-            feeds.push(f);
             if c.exclusive {
-                let f = feed(
+                b.feed(
                     chrony::UNIT,
                     Action::Restart,
                     chrony::CONF,
                     c.restart,
                     "[chrony]",
                 );
-                feeds.push(f);
             }
         }
         None if root.exists(chrony::FILE) => {
-            absent("chrony", chrony::FILE, &mut out);
-            feeds.push(feed(
+            b.absent(root, "chrony", chrony::FILE);
+            b.feed(
                 chrony::UNIT,
                 Action::Restart,
                 chrony::FILE,
                 true,
                 "[chrony]",
-            ));
+            );
         }
         None => {}
     }
-    // sshd's drop-in, and where a socket starts sshd, the socket's addresses: which units then
-    // reload or restart depends on how this root starts sshd (`sshsocket.rs`).
+}
+
+/// sshd's drop-in, and where a socket starts sshd, the socket's addresses: which units then
+/// reload or restart depends on how this root starts sshd (`sshsocket.rs`).
+fn ssh_section(policy: &Policy, root: &Root, b: &mut Build) {
     let sshd = crate::platform::Platform::detect(root).sshd;
-    if let Some(s) = &policy.ssh {
-        out.extend(ssh::resources(s));
-    } else if root.exists(ssh::FILE) {
-        absent("ssh", ssh::FILE, &mut out);
+    match &policy.ssh {
+        Some(s) => b.extend(ssh::resources(s)),
+        None => b.absent(root, "ssh", ssh::FILE),
     }
     let socket = sshsocket::plan(policy.ssh.as_ref(), &sshd, root);
-    out.extend(socket.items);
-    feeds.extend(socket.feeds);
-    let listen = socket.listen;
-    if let Some(s) = &policy.swap {
-        out.extend(swap::resources(s));
-    }
-    if let Some(t) = &policy.time {
-        out.extend(time::resources(t));
-    }
+    b.extend(socket.items);
+    b.feeds.extend(socket.feeds);
+    b.listen = socket.listen;
+}
+
+fn needrestart_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.needrestart {
-        Some(n) => out.extend(needrestart::resources(n)),
-        None => absent("needrestart", needrestart::FILE, &mut out),
+        Some(n) => b.extend(needrestart::resources(n)),
+        None => b.absent(root, "needrestart", needrestart::FILE),
     }
-    if let Some(l) = &policy.locale {
-        out.extend(locale::resources(l));
-    }
+}
+
+fn grub_section(policy: &Policy, root: &Root, b: &mut Build) {
     match &policy.grub {
-        Some(g) => out.extend(grub::resources(g)),
-        None => absent("grub", grub::FILE, &mut out),
+        Some(g) => b.extend(grub::resources(g)),
+        None => b.absent(root, "grub", grub::FILE),
     }
+}
+
+fn files_section(policy: &Policy, _: &Root, b: &mut Build) {
+    use crate::policy::{FileKind, FileState};
     for (i, f) in policy.files.iter().enumerate() {
-        use crate::policy::{FileKind, FileState};
-        match (f.state, f.kind, &f.content) {
-            (FileState::Absent, ..) => out.push(Box::new(FileResource::absent("file", &f.path))),
-            (FileState::Present, FileKind::Directory, _) => out.push(Box::new(file::DirResource {
+        let item: Box<dyn Resource> = match (f.state, f.kind, &f.content) {
+            (FileState::Absent, ..) => Box::new(FileResource::absent("file", &f.path)),
+            (FileState::Present, FileKind::Directory, _) => Box::new(file::DirResource {
                 path: f.path.clone(),
                 mode: f.mode,
                 owner: f.owner.clone(),
                 group: f.group.clone(),
-            })),
+            }),
             (FileState::Present, FileKind::File, content) => {
                 let mut r = FileResource::new("file", &f.path, content.clone().unwrap_or_default());
                 r.mode = f.mode;
                 r.owner = f.owner.clone();
                 r.group = f.group.clone();
-                out.push(Box::new(r));
+                Box::new(r)
             }
-        }
+        };
+        b.out.push(item);
         let section = format!("files[{i}]");
         for u in &f.restart {
-            feeds.push(feed(u, Action::Restart, &f.path, true, &section));
+            b.feed(u, Action::Restart, &f.path, true, &section);
         }
         for u in &f.reload {
-            feeds.push(feed(u, Action::Reload, &f.path, true, &section));
+            b.feed(u, Action::Reload, &f.path, true, &section);
         }
     }
-    // The initramfs after the DKMS builds and modprobe.d files it must carry.
+}
+
+fn initramfs_section(policy: &Policy, root: &Root, b: &mut Build) {
     let mut modprobe = vec![modules::MODPROBE_FILE.to_string()];
     modprobe.extend(
         policy
@@ -196,34 +301,28 @@ pub fn build(policy: &Policy, root: &Root) -> Vec<Box<dyn Resource>> {
         .iter()
         .flat_map(|p| p.deb.iter().filter_map(|d| d.dkms.clone()))
         .collect();
-    if !dkms.is_empty() || policy.modules.is_some() || modprobe.iter().any(|m| root.exists(m)) {
-        let mut kernels = crate::report::installed_kernels(root);
-        if let Some(k) = &policy.kernel
-            && !kernels.contains(&k.version)
-        {
-            kernels.push(k.version.clone());
-        }
-        for kernel in kernels {
-            out.push(Box::new(initramfs::Initramfs {
-                kernel,
-                dkms: dkms.clone(),
-                modprobe: modprobe.clone(),
-            }));
-        }
+    if dkms.is_empty() && policy.modules.is_none() && !modprobe.iter().any(|m| root.exists(m)) {
+        return;
     }
-    // Units last: a service starts with its configuration already written.
+    let mut kernels = crate::report::installed_kernels(root);
+    if let Some(k) = &policy.kernel
+        && !kernels.contains(&k.version)
+    {
+        kernels.push(k.version.clone());
+    }
+    for kernel in kernels {
+        b.out.push(Box::new(initramfs::Initramfs {
+            kernel,
+            dkms: dkms.clone(),
+            modprobe: modprobe.clone(),
+        }));
+    }
+}
+
+fn units_section(policy: &Policy, _: &Root, b: &mut Build) {
     if let Some(u) = &policy.units {
-        out.extend(units::dropin_resources(u));
-        out.extend(units::resources(u));
-        feeds.extend(units::feeds(u));
+        b.extend(units::dropin_resources(u));
+        b.extend(units::resources(u));
+        b.feeds.extend(units::feeds(u));
     }
-    // Then the services that must re-read what changed above: once each.
-    out.extend(services::resources(&feeds));
-    // Where the socket listens, once it was restarted.
-    out.extend(listen);
-    // Kubernetes readiness last: it reads what everything above configures and starts.
-    if let Some(k) = &policy.kubernetes {
-        out.extend(kubernetes::resources(k, policy, root));
-    }
-    out
 }

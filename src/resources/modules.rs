@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::FileResource;
 use super::conffiles;
+use crate::boot::kmod::ModuleName;
 use crate::engine::{Change, Observation, Resource, System};
 use crate::policy::Modules;
 use crate::report::Status;
@@ -33,10 +34,6 @@ const MODPROBE_DIRS: &[&str] = &[
     "/usr/lib/modprobe.d",
     "/lib/modprobe.d",
 ];
-
-fn canon(m: &str) -> String {
-    m.replace('-', "_")
-}
 
 pub fn render_load(m: &Modules) -> String {
     let mut s = String::from(super::file::HEADER);
@@ -94,7 +91,7 @@ pub fn resources(m: &Modules) -> Vec<Box<dyn Resource>> {
 }
 
 /// Modules listed for loading at boot in any modules-load.d file or /etc/modules: name → file.
-fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
+fn configured_loads(sys: &System) -> Result<Vec<(ModuleName, String)>> {
     let mut files = conffiles::dropins(sys, LOAD_DIRS, ".conf")?;
     files.push("/etc/modules".to_string());
     let mut out = Vec::new();
@@ -104,7 +101,7 @@ fn configured_loads(sys: &System) -> Result<Vec<(String, String)>> {
         };
         for (n, line) in conffiles::lines(&text, true) {
             if let Some(name) = line.split_whitespace().next() {
-                out.push((canon(name), format!("{f}:{n}")));
+                out.push((ModuleName::new(name), format!("{f}:{n}")));
             }
         }
     }
@@ -129,8 +126,8 @@ fn modprobe_lines(sys: &System) -> Result<Vec<(Vec<String>, String)>> {
 }
 
 /// Whether a module is loaded (or built in) in the running kernel.
-fn loaded(sys: &System, name: &str) -> Result<bool> {
-    let c = canon(name);
+fn loaded(sys: &System, name: &ModuleName) -> Result<bool> {
+    let c = name.canonical();
     if let Some(mods) = sys.read_string("/proc/modules")? {
         use procfs_core::FromBufRead;
         let loaded = procfs_core::KernelModules::from_buf_read(mods.as_bytes())
@@ -151,10 +148,9 @@ fn loaded(sys: &System, name: &str) -> Result<bool> {
     if let Some(builtin) =
         sys.read_string(&format!("/usr/lib/modules/{release}/modules.builtin"))?
     {
-        let ko = format!("/{c}.ko");
         if builtin
             .lines()
-            .any(|l| canon(l).ends_with(&ko) || canon(l) == format!("{c}.ko"))
+            .any(|l| l.ends_with(".ko") && ModuleName::of_file(l).as_ref() == Some(name))
         {
             return Ok(true);
         }
@@ -176,13 +172,13 @@ impl Resource for Load {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let c = canon(&self.name);
+        let name = ModuleName::new(&self.name);
         let configured = configured_loads(sys)?
             .into_iter()
-            .find(|(n, _)| *n == c)
+            .find(|(n, _)| *n == name)
             .map(|(_, at)| at);
         let live = if sys.is_live() {
-            Some(loaded(sys, &self.name)?)
+            Some(loaded(sys, &name)?)
         } else {
             None
         };
@@ -229,13 +225,13 @@ impl Resource for Blacklist {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let c = canon(&self.name);
+        let name = ModuleName::new(&self.name);
         let at = modprobe_lines(sys)?
             .into_iter()
-            .find(|(w, _)| w.len() >= 2 && w[0] == "blacklist" && canon(&w[1]) == c)
+            .find(|(w, _)| w.len() >= 2 && w[0] == "blacklist" && ModuleName::new(&w[1]) == name)
             .map(|(_, at)| at);
         let live = if sys.is_live() {
-            Some(loaded(sys, &self.name)?)
+            Some(loaded(sys, &name)?)
         } else {
             None
         };
@@ -295,14 +291,15 @@ impl Resource for Options {
     }
 
     fn check(&self, sys: &System) -> Result<Observation> {
-        let c = canon(&self.name);
+        let name = ModuleName::new(&self.name);
+        let c = name.canonical();
         // Effective options: every `options NAME …` line in order, later parameters win.
         let mut effective: Vec<(String, String)> = Vec::new();
         for (w, _) in modprobe_lines(sys)? {
-            if w.len() >= 3 && w[0] == "options" && canon(&w[1]) == c {
+            if w.len() >= 3 && w[0] == "options" && ModuleName::new(&w[1]) == name {
                 for tok in &w[2..] {
                     let (k, v) = tok.split_once('=').unwrap_or((tok, ""));
-                    effective.retain(|(ek, _)| canon(ek) != canon(k));
+                    effective.retain(|(ek, _)| ModuleName::new(ek) != ModuleName::new(k));
                     effective.push((k.to_string(), v.to_string()));
                 }
             }
@@ -317,7 +314,10 @@ impl Resource for Options {
             .collect();
         let mut problems = Vec::new();
         for (k, v) in &want {
-            match effective.iter().find(|(ek, _)| canon(ek) == canon(k)) {
+            match effective
+                .iter()
+                .find(|(ek, _)| ModuleName::new(ek) == ModuleName::new(k))
+            {
                 Some((_, ev)) if ev == v => {}
                 Some((_, ev)) => problems.push(format!("{k}={ev} configured")),
                 None => problems.push(format!("{k} not configured")),
@@ -325,11 +325,12 @@ impl Resource for Options {
         }
         let mut live = serde_json::Map::new();
         let mut stale = Vec::new();
-        if sys.is_live() && loaded(sys, &self.name)? {
+        if sys.is_live() && loaded(sys, &name)? {
             for (k, v) in &want {
-                if let Some(lv) =
-                    sys.read_string(&format!("/sys/module/{c}/parameters/{}", canon(k)))?
-                {
+                if let Some(lv) = sys.read_string(&format!(
+                    "/sys/module/{c}/parameters/{}",
+                    ModuleName::new(k).canonical()
+                ))? {
                     let lv = lv.trim().to_string();
                     if !same_param(&lv, v) {
                         stale.push(format!("{k}={lv}"));
@@ -370,5 +371,68 @@ impl Resource for Options {
 
     fn fixed_by(&self) -> Vec<String> {
         vec![format!("file:{MODPROBE_FILE}")]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    #[test]
+    fn load_is_a_modules_load_d_line_by_either_spelling() {
+        let t = TempRoot::new();
+        let r = Load {
+            name: "br_netfilter".into(),
+        };
+        let (status, message) = t.check(&r);
+        assert_eq!(
+            (status, message.as_str()),
+            (Status::Drift, "not listed in any modules-load.d file")
+        );
+        t.file(
+            "/usr/lib/modules-load.d/k8s.conf",
+            "# comment\nbr-netfilter\n",
+        );
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file("/usr/lib/modules-load.d/k8s.conf", "overlay\n");
+        assert_eq!(t.check(&r).0, Status::Drift);
+        t.file("/etc/modules", "br_netfilter\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+    }
+
+    #[test]
+    fn blacklist_is_a_modprobe_d_line() {
+        let t = TempRoot::new();
+        let r = Blacklist {
+            name: "snd-pcsp".into(),
+        };
+        assert_eq!(t.check(&r).0, Status::Drift);
+        t.file("/etc/modprobe.d/site.conf", "blacklist snd_pcsp\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file("/etc/modprobe.d/site.conf", "install snd_pcsp /bin/false\n");
+        assert_eq!(t.check(&r).0, Status::Drift);
+    }
+
+    #[test]
+    fn options_are_the_effective_ones_later_lines_winning() {
+        let t = TempRoot::new();
+        let r = Options {
+            name: "i915".into(),
+            options: "enable_guc=3 max-vfs=7".into(),
+        };
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("enable_guc not configured"), "{message}");
+        t.file(
+            "/etc/modprobe.d/a.conf",
+            "options i915 enable-guc=3 max_vfs=7\n",
+        );
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        // A later file overrides one parameter.
+        t.file("/etc/modprobe.d/b.conf", "options i915 enable_guc=0\n");
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert!(message.contains("enable_guc=0 configured"), "{message}");
     }
 }

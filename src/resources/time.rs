@@ -117,3 +117,41 @@ impl Resource for Timezone {
         plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    #[test]
+    fn the_zone_is_the_localtime_link_and_the_timezone_file() {
+        let t = TempRoot::new();
+        t.file("/usr/share/zoneinfo/Europe/Berlin", "TZif")
+            .file("/usr/share/zoneinfo/UTC", "TZif");
+        let r = Timezone {
+            zone: "Europe/Berlin".into(),
+        };
+        let (status, message) = t.check(&r);
+        assert_eq!(status, Status::Drift);
+        assert_eq!(
+            message,
+            "/etc/localtime is not a link into /usr/share/zoneinfo"
+        );
+        t.link("/etc/localtime", "../usr/share/zoneinfo/UTC");
+        assert_eq!(t.check(&r), (Status::Drift, "/etc/localtime is UTC".into()));
+        t.link("/etc/localtime", "/usr/share/zoneinfo/Europe/Berlin");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        t.file("/etc/timezone", "Etc/UTC\n");
+        assert_eq!(
+            t.check(&r),
+            (Status::Drift, "/etc/timezone says Etc/UTC".into())
+        );
+        t.file("/etc/timezone", "Europe/Berlin\n");
+        assert_eq!(t.check(&r).0, Status::Compliant);
+        // A zone tzdata does not have is an error, not drift.
+        let unknown = Timezone {
+            zone: "Mars/Olympus".into(),
+        };
+        assert_eq!(t.check(&unknown).0, Status::Error);
+    }
+}

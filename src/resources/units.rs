@@ -325,3 +325,68 @@ impl Resource for UnitItem {
         plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::temproot::TempRoot;
+
+    const UNIT: &str = "/usr/lib/systemd/system/site.service";
+    const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/site.service";
+
+    fn item(want: Want) -> UnitItem {
+        UnitItem {
+            name: "site.service".into(),
+            want,
+            now: false,
+        }
+    }
+
+    fn root() -> TempRoot {
+        let t = TempRoot::new();
+        t.file(
+            UNIT,
+            "[Service]\nExecStart=/bin/true\n\n[Install]\nWantedBy=multi-user.target\n",
+        );
+        t
+    }
+
+    #[test]
+    fn enabled_is_the_install_links() {
+        let t = root();
+        let (status, message) = t.check(&item(Want::Enabled));
+        assert_eq!(status, Status::Drift);
+        assert!(
+            message.starts_with("unit-file state disabled, want enabled"),
+            "{message}"
+        );
+        assert_eq!(t.check(&item(Want::Disabled)).0, Status::Compliant);
+        t.link(WANTS, UNIT);
+        assert_eq!(t.check(&item(Want::Enabled)).0, Status::Compliant);
+        assert_eq!(t.check(&item(Want::Disabled)).0, Status::Drift);
+        // A unit no package installed cannot be enabled: an error, not drift.
+        let gone = UnitItem {
+            name: "gone.service".into(),
+            want: Want::Enabled,
+            now: false,
+        };
+        assert_eq!(t.check(&gone).0, Status::Error);
+    }
+
+    #[test]
+    fn masked_is_a_link_to_dev_null() {
+        let t = root();
+        let masked = "/etc/systemd/system/site.service";
+        assert_eq!(t.check(&item(Want::Masked)).0, Status::Drift);
+        assert_eq!(t.check(&item(Want::Unmasked)).0, Status::Compliant);
+        t.link(masked, "/dev/null");
+        assert_eq!(t.check(&item(Want::Masked)).0, Status::Compliant);
+        assert_eq!(t.check(&item(Want::Unmasked)).0, Status::Drift);
+        assert_eq!(t.check(&item(Want::Enabled)).0, Status::Drift);
+        // A real unit file there blocks masking: reported, never deleted.
+        t.file(masked, "[Service]\nExecStart=/bin/false\n");
+        let (status, message) = t.check(&item(Want::Masked));
+        assert_eq!(status, Status::Error);
+        assert!(message.contains("blocks masking"), "{message}");
+    }
+}

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::boot::kmod::ModuleName;
 
 /// Proof that DKMS built a module for one kernel: the module is installed in DKMS's tree and
 /// its `.ko` files are under `/usr/lib/modules/KVER/updates/`.
@@ -122,7 +123,7 @@ pub(crate) fn find_ko(
     for e in sys.list_dir(dir)? {
         let p = format!("{dir}/{e}");
         let stem = e.split(".ko").next().unwrap_or("");
-        if e.contains(".ko") && stem.replace('-', "_") == name.replace('-', "_") {
+        if e.contains(".ko") && ModuleName::new(stem) == ModuleName::new(name) {
             out.push(p);
         } else if depth < 4 && !e.contains('.') {
             find_ko(sys, &p, name, depth + 1, out)?;
