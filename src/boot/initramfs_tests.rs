@@ -194,14 +194,9 @@ fn truncated_and_mutated_images_never_panic() {
     }
 }
 
-/// Writes the fuzz target's seeds (`fuzz/seeds-initramfs`): real-format images of each
-/// compression with a module and a modprobe.d file, and small hostile ones.
-/// `cargo test --lib boot::initramfs::tests::write_fuzz_seeds -- --ignored`
-#[test]
-#[ignore]
-fn write_fuzz_seeds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds-initramfs");
-    std::fs::create_dir_all(&dir).unwrap();
+/// The fuzz target's seeds (`fuzz/seeds-initramfs`): real-format images of each compression
+/// with a module and a modprobe.d file, and small hostile ones.
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let ko = tiny_module("srcversion=ABC\0vermagic=6.12 SMP\0");
     let files: &[(&str, &[u8])] = &[
         (CONF, b"blacklist xe\n"),
@@ -226,9 +221,31 @@ fn write_fuzz_seeds() {
     let mut claims = samples::claims_4gib(CONF);
     claims.truncate(1000);
     seeds.push(("claims-4gib", claims));
-    for (name, bytes) in seeds {
+    seeds
+}
+
+/// The committed seeds are the ones the samples make, each small and read without a panic.
+/// `GUESTPREP_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds` writes them after a change to the
+/// samples.
+#[test]
+fn the_committed_fuzz_seeds_are_what_the_samples_make() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds-initramfs");
+    let write = std::env::var_os("GUESTPREP_WRITE_FUZZ_SEEDS").is_some();
+    for (name, bytes) in fuzz_seeds() {
         assert!(bytes.len() < 8 << 10, "{name} is {} bytes", bytes.len());
-        std::fs::write(dir.join(format!("{name}.img")), bytes).unwrap();
+        let _ = read_all(&bytes, &Limits::DEFAULT);
+        let path = dir.join(format!("{name}.img"));
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            assert_eq!(
+                std::fs::read(&path).ok().as_deref(),
+                Some(&bytes[..]),
+                "{} is not what the samples make (GUESTPREP_WRITE_FUZZ_SEEDS=1 rewrites it)",
+                path.display()
+            );
+        }
     }
 }
 
