@@ -68,28 +68,23 @@ impl Resource for Cgroup {
                 warn.join(", ")
             )
         };
-        if lacks.is_empty() {
-            return Ok(Observation::new(
-                Status::Compliant,
-                expected,
-                actual,
-                warning,
-            ));
-        }
-        let mut msg = format!(
-            "{CONTROLLERS} lacks {}: the kubelet cannot enforce pod limits without them (kubeadm: \"missing required cgroups\")",
-            lacks.join(", ")
-        );
-        if !warning.is_empty() {
-            msg.push_str("; ");
-            msg.push_str(&warning);
-        }
-        let mut obs = Observation::new(Status::Drift, expected, actual, msg);
-        obs.remediation = Some(format!(
+        let lacks: Vec<String> = lacks.iter().map(|c| c.to_string()).collect();
+        let remediation = format!(
             "boot a kernel with these controllers (kubernetes:kernel-config names its options), without `cgroup_disable={}` on its command line",
             lacks.join(",")
-        ));
-        Ok(obs)
+        );
+        Ok(super::required_and_optional(
+            expected,
+            actual,
+            &lacks,
+            warning,
+            |l| {
+                format!(
+                    "{CONTROLLERS} lacks {l}: the kubelet cannot enforce pod limits without them (kubeadm: \"missing required cgroups\")"
+                )
+            },
+            remediation,
+        ))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {

@@ -192,27 +192,20 @@ impl Resource for KubeKernel {
         } else {
             format!("warning: kubeadm warns of {} (optional)", warn.join(", "))
         };
-        if missing.is_empty() {
-            return Ok(Observation::new(
-                Status::Compliant,
-                expected,
-                actual,
-                warning,
-            ));
-        }
-        let mut msg = format!(
-            "kernel {kver} lacks {} per {path}: kubeadm's system validation fails (\"unexpected kernel config\") and the kubelet cannot run pods there",
-            missing.join(", ")
-        );
-        if !warning.is_empty() {
-            msg.push_str("; ");
-            msg.push_str(&warning);
-        }
-        let mut obs = Observation::new(Status::Drift, expected, actual, msg);
-        obs.remediation = Some(format!(
-            "boot a kernel built with them (Debian's generic and cloud flavours both are): pin it with `[kernel] version = \"KVER\"` and `remove_others = true`; {kver} cannot be changed"
-        ));
-        Ok(obs)
+        Ok(super::required_and_optional(
+            expected,
+            actual,
+            &missing,
+            warning,
+            |l| {
+                format!(
+                    "kernel {kver} lacks {l} per {path}: kubeadm's system validation fails (\"unexpected kernel config\") and the kubelet cannot run pods there"
+                )
+            },
+            format!(
+                "boot a kernel built with them (Debian's generic and cloud flavours both are): pin it with `[kernel] version = \"KVER\"` and `remove_others = true`; {kver} cannot be changed"
+            ),
+        ))
     }
 
     fn plan(&self, _sys: &System, _obs: &Observation) -> Vec<Change> {

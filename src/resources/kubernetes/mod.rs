@@ -170,6 +170,30 @@ pub struct Also {
     pub fix: Option<String>,
 }
 
+/// The verdict of a check of what kubeadm requires and what it only warns of: compliant (with the
+/// warning as its message) when nothing required lacks, else drift saying what lacks (`lacks`
+/// gives the message), the warning appended, and the remediation.
+fn required_and_optional(
+    expected: Value,
+    actual: Value,
+    missing: &[String],
+    warning: String,
+    lacks: impl FnOnce(&str) -> String,
+    remediation: String,
+) -> Observation {
+    if missing.is_empty() {
+        return Observation::new(Status::Compliant, expected, actual, warning);
+    }
+    let mut msg = lacks(&missing.join(", "));
+    if !warning.is_empty() {
+        msg.push_str("; ");
+        msg.push_str(&warning);
+    }
+    let mut obs = Observation::new(Status::Drift, expected, actual, msg);
+    obs.remediation = Some(remediation);
+    obs
+}
+
 fn rank(s: Status) -> u8 {
     match s {
         Status::Drift => 5,
