@@ -395,12 +395,24 @@ pub fn host_facts(root: &Root, platform: &Platform) -> Host {
 
 /// Kernel versions installed in the root (directories of /usr/lib/modules), oldest first.
 pub fn installed_kernels(root: &Root) -> Vec<String> {
-    let mut k = root.list_dir("/usr/lib/modules").unwrap_or_default();
+    kernels_in(|d| root.list_dir(d).unwrap_or_default())
+}
+
+/// The kernel versions of a root whose directories `list` lists (`/usr/lib/modules`, else
+/// `/lib/modules`), oldest first: [`installed_kernels`], and `System`'s recorded twin.
+pub fn kernels_in(list: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    let mut k = list("/usr/lib/modules");
     if k.is_empty() {
-        k = root.list_dir("/lib/modules").unwrap_or_default();
+        k = list("/lib/modules");
     }
     k.sort_by(|a, b| version_cmp(a, b));
     k
+}
+
+/// Where a kernel's headers are when it has them (`/usr/lib/modules/KVER/build`): the kernels
+/// DKMS can build for.
+pub fn headers_dir(kver: &str) -> String {
+    format!("/usr/lib/modules/{kver}/build")
 }
 
 /// Compares version strings numerically where they are numbers (6.12.9 < 6.12.10).

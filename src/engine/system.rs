@@ -196,12 +196,8 @@ impl System {
     /// Kernels installed in the root that have headers (`/usr/lib/modules/KVER/build`), oldest
     /// first (recorded): the kernels DKMS can build for.
     pub fn kernels_with_headers(&self) -> Vec<String> {
-        let mut k = self.list_dir("/usr/lib/modules").unwrap_or_default();
-        if k.is_empty() {
-            k = self.list_dir("/lib/modules").unwrap_or_default();
-        }
-        k.sort_by(|a, b| crate::platform::version_cmp(a, b));
-        k.retain(|k| self.exists(&format!("/usr/lib/modules/{k}/build")));
+        let mut k = crate::platform::kernels_in(|d| self.list_dir(d).unwrap_or_default());
+        k.retain(|k| self.exists(&crate::platform::headers_dir(k)));
         k
     }
 

@@ -131,7 +131,7 @@ pub fn resources(p: &Packages, root: &Root, pinned: Option<&str>) -> Vec<Box<dyn
 pub fn kernels_with_headers(root: &Root) -> Vec<String> {
     crate::report::installed_kernels(root)
         .into_iter()
-        .filter(|k| root.exists(&format!("/usr/lib/modules/{k}/build")))
+        .filter(|k| root.exists(&crate::platform::headers_dir(k)))
         .collect()
 }
 
