@@ -31,10 +31,7 @@ CPE_NAME="cpe:2.3:o:flatcar-linux:flatcar_linux:4152.2.0:*:*:*:*:*:*:*"
 /// Makes a Debian root look as Flatcar is arranged: its os-release (and /etc's link to it), no
 /// dpkg database, and, when `sshd` is asked, Flatcar's per-connection sshd units.
 pub fn flatcarize(root: &Path, sshd: bool) {
-    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
-    std::fs::write(root.join("usr/lib/os-release"), OS_RELEASE).unwrap();
-    let _ = std::fs::remove_file(root.join("etc/os-release"));
-    std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+    write_os_release(root, OS_RELEASE);
     let _ = std::fs::remove_dir_all(root.join("var/lib/dpkg"));
     for b in ["usr/bin/dpkg", "usr/bin/apt-get", "usr/bin/apt"] {
         let _ = std::fs::remove_file(root.join(b));

@@ -12,22 +12,9 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const NOBLE_OS_RELEASE: &str = r#"PRETTY_NAME="Ubuntu 24.04.1 LTS"
-NAME="Ubuntu"
-VERSION_ID="24.04"
-VERSION="24.04.1 LTS (Noble Numbat)"
-VERSION_CODENAME=noble
-ID=ubuntu
-ID_LIKE=debian
-HOME_URL="https://www.ubuntu.com/"
-UBUNTU_CODENAME=noble
-"#;
-
 /// Ubuntu's arrangement on the unpacked root: its os-release, the socket on, the service off.
 fn make_noble(root: &Path) {
-    let os = root.join("etc/os-release");
-    let _ = std::fs::remove_file(&os);
-    std::fs::write(&os, NOBLE_OS_RELEASE).unwrap();
+    write_os_release(root, crate::ubuntu::OS_RELEASE);
     for args in [["disable", "ssh.service"], ["enable", "ssh.socket"]] {
         let o = Command::new("systemctl")
             .arg("--root")

@@ -88,9 +88,7 @@ fn would_install(c: &Container) -> Vec<String> {
 fn kernel_holds_follow_dpkgs_graph_up_to_the_top_meta_and_apt_keeps_the_kernel() {
     let dir = unpack(&rootfs_tar("systemd"));
     let r = dir.path().to_path_buf();
-    std::fs::write(r.join("usr/lib/os-release"), OS_RELEASE).unwrap();
-    let _ = std::fs::remove_file(r.join("etc/os-release"));
-    std::os::unix::fs::symlink("../usr/lib/os-release", r.join("etc/os-release")).unwrap();
+    write_os_release(&r, OS_RELEASE);
     // A local repository with two ABIs: 49 installed, 50 what an upgrade would bring.
     let repo_dir = r.join("srv/repo");
     std::fs::create_dir_all(&repo_dir).unwrap();
@@ -254,9 +252,7 @@ for my $rc (@ARGV) {
 fn needrestart_never_restarts_the_policys_services_as_needrestart_itself_decides() {
     let dir = unpack(&rootfs_tar("ubuntu"));
     let r = dir.path().to_path_buf();
-    std::fs::write(r.join("usr/lib/os-release"), OS_RELEASE).unwrap();
-    let _ = std::fs::remove_file(r.join("etc/os-release"));
-    std::os::unix::fs::symlink("../usr/lib/os-release", r.join("etc/os-release")).unwrap();
+    write_os_release(&r, OS_RELEASE);
     std::fs::write(r.join("root/decides.pl"), NEEDRESTART_DECIDES).unwrap();
     std::fs::write(
         r.join("root/nr.toml"),

@@ -167,3 +167,12 @@ pub fn persistent(s: Snapshot) -> Snapshot {
         .filter(|(k, _)| !k.starts_with("run/"))
         .collect()
 }
+
+/// Makes a root say it is another system, as its image does: `text` at /usr/lib/os-release and
+/// /etc/os-release a link to it (Ubuntu's and Flatcar's arrangements).
+pub fn write_os_release(root: &Path, text: &str) {
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::write(root.join("usr/lib/os-release"), text).unwrap();
+    let _ = std::fs::remove_file(root.join("etc/os-release"));
+    std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+}
